@@ -1,0 +1,38 @@
+"""nnunet-dkm: Diffusion Kinetic Model (Lv et al., MICCAI 2023) as an nnU-Net v2 plugin."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="nnunet-dkm",
+    version="0.1.0",
+    description=(
+        "Breast cancer segmentation on pre-contrast DCE-MRI with the Diffusion Kinetic Model, as an nnU-Net v2 plugin"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["nnunet_dkm", "nnunet_dkm.*", "dataset_conversion", "dataset_conversion.*",
+                                    "pretrain_dm", "pretrain_dm.*"]),
+    include_package_data=True,
+    install_requires=[
+        "nnunetv2>=2.8.1,<2.9",
+        "monai>=1.4",
+        "dcmri>=0.6",
+        "pydicom>=2.4",
+        "SimpleITK>=2.2",
+        "numpy",
+        "scipy",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest", "ruff"]},
+    entry_points={
+        "console_scripts": [
+            "nnUNetv2_dkm_synthesize=dataset_conversion.synthesize:main",
+            "nnUNetv2_dkm_phantom_stats=dataset_conversion.phantom_stats:main",
+            "nnUNetv2_dkm_convert_nact=dataset_conversion.convert_nact:main",
+            "nnUNetv2_dkm_convert_mamamia=dataset_conversion.convert_mamamia:main",
+        ]
+    },
+)
