@@ -106,13 +106,18 @@ def check_same_geometry(reference: sitk.Image, other: sitk.Image, what: str, tol
 
 @dataclass
 class ConversionSummary:
-    """What a converter did: cases written per split and cases skipped with their reason."""
+    """What a converter did: cases written per split, cases skipped with their reason, and notes
+    (things done on purpose that the user should know about, e.g. an exam sent to ``unlabelledTr/``)."""
 
     written: dict[str, list[str]] = field(default_factory=lambda: {"Tr": [], "Ts": [], "unlabelled": []})
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def skip(self, case: str, reason: str) -> None:
         self.skipped.append((case, reason))
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
 
     def table(self) -> str:
         """A plain-text summary table for the end of a conversion."""
@@ -127,6 +132,9 @@ class ConversionSummary:
             width = max(len(case) for case, _ in self.skipped)
             lines.append("  skipped cases:")
             lines += [f"    {case:<{width}}  {reason}" for case, reason in self.skipped]
+        if self.notes:
+            lines.append("  notes:")
+            lines += [f"    - {note}" for note in self.notes]
         return "\n".join(lines)
 
 
