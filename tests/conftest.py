@@ -36,3 +36,46 @@ def nnunet_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
         monkeypatch.setenv(name, str(folder))
         folders[name] = folder
     return folders
+
+
+PHANTOM_ID = 990
+
+
+def plan_and_preprocess(dataset_id: int, env: dict[str, str] | None = None) -> None:
+    """Run ``nnUNetv2_plan_and_preprocess -d ID -c 2d --verify_dataset_integrity`` with one worker process."""
+    import subprocess
+    import sys
+
+    command = [
+        str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"),
+        "-d", str(dataset_id), "-c", "2d", "--verify_dataset_integrity", "-npfp", "1", "-np", "1", "--no_pbar",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env or os.environ.copy(), timeout=900)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+@pytest.fixture(scope="session")
+def planned_phantom(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small synthetic phantom dataset (id 990), planned and preprocessed for 2d by nnU-Net itself.
+
+    Returns the three nnU-Net folders; tests export them with ``use_nnunet_folders``. Treat as read-only
+    apart from ``dkm/`` outputs.
+    """
+    from dataset_conversion.synthesize import synthesize_dataset
+
+    root = tmp_path_factory.mktemp("planned_phantom")
+    folders = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for folder in folders.values():
+        folder.mkdir()
+    synthesize_dataset(
+        PHANTOM_ID, preset="demo", seed=3, num_train=3, num_test=1, num_unlabelled=2, shape=(64, 64, 6),
+        raw_folder=folders["nnUNet_raw"],
+    )
+    plan_and_preprocess(PHANTOM_ID, env={**os.environ, **{k: str(v) for k, v in folders.items()}})
+    return folders
+
+
+def use_nnunet_folders(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export a set of nnU-Net folders for the duration of one test."""
+    for name, folder in folders.items():
+        monkeypatch.setenv(name, str(folder))

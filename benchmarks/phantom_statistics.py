@@ -1,0 +1,116 @@
+"""Benchmark of the synthetic phantom: generation time and calibration against the real case.
+
+Synthesizes the ``demo`` preset (all splits) into a temporary nnU-Net raw folder on one CPU
+thread, times it, times exams of the ``nact`` preset, measures the statistics of every
+labelled demo exam (and of eight nact exams) beside the targets from the real Breast-MRI-NACT-Pilot case, and writes
+``results_phantom.md`` and ``phantom_montage.png`` next to this script (or to ``--output-dir``)::
+
+    python benchmarks/phantom_statistics.py [--seed 0] [--output-dir benchmarks]
+"""
+
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # one core, set before numpy
+    os.environ.setdefault(_variable, "1")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from importlib.metadata import version  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from dataset_conversion.phantom_case import generate_case  # noqa: E402
+from dataset_conversion.phantom_parameters import PRESETS, preset_parameters  # noqa: E402
+from dataset_conversion.phantom_stats import format_table, measure_dataset, summarise, write_montage  # noqa: E402
+from dataset_conversion.synthesize import synthesize_dataset  # noqa: E402
+
+DEMO_ID, NACT_ID = 990, 991
+NACT_EXAMS = 8  # enough for a median; the full nact preset (160 exams) takes about 15 minutes
+
+
+def machine_description() -> str:
+    """One line naming the machine and the library versions the figures depend on."""
+    cpu = platform.processor() or platform.machine()
+    packages = ", ".join(f"{name} {version(name)}" for name in ("numpy", "scipy", "dcmri", "SimpleITK"))
+    return (
+        f"{platform.node()} ({platform.platform()}, {cpu}, {os.cpu_count()} logical CPUs, "
+        f"{os.environ['OMP_NUM_THREADS']} thread), Python {platform.python_version()}, {packages}"
+    )
+
+
+def run(seed: int, output_dir: Path) -> str:
+    """Do the benchmark in a temporary raw folder; returns the Markdown report (also written to disk)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    demo = PRESETS["demo"]
+    with tempfile.TemporaryDirectory(prefix="phantom_benchmark_") as raw:
+        start = time.perf_counter()
+        synthesize_dataset(DEMO_ID, preset="demo", raw_folder=raw, seed=seed)
+        demo_seconds = time.perf_counter() - start
+
+        start = time.perf_counter()
+        generate_case(preset_parameters("nact"), seed, "Tr", 0)
+        nact_generate_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        synthesize_dataset(NACT_ID, preset="nact", raw_folder=raw, seed=seed, num_train=NACT_EXAMS, num_test=0,
+                           num_unlabelled=0)
+        nact_write_seconds = time.perf_counter() - start
+
+        demo_rows = summarise(measure_dataset(DEMO_ID, raw))
+        nact_rows = summarise(measure_dataset(NACT_ID, raw))
+        montage = write_montage(DEMO_ID, output_dir / "phantom_montage.png", raw, num_cases=4)
+
+    num_demo_exams = demo.num_train + demo.num_test + demo.num_unlabelled
+    x, y, z = demo.phantom.shape_xyz
+    report = "\n".join([
+        "# Synthetic phantom: generation time and calibration",
+        "",
+        f"- command: `python benchmarks/phantom_statistics.py --seed {seed}`",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- machine: {machine_description()}",
+        "",
+        "## Generation time (one CPU thread, including writing compressed NIfTI)",
+        "",
+        "| what | time |",
+        "|---|---|",
+        f"| demo preset, all splits: {demo.num_train} train + {demo.num_test} test + {demo.num_unlabelled} "
+        f"unlabelled exams of {x}x{y}x{z} voxels, 3 phases | {demo_seconds:.1f} s "
+        f"({demo_seconds / num_demo_exams:.2f} s per exam) |",
+        f"| one nact exam (256x256x60), generation only | {nact_generate_seconds:.1f} s |",
+        f"| {NACT_EXAMS} nact exams, generated and written as a dataset | {nact_write_seconds:.1f} s "
+        f"({nact_write_seconds / NACT_EXAMS:.1f} s per exam) |",
+        "",
+        f"## Demo preset: statistics of the {demo.num_train + demo.num_test} labelled exams (seed {seed})",
+        "",
+        "Median and interquartile range over exams; targets are the figures measured on the real",
+        "Breast-MRI-NACT-Pilot case. Definitions: `dataset_conversion/phantom_stats.py`.",
+        "",
+        format_table(demo_rows, markdown=True),
+        "",
+        f"## nact preset: the same statistics on its first {NACT_EXAMS} training exams",
+        "",
+        format_table(nact_rows, markdown=True),
+        "",
+        f"## Montage: [{montage.name}]({montage.name})",
+        "",
+        "Four demo training exams at the slice with the most tumour: pre-contrast, both post-contrast",
+        "phases (one grey window per row), early percent enhancement and the label on the pre-contrast image.",
+        "",
+    ])
+    (output_dir / "results_phantom.md").write_text(report)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", type=Path, default=Path(__file__).resolve().parent)
+    args = parser.parse_args()
+    print(run(args.seed, args.output_dir))
+
+
+if __name__ == "__main__":
+    main()
