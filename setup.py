@@ -33,6 +33,8 @@ setup(
             "nnUNetv2_dkm_phantom_stats=dataset_conversion.phantom_stats:main",
             "nnUNetv2_dkm_convert_nact=dataset_conversion.convert_nact:main",
             "nnUNetv2_dkm_convert_mamamia=dataset_conversion.convert_mamamia:main",
+            "nnUNetv2_dkm_pretrain=pretrain_dm.cli:main",
+            "nnUNetv2_dkm_synthesize_postcontrast=nnunet_dkm.diffusion.postcontrast:main",
         ]
     },
 )

@@ -79,3 +79,27 @@ def use_nnunet_folders(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch
     """Export a set of nnU-Net folders for the duration of one test."""
     for name, folder in folders.items():
         monkeypatch.setenv(name, str(folder))
+
+
+TINY_DM = {"channels": (8, 16, 16, 16), "norm_num_groups": 8, "num_head_channels": 8}
+
+
+def tiny_config(**overrides):
+    """A DM config small enough for unit tests (the small preset, narrowed)."""
+    from nnunet_dkm.diffusion.config import DiffusionConfig
+
+    return DiffusionConfig.from_preset("small", **{**TINY_DM, **overrides})
+
+
+def randomised_network(config, seed: int = 0):
+    """A DM whose every parameter is random (MONAI zero-initialises the output conv), in eval mode."""
+    import torch
+
+    from nnunet_dkm.diffusion.network import build_network
+
+    torch.manual_seed(seed)
+    network = build_network(config)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return network.eval()

@@ -1,0 +1,290 @@
+"""DM checkpoint file: weights, full network config, schedule, input scaling and the nnU-Net plans it belongs to.
+
+One ``torch.save`` file holding only plain Python types and tensors (loadable with ``weights_only=True``)::
+
+    {
+        "format": "nnunet_dkm.diffusion_module", "format_version": 1,
+        "config": DiffusionConfig.to_dict(),            # network + schedule + prediction type
+        "input_scaling": {"scale": ..., "offset": ...},
+        "plans_identity": plans_identity(plans, configuration),
+        "weights": state_dict,                          # EMA weights where EMA was used
+        "weights_are_ema": bool,
+        "metadata": {...},                              # free-form, JSON-like (e.g. training summary)
+        "training_state": {...} or None,                # optional, for resuming: e.g. "step", "optimizer",
+                                                        # "raw_weights" (non-EMA), "rng"; read back untouched
+    }
+
+``metadata`` and ``training_state`` must hold what ``torch.load(weights_only=True)`` accepts: dicts, lists,
+tuples, strings, numbers, booleans, None and tensors (convert numpy arrays / RNG states to tensors first).
+
+The network is rebuilt from the file alone (``load_network``); a checkpoint made for other plans is refused with a
+message naming the differing field and the command that makes the right one (``check_plans_identity``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_dkm.diffusion.config import DiffusionConfig, DiffusionConfigError, InputScaling
+from nnunet_dkm.diffusion.network import build_network
+
+CHECKPOINT_FORMAT = "nnunet_dkm.diffusion_module"
+CHECKPOINT_FORMAT_VERSION = 1
+
+# Entries of the resolved configuration that decide what the DM's input looks like.
+_CONFIGURATION_ENTRIES = (
+    "patch_size",
+    "spacing",
+    "normalization_schemes",
+    "use_mask_for_norm",
+    "resampling_fn_data",
+    "resampling_fn_data_kwargs",
+    "preprocessor_name",
+)
+# Plans-level entries with the same role (axis order, image reader).
+_PLANS_ENTRIES = ("transpose_forward", "image_reader_writer")
+# Normalisation schemes whose output depends on the dataset fingerprint's intensity statistics.
+_FINGERPRINT_DEPENDENT_NORMALIZATIONS = ("CTNormalization",)
+
+
+class DiffusionCheckpointError(RuntimeError):
+    """A DM checkpoint is missing, unreadable or inconsistent; the message names the file and the problem."""
+
+
+class PlansMismatchError(DiffusionCheckpointError):
+    """A DM checkpoint was made for other nnU-Net plans / configuration than the ones in use."""
+
+
+def _json_normalised(value: Any) -> Any:
+    """Tuples to lists, numpy scalars to Python numbers: the form the value takes after a JSON round trip."""
+    return json.loads(json.dumps(value, default=lambda obj: obj.item() if hasattr(obj, "item") else str(obj)))
+
+
+def plans_identity(plans: Mapping[str, Any], configuration: str) -> dict[str, Any]:
+    """What identifies the preprocessed space a DM was trained in.
+
+    Args:
+        plans: the content of an nnU-Net plans file (e.g. ``nnUNetPlans.json``).
+        configuration: configuration name, e.g. "2d"; inheritance ("inherits_from") is resolved with nnU-Net's
+            ``PlansManager``.
+
+    Returns:
+        JSON-compatible dict: ``dataset_name``, ``plans_name``, ``configuration``, ``preprocessing`` (the resolved
+        entries that decide the DM's input: patch size, spacing, normalisation, resampling, axis transpose, image
+        reader; plus the fingerprint's intensity properties when a CT-style normalisation uses them) and
+        ``preprocessing_sha256``, a hash of ``preprocessing``.
+    """
+    for key in ("dataset_name", "plans_name", "configurations"):
+        if key not in plans:
+            raise DiffusionCheckpointError(f"nnU-Net plans lack the entry {key!r}; is this a plans file?")
+    if configuration not in plans["configurations"]:
+        raise DiffusionCheckpointError(
+            f"configuration {configuration!r} is not in plans {plans['plans_name']!r} of {plans['dataset_name']}; "
+            f"available: {sorted(plans['configurations'])}"
+        )
+    resolved = PlansManager(dict(plans)).get_configuration(configuration).configuration
+    preprocessing: dict[str, Any] = {key: resolved.get(key) for key in _CONFIGURATION_ENTRIES}
+    preprocessing.update({key: plans.get(key) for key in _PLANS_ENTRIES})
+    if any(s in _FINGERPRINT_DEPENDENT_NORMALIZATIONS for s in resolved.get("normalization_schemes") or ()):
+        preprocessing["foreground_intensity_properties_per_channel"] = plans.get(
+            "foreground_intensity_properties_per_channel"
+        )
+    preprocessing = _json_normalised(preprocessing)
+    canonical = json.dumps(preprocessing, sort_keys=True, separators=(",", ":"))
+    return {
+        "dataset_name": str(plans["dataset_name"]),
+        "plans_name": str(plans["plans_name"]),
+        "configuration": configuration,
+        "preprocessing": preprocessing,
+        "preprocessing_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+    }
+
+
+def pretrain_command(dataset_name: str, configuration: str, plans_name: str) -> str:
+    """The command that pretrains a DM for these plans, e.g. ``nnUNetv2_dkm_pretrain -d 990 -c 2d``."""
+    match = re.fullmatch(r"Dataset(\d+)_.*", dataset_name)
+    dataset = str(int(match.group(1))) if match else dataset_name
+    command = f"nnUNetv2_dkm_pretrain -d {dataset} -c {configuration}"
+    if plans_name != "nnUNetPlans":
+        command += f" -p {plans_name}"
+    return command
+
+
+def check_plans_identity(
+    checkpoint_identity: Mapping[str, Any],
+    plans: Mapping[str, Any],
+    configuration: str,
+    checkpoint_path: str | Path | None = None,
+) -> None:
+    """Refuse a DM checkpoint made for other plans than ``plans`` / ``configuration``.
+
+    Args:
+        checkpoint_identity: the ``plans_identity`` stored in the checkpoint.
+        plans: the plans in use (content of the plans file).
+        configuration: the configuration in use.
+        checkpoint_path: the checkpoint's file, named in the error message.
+
+    Raises:
+        PlansMismatchError: naming every differing field with both values, and the command to pretrain a DM for
+            the plans in use.
+    """
+    current = plans_identity(plans, configuration)
+    differences = [
+        f"{key}: checkpoint {checkpoint_identity.get(key)!r}, in use {current[key]!r}"
+        for key in ("dataset_name", "plans_name", "configuration")
+        if checkpoint_identity.get(key) != current[key]
+    ]
+    stored_preprocessing = checkpoint_identity.get("preprocessing") or {}
+    for key in sorted(set(stored_preprocessing) | set(current["preprocessing"])):
+        stored, in_use = stored_preprocessing.get(key), current["preprocessing"].get(key)
+        if stored != in_use:
+            differences.append(f"{key}: checkpoint {stored!r}, in use {in_use!r}")
+    if not differences and checkpoint_identity.get("preprocessing_sha256") != current["preprocessing_sha256"]:
+        differences.append(
+            f"preprocessing_sha256: checkpoint {checkpoint_identity.get('preprocessing_sha256')!r}, "
+            f"in use {current['preprocessing_sha256']!r}"
+        )
+    if differences:
+        source = f"DM checkpoint {checkpoint_path}" if checkpoint_path is not None else "The DM checkpoint"
+        raise PlansMismatchError(
+            f"{source} was pretrained for other nnU-Net plans than {current['dataset_name']} / "
+            f"{current['plans_name']} / configuration {current['configuration']}:\n  - "
+            + "\n  - ".join(differences)
+            + "\nPretrain a DM for these plans with: "
+            + pretrain_command(current["dataset_name"], configuration, current["plans_name"])
+        )
+
+
+@dataclass
+class DiffusionCheckpoint:
+    """Everything needed to rebuild and use a pretrained DM.
+
+    Attributes:
+        config: network and schedule.
+        weights: network ``state_dict`` (the EMA weights where EMA was used).
+        input_scaling: affine from nnU-Net-normalised intensities to the DM's input range.
+        plans_identity: ``plans_identity(plans, configuration)`` of the preprocessed space it was trained in.
+        weights_are_ema: whether ``weights`` are an exponential moving average.
+        metadata: free-form, JSON-like information (training summary, data used, ...).
+        training_state: optional state for resuming (optimiser, step, raw weights, ...), stored and returned as is.
+    """
+
+    config: DiffusionConfig
+    weights: dict[str, torch.Tensor]
+    input_scaling: InputScaling
+    plans_identity: dict[str, Any]
+    weights_are_ema: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    training_state: dict[str, Any] | None = None
+
+    def build_network(self, source: str | Path | None = None) -> DiffusionModelUNet:
+        """The network with these weights loaded, in eval mode, on the device the weights are on."""
+        network = build_network(self.config)
+        first_weight = next(iter(self.weights.values()), None)
+        if isinstance(first_weight, torch.Tensor):
+            network.to(first_weight.device)
+        try:
+            network.load_state_dict(self.weights, strict=True)
+        except RuntimeError as error:
+            where = f"{source}: " if source is not None else ""
+            raise DiffusionCheckpointError(f"{where}weights do not fit the recorded network config: {error}") from error
+        return network.eval()
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict written to disk (see the module docstring)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "input_scaling": self.input_scaling.to_dict(),
+            "plans_identity": dict(self.plans_identity),
+            "weights": dict(self.weights),
+            "weights_are_ema": bool(self.weights_are_ema),
+            "metadata": dict(self.metadata),
+            "training_state": self.training_state,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any, source: str | Path) -> DiffusionCheckpoint:
+        """Validate a loaded payload and turn it into a checkpoint; errors name ``source``."""
+        if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+            raise DiffusionCheckpointError(
+                f"{source}: not an nnunet-dkm DM checkpoint (no format {CHECKPOINT_FORMAT!r})"
+            )
+        version = payload.get("format_version")
+        if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+            raise DiffusionCheckpointError(
+                f"{source}: checkpoint format version {version!r} is newer than this nnunet-dkm reads "
+                f"({CHECKPOINT_FORMAT_VERSION}); update nnunet-dkm"
+            )
+        missing = [key for key in ("config", "input_scaling", "plans_identity", "weights") if key not in payload]
+        if missing:
+            raise DiffusionCheckpointError(f"{source}: checkpoint lacks {missing}")
+        try:
+            config = DiffusionConfig.from_dict(payload["config"])
+            input_scaling = InputScaling.from_dict(payload["input_scaling"])
+        except (DiffusionConfigError, KeyError, TypeError, ValueError) as error:
+            raise DiffusionCheckpointError(f"{source}: unreadable config or input scaling: {error}") from error
+        return cls(
+            config=config,
+            weights=payload["weights"],
+            input_scaling=input_scaling,
+            plans_identity=payload["plans_identity"],
+            weights_are_ema=bool(payload.get("weights_are_ema", False)),
+            metadata=payload.get("metadata") or {},
+            training_state=payload.get("training_state"),
+        )
+
+
+def save_checkpoint(checkpoint: DiffusionCheckpoint, path: str | Path) -> Path:
+    """Write atomically: to a temporary file in the target folder, then ``os.replace`` onto ``path``.
+
+    An interrupted save leaves any previous file at ``path`` intact. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(checkpoint.to_payload(), stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionCheckpoint:
+    """Read a checkpoint written by ``save_checkpoint`` (tensors mapped to ``map_location``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DiffusionCheckpointError(
+            f"{path}: no DM checkpoint there; pretrain one with nnUNetv2_dkm_pretrain -d DATASET -c CONFIGURATION"
+        )
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
+        raise DiffusionCheckpointError(f"{path}: not a readable DM checkpoint: {error}") from error
+    return DiffusionCheckpoint.from_payload(payload, path)
+
+
+def load_network(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[DiffusionModelUNet, DiffusionCheckpoint]:
+    """Rebuild the DM from its checkpoint file alone: (network in eval mode, the checkpoint)."""
+    checkpoint = load_checkpoint(path, map_location)
+    return checkpoint.build_network(source=path), checkpoint

@@ -1,0 +1,269 @@
+"""Typed configuration of the diffusion module (DM) and of the kinetic feature extraction.
+
+``DiffusionConfig`` describes the network (MONAI ``DiffusionModelUNet``) and its noise schedule; it is what a DM
+checkpoint records so that the network can be rebuilt from the file alone. ``InputScaling`` is the fixed affine map
+from nnU-Net-normalised intensities to the DM's input range. ``KineticFeatureConfig`` selects how features are read
+from a frozen DM (extraction mode, levels, decoder or encoder, precision).
+
+The DM is conditional: its input is ``cat[x_t, x_pre]`` (``num_post_phases`` noised post-contrast channels followed
+by the pre-contrast image) and its output has ``num_post_phases`` channels (noise, velocity or sample, according to
+``prediction_type``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Literal
+
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
+
+# Training target of the "small" CPU preset. The only knob an evidence benchmark (epsilon vs v_prediction vs sample
+# at a short CPU budget) is expected to change; the "paper" preset stays on epsilon, as in the paper.
+SMALL_PRESET_PREDICTION_TYPE: PredictionType = "epsilon"
+
+PRESET_NAMES: tuple[str, ...] = ("paper", "small")
+
+
+class DiffusionConfigError(ValueError):
+    """A diffusion or feature configuration is inconsistent; the message names the field and the problem."""
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Network and noise schedule of the DM.
+
+    Attributes:
+        preset: name of the preset this configuration started from ("paper", "small" or "custom").
+        num_post_phases: post-contrast phases predicted jointly (output channels); input channels are one more
+            (the pre-contrast condition).
+        spatial_dims: 2 (slices, the DKM setting) or 3.
+        channels: feature channels per resolution level, shallowest first; level l (1-based) works at
+            H / 2^(l-1).
+        attention_levels: self-attention on/off per level (same length as ``channels``).
+        num_res_blocks: residual blocks per level (one int for all levels, or one per level).
+        num_head_channels: channels per attention head.
+        norm_num_groups: GroupNorm groups; every entry of ``channels`` must be divisible by it.
+        norm_eps: GroupNorm epsilon.
+        resblock_updown: use residual blocks (instead of strided / interpolating convolutions) to change resolution.
+        prediction_type: training target of MONAI's schedulers: "epsilon", "v_prediction" or "sample".
+        num_train_timesteps: T, the number of diffusion steps.
+        schedule: MONAI noise schedule name (``monai.networks.schedulers.NoiseSchedules``).
+        beta_start: first beta of the schedule.
+        beta_end: last beta of the schedule.
+        clip_sample: let the schedulers clip the predicted clean image to [-1, 1] while sampling. Off by default,
+            because the DM's input range is set by ``InputScaling`` and need not be [-1, 1].
+    """
+
+    preset: str = "custom"
+    num_post_phases: int = 1
+    spatial_dims: int = 2
+    channels: tuple[int, ...] = (32, 64, 64, 64)
+    attention_levels: tuple[bool, ...] = (False, False, False, True)
+    num_res_blocks: int | tuple[int, ...] = 1
+    num_head_channels: int = 32
+    norm_num_groups: int = 16
+    norm_eps: float = 1e-6
+    resblock_updown: bool = False
+    prediction_type: PredictionType = "epsilon"
+    num_train_timesteps: int = 1000
+    schedule: str = "linear_beta"
+    beta_start: float = 1e-4
+    beta_end: float = 1e-2
+    clip_sample: bool = False
+
+    def __post_init__(self) -> None:
+        # Normalise sequences coming from JSON / keyword overrides into tuples so that configs compare and hash.
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "attention_levels", tuple(bool(a) for a in self.attention_levels))
+        if not isinstance(self.num_res_blocks, int):
+            object.__setattr__(self, "num_res_blocks", tuple(int(n) for n in self.num_res_blocks))
+        self._validate()
+
+    def _validate(self) -> None:
+        problems = []
+        if self.num_post_phases < 1:
+            problems.append(f"num_post_phases must be >= 1, got {self.num_post_phases}")
+        if self.spatial_dims not in (2, 3):
+            problems.append(f"spatial_dims must be 2 or 3, got {self.spatial_dims}")
+        if len(self.channels) < 1:
+            problems.append("channels must name at least one level")
+        if len(self.attention_levels) != len(self.channels):
+            problems.append(
+                f"attention_levels has {len(self.attention_levels)} entries but channels has {len(self.channels)}"
+            )
+        if isinstance(self.num_res_blocks, tuple) and len(self.num_res_blocks) != len(self.channels):
+            problems.append(
+                f"num_res_blocks has {len(self.num_res_blocks)} entries but channels has {len(self.channels)}"
+            )
+        if self.norm_num_groups < 1 or any(c % self.norm_num_groups for c in self.channels):
+            problems.append(f"every entry of channels {self.channels} must be divisible by norm_num_groups "
+                            f"({self.norm_num_groups})")
+        for level, (width, attention) in enumerate(zip(self.channels, self.attention_levels, strict=False), start=1):
+            if attention and width % self.num_head_channels:
+                problems.append(f"level {level} has attention and {width} channels, not divisible by "
+                                f"num_head_channels ({self.num_head_channels})")
+        if self.prediction_type not in PREDICTION_TYPES:
+            problems.append(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.num_train_timesteps < 2:
+            problems.append(f"num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            problems.append(f"need 0 < beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}")
+        if problems:
+            raise DiffusionConfigError("invalid diffusion config: " + "; ".join(problems))
+
+    @property
+    def in_channels(self) -> int:
+        """Network input channels: the noised post-contrast phases, then the pre-contrast condition."""
+        return self.num_post_phases + 1
+
+    @property
+    def out_channels(self) -> int:
+        """Network output channels: one per predicted post-contrast phase."""
+        return self.num_post_phases
+
+    @property
+    def num_levels(self) -> int:
+        """Resolution levels; level l (1-based) works at 1 / 2^(l-1) of the input size."""
+        return len(self.channels)
+
+    @property
+    def size_divisor(self) -> int:
+        """Every spatial input size must be a multiple of this (2^(num_levels-1))."""
+        return 2 ** (self.num_levels - 1)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> DiffusionConfig:
+        """A named preset ("paper" or "small"), with any field overridden by keyword.
+
+        Example: ``DiffusionConfig.from_preset("small", prediction_type="v_prediction", num_post_phases=3)``.
+        """
+        if name not in _PRESETS:
+            raise DiffusionConfigError(f"unknown DM preset {name!r}; choose one of {PRESET_NAMES}")
+        _reject_unknown_fields(overrides, f"override of preset {name!r}")
+        return replace(_PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict (tuples become lists); ``from_dict`` inverts it."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DiffusionConfig:
+        """Rebuild a config written by ``to_dict``; unknown keys are an error (they mean another code version)."""
+        _reject_unknown_fields(values, "diffusion config")
+        return cls(**values)
+
+
+def _reject_unknown_fields(values: dict[str, Any], what: str) -> None:
+    known = {f.name for f in fields(DiffusionConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise DiffusionConfigError(f"{what}: unknown field(s) {unknown}; valid fields are {sorted(known)}")
+
+
+_PRESETS: dict[str, DiffusionConfig] = {
+    # The paper's DM: 4 levels of 128-256-256-256 channels, attention at the lowest level, epsilon prediction.
+    "paper": DiffusionConfig(
+        preset="paper",
+        channels=(128, 256, 256, 256),
+        attention_levels=(False, False, False, True),
+        num_res_blocks=2,
+        num_head_channels=32,
+        norm_num_groups=32,
+        prediction_type="epsilon",
+    ),
+    # Sized for the 2-core CPU demo: 1.5 M parameters.
+    "small": DiffusionConfig(
+        preset="small",
+        channels=(32, 64, 64, 64),
+        attention_levels=(False, False, False, True),
+        num_res_blocks=1,
+        num_head_channels=32,
+        norm_num_groups=16,
+        prediction_type=SMALL_PRESET_PREDICTION_TYPE,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class InputScaling:
+    """Fixed affine map from nnU-Net-normalised intensities to the DM's input range: ``x_dm = scale * x + offset``.
+
+    Applied to the pre-contrast image and to every post-contrast phase alike (all are normalised with the
+    pre-contrast image's statistics), so enhancement ``x_post - x_pre`` is scaled by ``scale`` only.
+    """
+
+    scale: float
+    offset: float
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise DiffusionConfigError(f"input scaling needs scale > 0, got {self.scale}")
+
+    def to_dict(self) -> dict[str, float]:
+        return {"scale": float(self.scale), "offset": float(self.offset)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> InputScaling:
+        return cls(scale=float(values["scale"]), offset=float(values["offset"]))
+
+
+ExtractionMode = Literal["A", "B", "C"]
+FeatureSource = Literal["decoder", "encoder"]
+
+
+@dataclass(frozen=True)
+class KineticFeatureConfig:
+    """How kinetic features are read from a frozen DM.
+
+    Attributes:
+        mode: "A" noised pre-contrast at ``timestep`` (default); "B" pure noise at t = T-1; "C" synthesise the
+            post-contrast image with ``ddim_steps`` DDIM steps, then read features at t = 0.
+        levels: resolution levels to return (1 = full size, 2 = 1/2, ... ); default f3 + f4, the paper's best.
+        source: "decoder" (default) or "encoder" features.
+        timestep: t* of mode A.
+        ddim_steps: K, DDIM steps of mode C.
+        noise_seed: seed of the fixed noise map, re-seeded on every call so the same input gives the same features.
+        autocast: run the DM under bfloat16 autocast (features are returned in the input's dtype).
+        channels_last: run the DM in channels-last memory format.
+    """
+
+    mode: ExtractionMode = "A"
+    levels: tuple[int, ...] = (3, 4)
+    source: FeatureSource = "decoder"
+    timestep: int = 250
+    ddim_steps: int = 5
+    noise_seed: int = 0
+    autocast: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(sorted({int(level) for level in self.levels})))
+        problems = []
+        if self.mode not in ("A", "B", "C"):
+            problems.append(f"mode must be 'A', 'B' or 'C', got {self.mode!r}")
+        if self.source not in ("decoder", "encoder"):
+            problems.append(f"source must be 'decoder' or 'encoder', got {self.source!r}")
+        if not self.levels or self.levels[0] < 1:
+            problems.append(f"levels must be a non-empty set of levels >= 1, got {self.levels}")
+        if self.timestep < 0:
+            problems.append(f"timestep must be >= 0, got {self.timestep}")
+        if self.ddim_steps < 1:
+            problems.append(f"ddim_steps must be >= 1, got {self.ddim_steps}")
+        if problems:
+            raise DiffusionConfigError("invalid kinetic feature config: " + "; ".join(problems))
+
+    def check_against(self, diffusion_config: DiffusionConfig) -> None:
+        """Raise ``DiffusionConfigError`` where these options cannot be used with that DM."""
+        if self.levels[-1] > diffusion_config.num_levels:
+            raise DiffusionConfigError(
+                f"feature levels {self.levels} requested but the DM has only {diffusion_config.num_levels} levels"
+            )
+        if self.mode == "A" and self.timestep >= diffusion_config.num_train_timesteps:
+            raise DiffusionConfigError(
+                f"timestep {self.timestep} is outside the DM's schedule (T = {diffusion_config.num_train_timesteps})"
+            )
+        if self.mode == "C" and self.ddim_steps > diffusion_config.num_train_timesteps:
+            raise DiffusionConfigError(
+                f"ddim_steps {self.ddim_steps} exceeds the DM's T = {diffusion_config.num_train_timesteps}"
+            )

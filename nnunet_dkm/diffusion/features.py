@@ -1,0 +1,221 @@
+"""Kinetic features from a frozen DM: a truncated walk through MONAI's ``DiffusionModelUNet`` and the extractor.
+
+Levels are numbered from the input resolution: level l (1-based) is read at ``H / 2^(l-1)``, so with four levels
+f1..f4 are at H, H/2, H/4, H/8. Decoder level l is the up path's state at that resolution after all its residual
+(and attention) blocks and before upsampling; encoder level l is the down path's state at that resolution before
+downsampling. Both have ``channels[l-1]`` channels.
+
+The walk calls the network's own submodules (``time_embed``, ``conv_in``, ``down_blocks``, ``middle_block``, the
+residual / attention blocks and upsamplers of ``up_blocks``, ``out``) in the order MONAI's ``forward`` does, and
+stops once the deepest level needed is read: for encoder features after the down block of the deepest requested
+level; for decoder features after the up block of the shallowest requested level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
+from torch import nn
+
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint
+from nnunet_dkm.diffusion.config import DiffusionConfig, FeatureSource, InputScaling, KineticFeatureConfig
+from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, synthesise_post_contrast
+
+
+@dataclass
+class UNetWalk:
+    """Result of ``walk_unet``: the requested levels' features and, when asked for, the network output."""
+
+    features: dict[int, torch.Tensor]
+    output: torch.Tensor | None = None
+
+
+def walk_unet(
+    network: DiffusionModelUNet,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    levels: Iterable[int],
+    source: FeatureSource = "decoder",
+    run_output_head: bool = False,
+) -> UNetWalk:
+    """Run ``network`` up to the deepest point that the requested levels need, collecting their features.
+
+    Args:
+        network: a MONAI ``DiffusionModelUNet`` without cross-attention conditioning or class embedding.
+        x: network input, [B, C_in, *spatial], every spatial size divisible by 2^(num_levels-1).
+        timesteps: [B] diffusion steps.
+        levels: levels to return, each in 1..num_levels.
+        source: "decoder" or "encoder".
+        run_output_head: walk the whole network and also return its output (equal to ``network(x, timesteps)``).
+
+    Returns:
+        ``UNetWalk`` with ``features[l]`` of shape [B, channels[l-1], *(s / 2^(l-1) for s in spatial)].
+    """
+    if network.with_conditioning or network.num_class_embeds is not None:
+        raise ValueError("walk_unet supports DiffusionModelUNet without cross-attention or class conditioning")
+    num_levels = len(network.block_out_channels)
+    wanted = sorted(set(levels))
+    if not wanted or wanted[0] < 1 or wanted[-1] > num_levels:
+        raise ValueError(f"levels {wanted} must lie in 1..{num_levels}")
+    if source not in ("decoder", "encoder"):
+        raise ValueError(f"source must be 'decoder' or 'encoder', got {source!r}")
+
+    embedding = network.time_embed(get_timestep_embedding(timesteps, network.block_out_channels[0]).to(x.dtype))
+    hidden = network.conv_in(x)
+    skips = [hidden]
+    features: dict[int, torch.Tensor] = {}
+
+    for index, down_block in enumerate(network.down_blocks):
+        hidden, block_skips = down_block(hidden_states=hidden, temb=embedding, context=None)
+        skips.extend(block_skips)
+        level = index + 1
+        if source == "encoder" and level in wanted:
+            # block_skips: one state per residual block at this level, then the downsampled state (if any)
+            features[level] = block_skips[len(down_block.resnets) - 1]
+            if level == wanted[-1] and not run_output_head:
+                return UNetWalk(features)
+
+    hidden = network.middle_block(hidden_states=hidden, temb=embedding, context=None)
+
+    for index, up_block in enumerate(network.up_blocks):
+        attentions = getattr(up_block, "attentions", None)
+        for block_index, resnet in enumerate(up_block.resnets):
+            hidden = resnet(torch.cat([hidden, skips.pop()], dim=1), embedding)
+            if attentions is not None:
+                hidden = attentions[block_index](hidden).contiguous()
+        level = num_levels - index
+        if source == "decoder" and level in wanted:
+            features[level] = hidden
+            if level == wanted[0] and not run_output_head:
+                return UNetWalk(features)
+        if up_block.upsampler is not None:
+            hidden = up_block.upsampler(hidden, embedding)
+
+    return UNetWalk(features, network.out(hidden) if run_output_head else None)
+
+
+class KineticFeatureExtractor(nn.Module):
+    """Frozen DM that turns pre-contrast patches into kinetic features f_l at the selected levels.
+
+    Always in eval mode (``train()`` is overridden), parameters frozen, forward under ``torch.no_grad()``. The same
+    input gives bit-identical features: the noise map is drawn on the CPU from a generator re-seeded on every call
+    (so it is the same on every device), with shape [1, P, *spatial] broadcast over the batch (so a slice's
+    features do not depend on the rest of the batch, up to the float rounding of batched kernels, ~1e-6).
+
+    Precision is set by ``feature_config.autocast`` alone: off means fp32 even inside a caller's autocast region,
+    on means bfloat16 autocast. Features come back in the input's dtype.
+
+    Attributes:
+        level_channels: channels of each selected level's features, e.g. ``{3: 64, 4: 64}``.
+    """
+
+    def __init__(
+        self,
+        diffusion_config: DiffusionConfig,
+        input_scaling: InputScaling,
+        feature_config: KineticFeatureConfig | None = None,
+        network: DiffusionModelUNet | None = None,
+    ) -> None:
+        """
+        Args:
+            diffusion_config: the DM's config.
+            input_scaling: the DM's input scaling (from its checkpoint).
+            feature_config: extraction options; defaults to mode A, decoder f3 + f4, fp32.
+            network: the pretrained DM; None builds a freshly initialised one (an untrained-DM control, or a
+                container whose weights come from a state dict later).
+        """
+        super().__init__()
+        self.diffusion_config = diffusion_config
+        self.input_scaling = input_scaling
+        self.feature_config = feature_config if feature_config is not None else KineticFeatureConfig()
+        self.feature_config.check_against(diffusion_config)
+        self.network = network if network is not None else build_network(diffusion_config)
+        self._memory_format = torch.contiguous_format
+        if self.feature_config.channels_last:
+            self._memory_format = torch.channels_last if diffusion_config.spatial_dims == 2 else torch.channels_last_3d
+            self.network.to(memory_format=self._memory_format)
+        self._noise_scheduler = make_ddpm_scheduler(diffusion_config)
+        self.requires_grad_(False)
+        self.train(False)
+        self.level_channels: dict[int, int] = {
+            level: diffusion_config.channels[level - 1] for level in self.feature_config.levels
+        }
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: DiffusionCheckpoint | str | Path,
+        feature_config: KineticFeatureConfig | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> KineticFeatureExtractor:
+        """An extractor over the DM stored in a checkpoint (object or file)."""
+        source = None
+        if not isinstance(checkpoint, DiffusionCheckpoint):
+            source = checkpoint
+            checkpoint = load_checkpoint(checkpoint, map_location)
+        return cls(
+            checkpoint.config, checkpoint.input_scaling, feature_config, checkpoint.build_network(source=source)
+        )
+
+    def train(self, mode: bool = True) -> KineticFeatureExtractor:
+        """Stay in eval mode whatever is asked: the DM is frozen (dropout / norm statistics never change)."""
+        return super().train(False)
+
+    def fixed_noise(self, spatial_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The noise map of every call: [1, P, *spatial_shape], drawn on the CPU from ``noise_seed``."""
+        generator = torch.Generator(device="cpu").manual_seed(self.feature_config.noise_seed)
+        noise = torch.randn((1, self.diffusion_config.num_post_phases, *spatial_shape), generator=generator)
+        return noise.to(device=device, dtype=dtype)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        spatial_dims = self.diffusion_config.spatial_dims
+        if x.ndim != spatial_dims + 2 or x.shape[1] != 1:
+            raise ValueError(
+                f"expected pre-contrast patches of shape [B, 1, {', '.join('HWD'[:spatial_dims])}], "
+                f"got {tuple(x.shape)}"
+            )
+        divisor = self.diffusion_config.size_divisor
+        if any(size % divisor for size in x.shape[2:]):
+            raise ValueError(
+                f"patch size {tuple(x.shape[2:])} must be divisible by {divisor} for a DM with "
+                f"{self.diffusion_config.num_levels} levels"
+            )
+
+    def forward(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Kinetic features of nnU-Net-normalised pre-contrast patches.
+
+        Args:
+            x: [B, 1, H, W] (or [B, 1, H, W, D] for a 3D DM), sizes divisible by 2^(num_levels-1).
+
+        Returns:
+            ``{level: [B, level_channels[level], H / 2^(level-1), W / 2^(level-1)]}`` in ``x``'s dtype.
+        """
+        self._check_input(x)
+        options = self.feature_config
+        config = self.diffusion_config
+        batch = x.shape[0]
+        with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=options.autocast):
+            x_pre = self.input_scaling.scale * x.float() + self.input_scaling.offset
+            noise = self.fixed_noise(tuple(x.shape[2:]), x.device, torch.float32)
+            noise = noise.expand(batch, *noise.shape[1:])
+            if options.mode == "A":
+                timestep = options.timestep
+                x_pre_per_phase = x_pre.expand(-1, config.num_post_phases, *x_pre.shape[2:])
+                t_batch = torch.full((batch,), timestep, dtype=torch.long, device=x.device)
+                x_t = self._noise_scheduler.add_noise(x_pre_per_phase, noise, t_batch)
+            elif options.mode == "B":
+                timestep = config.num_train_timesteps - 1
+                x_t = noise
+            else:
+                timestep = 0
+                x_t = synthesise_post_contrast(self.network, config, x_pre, noise, options.ddim_steps)
+            network_input = torch.cat([x_t, x_pre], dim=1)
+            network_input = network_input.contiguous(memory_format=self._memory_format)
+            t_batch = torch.full((batch,), timestep, dtype=torch.long, device=x.device)
+            walk = walk_unet(self.network, network_input, t_batch, options.levels, options.source)
+        return {level: walk.features[level].to(x.dtype) for level in options.levels}

@@ -1,0 +1,122 @@
+"""``nnUNetv2_dkm_pretrain``: pretrain the diffusion module of a dataset, in nnU-Net's preprocessed space.
+
+Examples::
+
+    nnUNetv2_dkm_pretrain -d 990 -c 2d                           # small preset, CPU
+    nnUNetv2_dkm_pretrain -d 990 -c 2d --preset paper -device cuda --steps 100000 --ema 0.9999
+    nnUNetv2_dkm_pretrain -d 990 -c 2d --continue                # resume where it stopped
+    torchrun --nproc_per_node 4 -m pretrain_dm -d 990 -c 2d -device cuda --preset paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
+from nnunet_dkm.diffusion.config import PREDICTION_TYPES, PRESET_NAMES, DiffusionConfigError
+from nnunet_dkm.diffusion.preprocessed_space import PreprocessedSpaceError
+from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings, RunContext
+
+# small-preset defaults for a 2-core CPU, chosen by benchmarks/dm_evidence.py (see benchmarks/results_dm_evidence.md)
+CPU_DEFAULTS = {"steps": 2000, "batch_size": 8}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_dkm_pretrain",
+        description="Pretrain the DKM diffusion module (pre-contrast -> post-contrast) on a planned nnU-Net dataset. "
+        "Writes nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/dm_checkpoint.pt, dm_loss_curve.png and "
+        "dm_samples.png.",
+    )
+    parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset id, e.g. 990")
+    parser.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"),
+                        help="device (with torchrun, each rank uses cuda:LOCAL_RANK)")
+    parser.add_argument("--preset", default="small", choices=PRESET_NAMES, help="DM size (small: CPU demo; paper)")
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, help="override the preset's training target")
+    parser.add_argument("--channels", type=int, nargs="+", help="override the preset's channels per level")
+    parser.add_argument("--steps", type=int, default=CPU_DEFAULTS["steps"], help="total optimisation steps")
+    parser.add_argument("--batch-size", type=int, default=CPU_DEFAULTS["batch_size"], help="slices per step and rank")
+    parser.add_argument("--lr", type=float, default=PretrainSettings.learning_rate, help="AdamW learning rate")
+    parser.add_argument("--weight-decay", type=float, default=PretrainSettings.weight_decay)
+    parser.add_argument("--ema", type=float, default=PretrainSettings.ema_decay,
+                        help="EMA decay of the saved weights (0 = no EMA)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patch-size", type=int, nargs=2, help="DM patch size (default: the configuration's)")
+    parser.add_argument("--foreground-fraction", type=float, default=PretrainSettings.foreground_fraction,
+                        help="share of patches centred on tumour / strong enhancement")
+    parser.add_argument("--input-scale", type=float, default=PretrainSettings.input_scale,
+                        help="DM input = scale * (nnU-Net-normalised intensity) + offset")
+    parser.add_argument("--no-augmentation", action="store_true", help="switch off nnU-Net-like augmentation")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    parser.add_argument("--validate-every", type=int, default=PretrainSettings.validate_every)
+    parser.add_argument("--save-every", type=int, default=PretrainSettings.save_every)
+    parser.add_argument("--max-minutes", type=float, help="stop (and save) after this much training time")
+    parser.add_argument("--checkpoint", help="checkpoint file (default: the dataset's dkm folder)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--continue", dest="resume", action="store_true", help="resume the existing checkpoint")
+    group.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
+    overrides = {}
+    if args.prediction_type:
+        overrides["prediction_type"] = args.prediction_type
+    if args.channels:
+        overrides["channels"] = tuple(args.channels)
+    return PretrainSettings(
+        dataset_id=args.dataset, configuration=args.configuration, plans_identifier=args.plans, preset=args.preset,
+        config_overrides=overrides, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+        weight_decay=args.weight_decay, ema_decay=args.ema, seed=args.seed,
+        patch_size=tuple(args.patch_size) if args.patch_size else None,
+        foreground_fraction=args.foreground_fraction, input_scale=args.input_scale,
+        augmentation=not args.no_augmentation, device=args.device, precision=args.precision,
+        validate_every=args.validate_every, save_every=args.save_every, max_minutes=args.max_minutes,
+        checkpoint=None if args.checkpoint is None else Path(args.checkpoint),
+    )
+
+
+def run_context(device: str) -> RunContext:
+    """Join the torchrun process group where WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return RunContext(device=torch.device(device))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if device == "cuda" else "gloo", timeout=timedelta(minutes=30))
+    return RunContext(rank=rank, world_size=world_size,
+                      device=torch.device(f"cuda:{local_rank}") if device == "cuda" else torch.device("cpu"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
+    context = run_context(args.device)
+    try:
+        pretrainer = DmPretrainer(settings_from_args(args), resume=args.resume, overwrite=args.overwrite,
+                                  context=context)
+        path = pretrainer.run()
+        if context.is_main:
+            print(f"DM checkpoint: {path}\nloss curve:    {path.with_name('dm_loss_curve.png')}\n"
+                  f"samples:       {path.with_name('dm_samples.png')}")
+    except (PretrainingError, PreprocessedSpaceError, DiffusionCheckpointError, DiffusionConfigError) as error:
+        sys.exit(f"error: {error}")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""Conditional DDPM pretraining of the DM: pre-contrast -> post-contrast, in nnU-Net's preprocessed space.
+
+Per step: draw 2D patches (pre-contrast + K post-contrast phases) from the cache, augment them,
+map them to the DM's input range with the fixed ``InputScaling``, draw ``t ~ U[0, T)`` and noise,
+``x_t = add_noise(x_post, eps, t)``, predict with ``UNet(cat[x_t, x_pre], t)`` and regress the
+target of the prediction type (eps, v or x_post) with MSE. AdamW, optional EMA of the weights.
+
+Reproducibility: every random draw of step ``s`` on rank ``r`` comes from generators seeded with
+``(seed, r, s)``. A run resumed with ``--continue`` at step ``s`` therefore draws exactly what the
+uninterrupted run would have drawn; together with the restored weights, EMA weights and optimiser
+state it continues bit for bit (on the same device and thread count).
+
+Runs in one process, or under ``torchrun --nproc_per_node N -m pretrain_dm ...`` with torch DDP
+(gloo on CPU, nccl on GPU): each rank draws its own patches, gradients are averaged, rank 0
+validates, plots and saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint, save_checkpoint
+from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling
+from nnunet_dkm.diffusion.locations import dm_checkpoint_path
+from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
+from nnunet_dkm.diffusion.preprocessed_space import load_plans
+from pretrain_dm.augment import AugmentationConfig, augment_patches
+from pretrain_dm.cache import CachedExam, DmCache, build_cache
+from pretrain_dm.slices import PatchSampler
+
+DEFAULT_INPUT_SCALING = InputScaling(scale=0.5, offset=0.0)
+VALIDATION_PATCHES = 32
+
+
+class PretrainingError(Exception):
+    """Pretraining cannot start or go on; the message says why and what to run."""
+
+
+@dataclass
+class PretrainSettings:
+    """Everything a pretraining run depends on (recorded in the checkpoint's metadata)."""
+
+    dataset_id: int
+    configuration: str = "2d"
+    plans_identifier: str = "nnUNetPlans"
+    preset: str = "small"
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    steps: int = 2000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    ema_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    patch_size: tuple[int, int] | None = None
+    foreground_fraction: float = 0.5
+    validation_fraction: float = 0.1
+    validate_every: int = 200
+    save_every: int = 200
+    input_scale: float = DEFAULT_INPUT_SCALING.scale
+    input_offset: float = DEFAULT_INPUT_SCALING.offset
+    augmentation: bool = True
+    device: str = "cpu"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16 / fp16
+    max_minutes: float | None = None
+    sample_ddim_steps: int = 20
+    checkpoint: Path | None = None  # default: nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/dm_checkpoint.pt
+
+    def compatible_with(self, other: PretrainSettings) -> list[str]:
+        """Settings that must not change when a run is continued; returns the differences."""
+        keys = ("dataset_id", "configuration", "plans_identifier", "preset", "config_overrides", "batch_size",
+                "seed", "input_scale", "input_offset", "patch_size", "ema_decay")
+        return [f"{k}: {getattr(other, k)!r} -> {getattr(self, k)!r}" for k in keys
+                if _plain(getattr(self, k)) != _plain(getattr(other, k))]
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def settings_to_dict(settings: PretrainSettings) -> dict[str, Any]:
+    values = asdict(settings)
+    values["checkpoint"] = str(settings.checkpoint) if settings.checkpoint else None
+    values["patch_size"] = list(settings.patch_size) if settings.patch_size else None
+    return values
+
+
+def settings_from_dict(values: dict[str, Any]) -> PretrainSettings:
+    values = dict(values)
+    values["checkpoint"] = Path(values["checkpoint"]) if values.get("checkpoint") else None
+    values["patch_size"] = tuple(values["patch_size"]) if values.get("patch_size") else None
+    return PretrainSettings(**values)
+
+
+@dataclass
+class RunContext:
+    """Process group facts: rank, world size, device."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def step_generators(seed: int, rank: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    """The numpy and torch generators of one training step on one rank (see the module docstring)."""
+    sequence = np.random.SeedSequence([seed, rank, step])
+    torch_generator = torch.Generator().manual_seed(int(sequence.generate_state(1, dtype=np.uint64)[0] >> 1))
+    return np.random.default_rng(sequence), torch_generator
+
+
+def split_exams(exams: tuple[CachedExam, ...], fraction: float, seed: int) -> tuple[list[CachedExam], list[CachedExam]]:
+    """(training exams, validation exams): a seeded, per-exam hold-out, preferring labelled exams for validation
+    (they have tumour slices for the sample figure). With a single exam both are that exam."""
+    if len(exams) < 2:
+        return list(exams), list(exams)
+    rng = np.random.default_rng([seed, 7])
+    labelled = [e for e in exams if e.tumour_slices]
+    pool = labelled if len(labelled) >= 2 else list(exams)
+    count = max(1, int(round(fraction * len(exams))))
+    count = min(count, len(pool) - 1) if pool is labelled else min(count, len(exams) - 1)
+    chosen = {pool[i].case_id for i in rng.choice(len(pool), size=count, replace=False)}
+    return [e for e in exams if e.case_id not in chosen], [e for e in exams if e.case_id in chosen]
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast for the requested precision; ``auto`` means bf16 on CUDA and fp32 elsewhere."""
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class DmPretrainer:
+    """One pretraining run; ``run()`` trains to ``settings.steps`` and returns the checkpoint path."""
+
+    def __init__(self, settings: PretrainSettings, resume: bool = False, overwrite: bool = False,
+                 context: RunContext | None = None, progress: bool = True):
+        self.settings = settings
+        self.context = context or RunContext(device=torch.device(settings.device))
+        self.progress = progress and self.context.is_main
+        _, configuration_manager, _, preprocessed = load_plans(
+            settings.dataset_id, settings.configuration, settings.plans_identifier
+        )
+        if len(configuration_manager.patch_size) != 2:
+            raise PretrainingError(
+                f"configuration {settings.configuration} is {len(configuration_manager.patch_size)}D; the DM works on "
+                f"2D slices: use -c 2d"
+            )
+        self.checkpoint_path = settings.checkpoint or dm_checkpoint_path(preprocessed, settings.configuration)
+        self._check_existing(resume, overwrite)
+        self.cache: DmCache = self._shared_cache()
+        self.patch_size = tuple(settings.patch_size or configuration_manager.patch_size)
+        self.config = DiffusionConfig.from_preset(
+            settings.preset, **{"num_post_phases": self.cache.num_post_phases, **settings.config_overrides}
+        )
+        if any(size % self.config.size_divisor for size in self.patch_size):
+            raise PretrainingError(f"patch size {self.patch_size} is not divisible by {self.config.size_divisor}, "
+                                   f"which the DM's {self.config.num_levels} levels need")
+        self.scaling = InputScaling(settings.input_scale, settings.input_offset)
+        self.train_exams, self.validation_exams = split_exams(self.cache.exams, settings.validation_fraction,
+                                                             settings.seed)
+        self.scheduler = make_ddpm_scheduler(self.config)
+        torch.manual_seed(settings.seed)
+        self.network = build_network(self.config).to(self.context.device)
+        self.ema = copy.deepcopy(self.network).requires_grad_(False) if settings.ema_decay > 0 else None
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=settings.learning_rate,
+                                           weight_decay=settings.weight_decay)
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=settings.precision == "fp16")
+        self.step = 0
+        self.history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_step": [], "val_loss": [],
+                                                "seconds": []}
+        self.elapsed_before = 0.0
+        if resume:
+            self._restore()
+        self.training_network: torch.nn.Module = self.network
+        if self.context.world_size > 1:
+            device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
+            self.training_network = torch.nn.parallel.DistributedDataParallel(self.network, device_ids=device_ids)
+        self.opened_arrays: dict = {}
+        self.validation_batch = self._validation_batch()
+
+    def _shared_cache(self) -> DmCache:
+        """Build the cache on rank 0 while the other ranks wait, then everyone reads it."""
+        settings = self.settings
+        cache = None
+        if self.context.is_main:
+            cache = build_cache(settings.dataset_id, settings.configuration, settings.plans_identifier,
+                                progress=self.progress)
+        if self.context.world_size > 1:
+            dist.barrier()
+        if cache is None:
+            cache = build_cache(settings.dataset_id, settings.configuration, settings.plans_identifier, progress=False)
+        return cache
+
+    # -- state ---------------------------------------------------------------------------------
+    def _check_existing(self, resume: bool, overwrite: bool) -> None:
+        exists = self.checkpoint_path.is_file()
+        if resume and not exists:
+            raise PretrainingError(f"--continue: no checkpoint at {self.checkpoint_path} to continue from")
+        if exists and not resume and not overwrite:
+            raise PretrainingError(
+                f"a DM checkpoint already exists at {self.checkpoint_path}; pass --continue to resume it "
+                f"or --overwrite to train a new one"
+            )
+
+    def _restore(self) -> None:
+        checkpoint = load_checkpoint(self.checkpoint_path, map_location=self.context.device)
+        state = checkpoint.training_state
+        if not state:
+            raise PretrainingError(f"{self.checkpoint_path} holds no training state to continue from")
+        previous = settings_from_dict(state["settings"])
+        differences = self.settings.compatible_with(previous)
+        if differences:
+            raise PretrainingError("--continue with settings that differ from the checkpoint's: "
+                                   + "; ".join(differences) + ". Use --overwrite to start a new run.")
+        self.network.load_state_dict(state["raw_weights"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint.weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.history = {key: list(values) for key, values in state["history"].items()}
+        self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
+
+    def _checkpoint(self, elapsed: float) -> DiffusionCheckpoint:
+        weights = (self.ema if self.ema is not None else self.network).state_dict()
+        return DiffusionCheckpoint(
+            config=self.config,
+            weights={k: v.detach().clone() for k, v in weights.items()},
+            input_scaling=self.scaling,
+            plans_identity=self.cache.plans_identity,
+            weights_are_ema=self.ema is not None,
+            metadata={
+                "steps": self.step,
+                "train_exams": [e.case_id for e in self.train_exams],
+                "validation_exams": [e.case_id for e in self.validation_exams],
+                "last_validation_loss": self.history["val_loss"][-1] if self.history["val_loss"] else None,
+                "training_seconds": elapsed,
+                "world_size": self.context.world_size,
+                "patch_size": list(self.patch_size),
+                "dataset_name": self.cache.plans_identity["dataset_name"],
+            },
+            training_state={
+                "step": self.step,
+                "raw_weights": {k: v.detach().clone() for k, v in self.network.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "history": self.history,
+                "settings": settings_to_dict(self.settings),
+                "elapsed_seconds": elapsed,
+            },
+        )
+
+    # -- data ------------------------------------------------------------------------------------
+    def _validation_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A fixed validation set: (patches (N, 1+K, H, W), timesteps (N,), noise (N, K, H, W)), identical at
+        every evaluation so that validation losses are comparable; timesteps spread evenly over [0, T)."""
+        rng = np.random.default_rng([self.settings.seed, 99])
+        sampler = PatchSampler(self.validation_exams, self.patch_size, self.settings.foreground_fraction, rng)
+        patches = torch.from_numpy(sampler.sample_batch(VALIDATION_PATCHES))
+        generator = torch.Generator().manual_seed(self.settings.seed + 99)
+        timesteps = torch.linspace(0, self.config.num_train_timesteps - 1, VALIDATION_PATCHES).long()
+        noise = torch.randn((VALIDATION_PATCHES, self.config.num_post_phases, *self.patch_size), generator=generator)
+        return patches, timesteps, noise
+
+    def _scaled(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_pre (B, 1, H, W), x_post (B, K, H, W)) in the DM's input range, on the run's device."""
+        patches = patches.to(self.context.device)
+        scaled = patches * self.scaling.scale + self.scaling.offset
+        return scaled[:, :1], scaled[:, 1:]
+
+    def _loss(self, network: torch.nn.Module, patches: torch.Tensor, timesteps: torch.Tensor,
+              noise: torch.Tensor) -> torch.Tensor:
+        x_pre, x_post = self._scaled(patches)
+        timesteps, noise = timesteps.to(self.context.device), noise.to(self.context.device)
+        noisy = self.scheduler.add_noise(original_samples=x_post, noise=noise, timesteps=timesteps)
+        with autocast_context(self.context.device, self.settings.precision):
+            prediction = network(torch.cat([noisy, x_pre], dim=1), timesteps)
+        target = training_target(self.config, self.scheduler, x_post, noise, timesteps)
+        return torch.nn.functional.mse_loss(prediction.float(), target.float())
+
+    @torch.no_grad()
+    def validation_loss(self) -> float:
+        network = self.ema if self.ema is not None else self.network
+        network.eval()
+        patches, timesteps, noise = self.validation_batch
+        losses = [
+            self._loss(network, patches[i:i + 8], timesteps[i:i + 8], noise[i:i + 8]).item()
+            for i in range(0, len(patches), 8)
+        ]
+        self.network.train()
+        return float(np.mean(losses))
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _learning_rate(self, step: int) -> float:
+        warmup = max(1, self.settings.warmup_steps)
+        return self.settings.learning_rate * min(1.0, (step + 1) / warmup)
+
+    def train_step(self) -> float:
+        """One optimisation step; returns the loss averaged over ranks. Raises on a non-finite loss."""
+        numpy_rng, torch_generator = step_generators(self.settings.seed, self.context.rank, self.step)
+        sampler = PatchSampler(self.train_exams, self.patch_size, self.settings.foreground_fraction, numpy_rng,
+                               opened=self.opened_arrays)
+        patches = torch.from_numpy(sampler.sample_batch(self.settings.batch_size))
+        patches = augment_patches(patches, AugmentationConfig(enabled=self.settings.augmentation), torch_generator)
+        timesteps = torch.randint(0, self.config.num_train_timesteps, (patches.shape[0],), generator=torch_generator)
+        noise = torch.randn((patches.shape[0], self.config.num_post_phases, *self.patch_size),
+                            generator=torch_generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._learning_rate(self.step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._loss(self.training_network, patches, timesteps, noise)
+        reported = loss.detach().clone()
+        if self.context.world_size > 1:
+            dist.all_reduce(reported)
+            reported /= self.context.world_size
+        if not torch.isfinite(reported):
+            raise PretrainingError(
+                f"the loss became {reported.item()} at step {self.step}; training stopped. The last good "
+                f"checkpoint is kept at {self.checkpoint_path} (if one was saved). Try a lower --lr."
+            )
+        self.grad_scaler.scale(loss).backward()
+        self.grad_scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        if self.ema is not None:
+            with torch.no_grad():
+                for ema_param, param in zip(self.ema.parameters(), self.network.parameters(), strict=True):
+                    ema_param.lerp_(param, 1.0 - self.settings.ema_decay)
+        self.step += 1
+        return float(reported.item())
+
+    def _save(self, elapsed: float) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.network.parameters()):
+            raise PretrainingError(
+                f"the weights became non-finite at step {self.step}; training stopped. The last good checkpoint is "
+                f"kept at {self.checkpoint_path} (if one was saved). Try a lower --lr."
+            )
+        if self.context.is_main:
+            save_checkpoint(self._checkpoint(elapsed), self.checkpoint_path)
+            from pretrain_dm.plots import plot_loss_curve
+
+            plot_loss_curve(self.history, self.checkpoint_path.with_name("dm_loss_curve.png"))
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the raw weights: equal on every rank of a correct DDP run."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.network.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def _record_rank_agreement(self) -> None:
+        """Gather every rank's weight digest; rank 0 stores them in the checkpoint metadata and warns on a mismatch."""
+        digests: list[str | None] = [None] * self.context.world_size
+        dist.all_gather_object(digests, self.weights_digest())
+        if self.context.is_main:
+            checkpoint = load_checkpoint(self.checkpoint_path)
+            checkpoint.metadata["rank_weight_digests"] = digests
+            save_checkpoint(checkpoint, self.checkpoint_path)
+            if len(set(digests)) != 1:
+                tqdm.write(f"WARNING: DDP ranks ended with different weights: {digests}")
+        dist.barrier()
+
+    def run(self) -> Path:
+        """Train to ``settings.steps`` (or ``max_minutes``), validating and saving periodically."""
+        settings = self.settings
+        self.network.train()
+        start = time.perf_counter()
+        bar = tqdm(total=settings.steps, initial=self.step, desc="DM pretraining", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        smoothed = math.nan
+        slices_per_step = settings.batch_size * self.context.world_size
+        while self.step < settings.steps:
+            loss = self.train_step()
+            smoothed = loss if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss
+            elapsed = self.elapsed_before + time.perf_counter() - start
+            self.history["step"].append(self.step)
+            self.history["train_loss"].append(loss)
+            self.history["seconds"].append(elapsed)
+            done = self.step - self.history["step"][0]
+            bar.set_postfix(loss=f"{smoothed:.4f}",
+                            slices_s=f"{slices_per_step * done / max(time.perf_counter() - start, 1e-9):.1f}")
+            bar.update(1)
+            out_of_time = settings.max_minutes is not None and elapsed > 60 * settings.max_minutes
+            if self.context.is_main and (self.step % settings.validate_every == 0 or self.step == settings.steps
+                                         or out_of_time):
+                self.history["val_step"].append(self.step)
+                self.history["val_loss"].append(self.validation_loss())
+                bar.write(f"step {self.step}: train loss {smoothed:.4f}, validation loss "
+                          f"{self.history['val_loss'][-1]:.4f}, {elapsed / 60:.1f} min")
+            if self.step % settings.save_every == 0 or self.step == settings.steps or out_of_time:
+                self._save(elapsed)
+            if out_of_time:
+                bar.write(f"stopping after {settings.max_minutes} minutes at step {self.step} (--max-minutes)")
+                break
+        bar.close()
+        if self.context.world_size > 1:
+            self._record_rank_agreement()
+        if self.context.is_main:
+            from pretrain_dm.plots import plot_samples
+
+            plot_samples(self, self.checkpoint_path.with_name("dm_samples.png"))
+        return self.checkpoint_path
+

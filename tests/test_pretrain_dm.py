@@ -1,0 +1,145 @@
+"""DM pretraining: checkpoints, exact resume, refusal to overwrite, NaN stop, DDP, and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PHANTOM_ID, use_nnunet_folders
+
+from nnunet_dkm.diffusion.checkpoint import load_checkpoint, load_network
+from pretrain_dm.cache import build_cache
+from pretrain_dm.slices import PatchSampler, crop_around
+from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings
+
+BIN = Path(sys.executable).parent
+TINY = {"channels": (16, 32, 32, 32)}
+
+
+def tiny_settings(checkpoint: Path, steps: int, **changes) -> PretrainSettings:
+    values = dict(dataset_id=PHANTOM_ID, config_overrides=dict(TINY), steps=steps, batch_size=2, patch_size=(32, 32),
+                  validate_every=2, save_every=2, ema_decay=0.9, sample_ddim_steps=2, checkpoint=checkpoint,
+                  warmup_steps=2)
+    values.update(changes)
+    return PretrainSettings(**values)
+
+
+def test_pretraining_writes_a_self_contained_checkpoint_and_figures(
+    planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    path = DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=4), progress=False).run()
+
+    network, checkpoint = load_network(path)
+    assert checkpoint.weights_are_ema and checkpoint.config.channels == TINY["channels"]
+    assert checkpoint.config.num_post_phases == 2  # the phantom's early and late phases
+    assert checkpoint.plans_identity["configuration"] == "2d"
+    assert checkpoint.metadata["steps"] == 4 and len(checkpoint.metadata["validation_exams"]) >= 1
+    assert not set(checkpoint.metadata["validation_exams"]) & set(checkpoint.metadata["train_exams"])
+    assert np.isfinite(checkpoint.metadata["last_validation_loss"])
+    output = network(torch.zeros(1, 3, 32, 32), torch.tensor([10]))
+    assert output.shape == (1, 2, 32, 32)
+    for figure in ("dm_loss_curve.png", "dm_samples.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
+
+
+def test_continue_resumes_exactly(planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                  tmp_path: Path) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    straight = DmPretrainer(tiny_settings(tmp_path / "straight.pt", steps=4), progress=False).run()
+    DmPretrainer(tiny_settings(tmp_path / "resumed.pt", steps=2), progress=False).run()
+    resumed = DmPretrainer(tiny_settings(tmp_path / "resumed.pt", steps=4), resume=True, progress=False).run()
+
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    for key in a.weights:
+        torch.testing.assert_close(a.weights[key], b.weights[key], rtol=0, atol=0)
+    for key in a.training_state["raw_weights"]:
+        torch.testing.assert_close(a.training_state["raw_weights"][key], b.training_state["raw_weights"][key],
+                                   rtol=0, atol=0)
+    assert a.training_state["history"]["train_loss"] == b.training_state["history"]["train_loss"]
+
+
+def test_existing_checkpoint_needs_continue_or_overwrite(
+    planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=2), progress=False).run()
+    with pytest.raises(PretrainingError, match="already exists.*--continue.*--overwrite"):
+        DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=2), progress=False)
+    with pytest.raises(PretrainingError, match="settings that differ.*batch_size"):
+        DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=4, batch_size=3), resume=True, progress=False)
+    DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=2, seed=5), overwrite=True, progress=False).run()
+    assert load_checkpoint(tmp_path / "dm.pt").training_state["settings"]["seed"] == 5
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    pretrainer = DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=6), progress=False)
+    real_loss = pretrainer._loss
+    calls = {"n": 0}
+
+    def loss_that_diverges(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if pretrainer.step >= 3 and pretrainer.network.training else loss
+
+    monkeypatch.setattr(pretrainer, "_loss", loss_that_diverges)
+    with pytest.raises(PretrainingError, match="loss became nan at step 3.*last good checkpoint"):
+        pretrainer.run()
+    assert load_checkpoint(tmp_path / "dm.pt").metadata["steps"] == 2
+
+
+def test_foreground_sampling_finds_the_tumour(
+    planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    labelled = [exam for exam in build_cache(PHANTOM_ID, "2d", progress=False).exams if exam.source == "labelled"]
+
+    def share_with_tumour(fraction: float) -> float:
+        sampler = PatchSampler(labelled, (16, 16), fraction, np.random.default_rng(0))
+        return float(np.mean([patch[-1].any() for patch in sampler.sample_batch(40, with_label=True)]))
+
+    assert share_with_tumour(1.0) == 1.0
+    assert share_with_tumour(0.0) < 0.6
+
+
+def test_crop_keeps_the_centre_and_pads_small_slices() -> None:
+    rng = np.random.default_rng(0)
+    stack = np.arange(2 * 10 * 12, dtype=np.float32).reshape(2, 10, 12) + 1
+    for _ in range(20):
+        patch = crop_around(stack, np.array([7, 3]), (4, 4), rng)
+        assert stack[0, 7, 3] in patch[0] and patch.shape == (2, 4, 4)
+    padded = crop_around(stack, np.array([5, 5]), (16, 16), rng)
+    assert padded.shape == (2, 16, 16) and np.count_nonzero(padded[0]) == 120
+
+
+def test_cli_error_names_the_missing_dataset(nnunet_folders: dict[str, Path]) -> None:
+    result = subprocess.run([str(BIN / "nnUNetv2_dkm_pretrain"), "-d", "321", "-c", "2d"], capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    assert result.stderr.startswith("error: ") and "no dataset with id 321" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_torchrun_two_cpu_processes_end_with_identical_weights(
+    planned_phantom: dict[str, Path], tmp_path: Path
+) -> None:
+    env = {**os.environ, **{k: str(v) for k, v in planned_phantom.items()}, "OMP_NUM_THREADS": "1"}
+    command = [
+        str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "pretrain_dm",
+        "-d", str(PHANTOM_ID), "-c", "2d", "--steps", "3", "--batch-size", "2", "--patch-size", "32", "32",
+        "--channels", "16", "32", "32", "32", "--checkpoint", str(tmp_path / "ddp.pt"), "--validate-every", "3",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "ddp.pt")
+    digests = checkpoint.metadata["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert checkpoint.metadata["world_size"] == 2
