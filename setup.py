@@ -15,6 +15,8 @@ setup(
     packages=find_packages(include=["nnunet_dkm", "nnunet_dkm.*", "dataset_conversion", "dataset_conversion.*",
                                     "pretrain_dm", "pretrain_dm.*"]),
     include_package_data=True,
+    # the nnUNet_extTrainer shim folder is deliberately not a package (nnU-Net imports its module top-level)
+    package_data={"nnunet_dkm": ["ext_trainer/nnunet_dkm_trainers.py"]},
     install_requires=[
         "nnunetv2>=2.8.1,<2.9",
         "monai>=1.4",
@@ -35,6 +37,7 @@ setup(
             "nnUNetv2_dkm_convert_mamamia=dataset_conversion.convert_mamamia:main",
             "nnUNetv2_dkm_pretrain=pretrain_dm.cli:main",
             "nnUNetv2_dkm_synthesize_postcontrast=nnunet_dkm.diffusion.postcontrast:main",
+            "nnUNetv2_dkm_trainer_path=nnunet_dkm.ext_trainer_path:main",
         ]
     },
 )

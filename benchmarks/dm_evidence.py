@@ -54,6 +54,14 @@ LEVERS = {
                               {"prediction_type": "sample"}),
     "eps_64": Lever("eps_64", "epsilon prediction, 64x64 patches", {"patch_size": (64, 64), "batch_size": 16},
                     {"prediction_type": "epsilon"}),
+    "v_64": Lever("v_64", "v-prediction, 64x64 patches", {"patch_size": (64, 64), "batch_size": 16},
+                  {"prediction_type": "v_prediction"}),
+    "sample_64_high": Lever("sample_64_high", "sample prediction, 64x64 patches, half the steps at t in [T/2, T)",
+                            {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5},
+                            {"prediction_type": "sample"}),
+    "v_64_high": Lever("v_64_high", "v-prediction, 64x64 patches, half the steps at t in [T/2, T)",
+                       {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5},
+                       {"prediction_type": "v_prediction"}),
 }
 
 
@@ -148,12 +156,15 @@ def dm_estimates(checkpoint: Path, data: dict[str, np.ndarray], ddim_steps: int)
 
     network, meta = load_network(checkpoint)
     pre = torch.from_numpy(data["pre"][:, None])
-    one_step, ddim = [], []
+    one_step, from_noise, ddim = [], [], []
+    last = meta.config.num_train_timesteps - 1
     for start in range(0, len(pre), 8):
         batch = pre[start:start + 8]
         one_step.append(dm_one_step_estimate(network, meta.config, meta.input_scaling, batch)[:, 0])
+        from_noise.append(dm_one_step_estimate(network, meta.config, meta.input_scaling, batch, timestep=last)[:, 0])
         ddim.append(dm_ddim_estimate(network, meta.config, meta.input_scaling, batch, steps=ddim_steps)[:, 0])
-    return {"dm_one_step": torch.cat(one_step).numpy(), "dm_ddim": torch.cat(ddim).numpy()}
+    return {"dm_one_step": torch.cat(one_step).numpy(), "dm_from_noise": torch.cat(from_noise).numpy(),
+            "dm_ddim": torch.cat(ddim).numpy()}
 
 
 def pretrain(lever: Lever, workdir: Path, minutes: float, max_steps: int) -> dict:
@@ -242,7 +253,9 @@ def main() -> None:
         f"test split (up to {TEST_SLICES_PER_EXAM} per exam), nnU-Net 2d preprocessed space, intensities in "
         "pre-contrast standard deviations",
         f"- DM: `small` preset (overrides per lever), pretrained for at most {args.minutes:g} minutes each; "
-        f"DDIM with {args.ddim_steps} steps; one-step estimate at t* = 250 from the noised pre-contrast image",
+        f"DDIM with {args.ddim_steps} steps; one-step estimate at t* = 250 from the noised pre-contrast image "
+        "(what feature mode A feeds the DM); 'from noise': the one-step clean estimate at t = T-1 (input almost pure noise, as in mode B), "
+        "i.e. the DM's direct guess of the post-contrast image from the pre-contrast condition",
         "- MAE against the true first post-contrast phase; corr: Pearson correlation of predicted vs true "
         "enhancement (post - pre) over the region's voxels; 'vs pre' = MAE relative to the pre-contrast baseline",
         f"- global linear map fitted on the DM's training exams: post1 = {a:.3f} * pre + {b:.3f}",

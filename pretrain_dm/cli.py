@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patch-size", type=int, nargs=2, help="DM patch size (default: the configuration's)")
     parser.add_argument("--foreground-fraction", type=float, default=PretrainSettings.foreground_fraction,
                         help="share of patches centred on tumour / strong enhancement")
+    parser.add_argument("--high-noise-fraction", type=float, default=PretrainSettings.high_noise_fraction,
+                        help="share of timesteps drawn from the noisier half of the schedule")
     parser.add_argument("--input-scale", type=float, default=PretrainSettings.input_scale,
                         help="DM input = scale * (nnU-Net-normalised intensity) + offset")
     parser.add_argument("--no-augmentation", action="store_true", help="switch off nnU-Net-like augmentation")
@@ -79,7 +81,8 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
         config_overrides=overrides, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, ema_decay=args.ema, seed=args.seed,
         patch_size=tuple(args.patch_size) if args.patch_size else None,
-        foreground_fraction=args.foreground_fraction, input_scale=args.input_scale,
+        foreground_fraction=args.foreground_fraction, high_noise_fraction=args.high_noise_fraction,
+        input_scale=args.input_scale,
         augmentation=not args.no_augmentation, device=args.device, precision=args.precision,
         validate_every=args.validate_every, save_every=args.save_every, max_minutes=args.max_minutes,
         checkpoint=None if args.checkpoint is None else Path(args.checkpoint),

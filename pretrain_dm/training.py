@@ -67,6 +67,7 @@ class PretrainSettings:
     seed: int = 0
     patch_size: tuple[int, int] | None = None
     foreground_fraction: float = 0.5
+    high_noise_fraction: float = 0.0  # share of steps drawn from the noisier half of the schedule, t ~ U[T/2, T)
     validation_fraction: float = 0.1
     validate_every: int = 200
     save_every: int = 200
@@ -313,6 +314,15 @@ class DmPretrainer:
         warmup = max(1, self.settings.warmup_steps)
         return self.settings.learning_rate * min(1.0, (step + 1) / warmup)
 
+    def _draw_timesteps(self, count: int, generator: torch.Generator) -> torch.Tensor:
+        """t ~ U[0, T), or with probability ``high_noise_fraction`` from U[T/2, T) where the DM must rely on the
+        pre-contrast condition alone (the regime that decides whether it learns kinetics)."""
+        total = self.config.num_train_timesteps
+        timesteps = torch.randint(0, total, (count,), generator=generator)
+        high = torch.randint(total // 2, total, (count,), generator=generator)
+        chosen = torch.rand(count, generator=generator) < self.settings.high_noise_fraction
+        return torch.where(chosen, high, timesteps)
+
     def train_step(self) -> float:
         """One optimisation step; returns the loss averaged over ranks. Raises on a non-finite loss."""
         numpy_rng, torch_generator = step_generators(self.settings.seed, self.context.rank, self.step)
@@ -320,7 +330,7 @@ class DmPretrainer:
                                opened=self.opened_arrays)
         patches = torch.from_numpy(sampler.sample_batch(self.settings.batch_size))
         patches = augment_patches(patches, AugmentationConfig(enabled=self.settings.augmentation), torch_generator)
-        timesteps = torch.randint(0, self.config.num_train_timesteps, (patches.shape[0],), generator=torch_generator)
+        timesteps = self._draw_timesteps(patches.shape[0], torch_generator)
         noise = torch.randn((patches.shape[0], self.config.num_post_phases, *self.patch_size),
                             generator=torch_generator)
         for group in self.optimizer.param_groups:

@@ -1,0 +1,1 @@
+"""Thin nnU-Net-style subclasses of nnUNetTrainerDKM (and short vanilla nnUNetTrainer variants), one idea per file."""

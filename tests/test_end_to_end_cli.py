@@ -1,0 +1,107 @@
+"""The whole DKM journey through nnU-Net's real commands, on CPU, on a tiny phantom made here.
+
+plan_and_preprocess -> nnUNetv2_dkm_pretrain -> nnUNetv2_train -tr nnUNetTrainerDKM_debug -> nnUNetv2_predict
+on pre-contrast images only -> --val -> --c.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import plan_and_preprocess
+
+from dataset_conversion.synthesize import synthesize_dataset
+from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
+
+BIN = Path(sys.executable).parent
+DATASET = 995
+TRAINER = "nnUNetTrainerDKM_debug"
+
+
+def run(command: list[str], env: dict[str, str], expect_ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    if expect_ok:
+        assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def journey(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("journey")
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER)}
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (root / name).mkdir()
+        env[name] = str(root / name)
+    env.pop("nnUNet_dkm_checkpoint", None)
+    raw = synthesize_dataset(DATASET, seed=11, num_train=5, num_test=2, num_unlabelled=2, shape=(64, 64, 4),
+                             raw_folder=root / "nnUNet_raw", verbose=False)
+    plan_and_preprocess(DATASET, env)
+    env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process: no worker start-up cost (planning needs > 0)
+    untrained = run([str(BIN / "nnUNetv2_train"), str(DATASET), "2d", "0", "-tr", TRAINER, "-device", "cpu"], env,
+                    expect_ok=False)
+    run([str(BIN / "nnUNetv2_dkm_pretrain"), "-d", str(DATASET), "-c", "2d", "--steps", "3", "--batch-size", "2",
+         "--patch-size", "32", "32", "--channels", "16", "32", "32", "32"], env)
+    run([str(BIN / "nnUNetv2_train"), str(DATASET), "2d", "0", "-tr", TRAINER, "-device", "cpu"], env)
+    results = next((root / "nnUNet_results").glob(f"Dataset{DATASET}_*")) / f"{TRAINER}__nnUNetPlans__2d"
+    return {"root": root, "env": env, "raw": raw, "results": results, "untrained": untrained}
+
+
+def predict(journey: dict, output: Path) -> None:
+    run([str(BIN / "nnUNetv2_predict"), "-i", str(journey["raw"] / "imagesTs"), "-o", str(output), "-d",
+         str(DATASET), "-c", "2d", "-f", "0", "-tr", TRAINER, "-device", "cpu", "-npp", "0", "-nps", "0"],
+        journey["env"])
+
+
+def test_training_without_a_dm_names_the_pretraining_command(journey: dict) -> None:
+    result = journey["untrained"]
+    assert result.returncode != 0
+    assert f"nnUNetv2_dkm_pretrain -d {DATASET} -c 2d" in result.stdout + result.stderr
+
+
+def test_training_writes_nnunet_outputs_with_the_dm_inside(journey: dict) -> None:
+    fold = journey["results"] / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    assert (fold / "validation" / "summary.json").is_file()
+    assert (fold / "progress.png").is_file()
+    import torch
+
+    weights = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    assert any(key.startswith("kinetic.network.") for key in weights)
+    assert "dkm" in (journey["results"] / "plans.json").read_text()
+
+
+def test_predict_on_precontrast_images_is_deterministic_and_keeps_geometry(journey: dict) -> None:
+    first, second = journey["root"] / "pred_1", journey["root"] / "pred_2"
+    predict(journey, first)
+    predict(journey, second)
+    images = sorted((journey["raw"] / "imagesTs").iterdir())
+    assert len(images) == 2
+    for image_file in images:
+        case = image_file.name.replace("_0000.nii.gz", "")
+        image = sitk.ReadImage(str(image_file))
+        prediction = sitk.ReadImage(str(first / f"{case}.nii.gz"))
+        assert prediction.GetSize() == image.GetSize()
+        assert np.allclose(prediction.GetSpacing(), image.GetSpacing())
+        assert np.allclose(prediction.GetOrigin(), image.GetOrigin())
+        assert np.allclose(prediction.GetDirection(), image.GetDirection())
+        assert set(np.unique(sitk.GetArrayFromImage(prediction))) <= {0, 1}
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(prediction),
+                                      sitk.GetArrayFromImage(sitk.ReadImage(str(second / f"{case}.nii.gz"))))
+
+
+def test_validation_only_and_continue_work(journey: dict) -> None:
+    summary = journey["results"] / "fold_0" / "validation" / "summary.json"
+    summary.unlink()
+    run([str(BIN / "nnUNetv2_train"), str(DATASET), "2d", "0", "-tr", TRAINER, "-device", "cpu", "--val"],
+        journey["env"])
+    assert summary.is_file()
+    resumed = run([str(BIN / "nnUNetv2_train"), str(DATASET), "2d", "0", "-tr", TRAINER, "-device", "cpu", "--c"],
+                  journey["env"])
+    assert "checkpoint" in resumed.stdout.lower()
+    assert (journey["results"] / "fold_0" / "checkpoint_final.pth").is_file()
