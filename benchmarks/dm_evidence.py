@@ -254,8 +254,9 @@ def main() -> None:
         "pre-contrast standard deviations",
         f"- DM: `small` preset (overrides per lever), pretrained for at most {args.minutes:g} minutes each; "
         f"DDIM with {args.ddim_steps} steps; one-step estimate at t* = 250 from the noised pre-contrast image "
-        "(what feature mode A feeds the DM); 'from noise': the one-step clean estimate at t = T-1 (input almost pure noise, as in mode B), "
-        "i.e. the DM's direct guess of the post-contrast image from the pre-contrast condition",
+        "(what feature mode A feeds the DM); 'from noise': the one-step clean estimate at t = T-1 (input almost "
+        "pure noise, as in mode B), i.e. the DM's direct guess of the post-contrast image from the pre-contrast "
+        "condition",
         "- MAE against the true first post-contrast phase; corr: Pearson correlation of predicted vs true "
         "enhancement (post - pre) over the region's voxels; 'vs pre' = MAE relative to the pre-contrast baseline",
         f"- global linear map fitted on the DM's training exams: post1 = {a:.3f} * pre + {b:.3f}",

@@ -22,6 +22,7 @@ import torch.distributed as dist
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
 from nnunet_dkm.diffusion.config import PREDICTION_TYPES, PRESET_NAMES, DiffusionConfigError
 from nnunet_dkm.diffusion.preprocessed_space import PreprocessedSpaceError
+from nnunet_dkm.ext_trainer_path import export_hint, ext_trainer_is_set
 from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings, RunContext
 
 # small-preset defaults for a 2-core CPU, chosen by benchmarks/dm_evidence.py (see benchmarks/results_dm_evidence.md)
@@ -89,6 +90,15 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
     )
 
 
+def next_steps(dataset: int, configuration: str) -> str:
+    """What to run after pretraining, including the nnUNet_extTrainer export when it is missing."""
+    lines = ["next:"]
+    if not ext_trainer_is_set():
+        lines.append(f"  {export_hint()}      # nnU-Net finds nnUNetTrainerDKM only through this variable")
+    lines.append(f"  nnUNetv2_train {dataset} {configuration} 0 -tr nnUNetTrainerDKM")
+    return "\n".join(lines)
+
+
 def run_context(device: str) -> RunContext:
     """Join the torchrun process group where WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -114,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         if context.is_main:
             print(f"DM checkpoint: {path}\nloss curve:    {path.with_name('dm_loss_curve.png')}\n"
                   f"samples:       {path.with_name('dm_samples.png')}")
+            print(next_steps(args.dataset, args.configuration))
     except (PretrainingError, PreprocessedSpaceError, DiffusionCheckpointError, DiffusionConfigError) as error:
         sys.exit(f"error: {error}")
     finally:

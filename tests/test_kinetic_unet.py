@@ -13,12 +13,13 @@ import torch
 from conftest import PHANTOM_ID, TINY_DM
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-from nnunet_dkm.architecture.builder import DKM_PLANS_KEY, MissingDkmBlockError, make_plans_block
+from nnunet_dkm.architecture.builder import DKM_PLANS_KEY, MissingDkmBlockError, build_paper_network, make_plans_block
 from nnunet_dkm.architecture.kinetic_unet import KineticUNet
+from nnunet_dkm.architecture.paper_network import PaperKineticNet
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity
 from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.network import build_network
-from nnunet_dkm.training import nnUNetTrainerDKM
+from nnunet_dkm.training import nnUNetTrainerDKM, nnUNetTrainerDKMPaper
 
 BIN = Path(sys.executable).parent
 
@@ -115,3 +116,22 @@ def test_plans_without_dkm_block_are_explained(phantom_plans: dict) -> None:
     manager = PlansManager(json.loads(json.dumps(phantom_plans)))
     with pytest.raises(MissingDkmBlockError, match="plans.json saved in the model's results folder"):
         build(manager, deep_supervision=False)
+
+
+def test_paper_module_shapes_and_frozen_dm(phantom_plans: dict) -> None:
+    manager = plans_with_dkm_block(phantom_plans, levels=(1, 2, 3, 4))
+    network = build_paper_network(manager.get_configuration("2d"), 1, 2, channels=(8, 16, 32, 64))
+    assert network(torch.randn(2, 1, 32, 48)).shape == (2, 2, 32, 48)
+    network.train()
+    assert not network.kinetic.training and network.blocks[0].training
+    assert not any(p.requires_grad for p in network.kinetic.parameters())
+    assert all(block.adapter is not None for block in network.blocks)
+
+
+def test_paper_trainer_builds_the_papers_module(phantom_plans: dict) -> None:
+    manager = plans_with_dkm_block(phantom_plans)
+    network = nnUNetTrainerDKMPaper.build_network_architecture(manager, manager.get_configuration("2d"), 1, 2, False)
+    assert isinstance(network, PaperKineticNet)
+    assert [block.convs[0][0].out_channels for block in network.blocks] == [128, 256, 512, 1024]
+    assert [block.adapter is not None for block in network.blocks] == [False, False, True, True]  # f3 + f4
+    assert network.decoder.deep_supervision is False

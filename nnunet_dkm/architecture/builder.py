@@ -16,6 +16,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from nnunet_dkm.architecture.kinetic_unet import KineticUNet
+from nnunet_dkm.architecture.paper_network import PAPER_CHANNELS, PaperKineticNet
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint
 from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor
@@ -77,3 +78,14 @@ def build_kinetic_unet(configuration_manager: ConfigurationManager, num_input_ch
     )
     kinetic = KineticFeatureExtractor(dm_config, input_scaling, feature_config)
     return KineticUNet(planned, kinetic)
+
+
+def build_paper_network(configuration_manager: ConfigurationManager, num_input_channels: int,
+                        num_output_channels: int, channels: tuple[int, ...] = PAPER_CHANNELS) -> PaperKineticNet:
+    """The paper's segmentation module (4 kinetic blocks, 128-256-512-1024) with a DM of the recorded config."""
+    if num_input_channels != 1:
+        raise ValueError(f"DKM segments from the pre-contrast image alone: expected 1 input channel, got "
+                         f"{num_input_channels}")
+    dm_config, input_scaling, feature_config = read_plans_block(configuration_manager)
+    return PaperKineticNet(KineticFeatureExtractor(dm_config, input_scaling, feature_config), num_output_channels,
+                           channels)

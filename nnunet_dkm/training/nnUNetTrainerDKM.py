@@ -87,15 +87,15 @@ class nnUNetTrainerDKM(nnUNetTrainer):
         return build_kinetic_unet(configuration_manager, num_input_channels, num_output_channels,
                                   enable_deep_supervision)
 
-    def kinetic_unet(self) -> KineticUNet:
-        """The KineticUNet behind DDP / torch.compile wrappers."""
+    def unwrapped_network(self) -> KineticUNet:
+        """The network behind DDP / torch.compile wrappers."""
         network = self.network.module if self.is_ddp else self.network
         return getattr(network, "_orig_mod", network)
 
     def initialize(self) -> None:
         super().initialize()
         if self.use_pretrained_dm:
-            self.kinetic_unet().kinetic.network.load_state_dict(self.dm_checkpoint.weights)
+            self.unwrapped_network().kinetic.network.load_state_dict(self.dm_checkpoint.weights)
         self.print_to_log_file(
             f"DKM: DM from {self.dm_checkpoint_file} ({'pretrained' if self.use_pretrained_dm else 'UNTRAINED control'}"
             f", {self.dm_checkpoint.config.preset} preset), features {self.kinetic_features}, SSIM weight "

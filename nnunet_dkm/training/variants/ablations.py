@@ -4,6 +4,7 @@
   ``nnUNetTrainerDKM`` itself is f34.
 - ``nnUNetTrainerDKM_modeB`` (pure noise at t = T-1), ``nnUNetTrainerDKM_modeC`` (features of a 5-step DDIM
   synthetic post-contrast image at t = 0), ``nnUNetTrainerDKM_encoder`` (encoder instead of decoder features).
+- ``nnUNetTrainerDKMPaper``: the paper's segmentation module and optimiser (see ``paper.py``).
 - ``nnUNetTrainerDKM_untrainedDM``: the control that separates learned kinetics from extra capacity: the same
   network fed by a randomly initialised, frozen DM of the same architecture.
 """
@@ -14,6 +15,7 @@ from dataclasses import replace
 from itertools import combinations
 
 from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
+from nnunet_dkm.training.variants.paper import nnUNetTrainerDKMPaper
 from nnunet_dkm.training.variants.short_schedules import SCHEDULES, make_short
 
 _DEFAULT = nnUNetTrainerDKM.kinetic_features
@@ -43,6 +45,8 @@ VARIANTS["nnUNetTrainerDKM_encoder"] = _variant(
 VARIANTS["nnUNetTrainerDKM_untrainedDM"] = _variant(
     "nnUNetTrainerDKM_untrainedDM", "Control: DKM network fed by a randomly initialised, frozen DM.",
     use_pretrained_dm=False)
+
+VARIANTS["nnUNetTrainerDKMPaper"] = nnUNetTrainerDKMPaper
 
 for _base in [nnUNetTrainerDKM, *list(VARIANTS.values())]:
     for _schedule in SCHEDULES:
