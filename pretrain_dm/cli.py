@@ -25,8 +25,14 @@ from nnunet_dkm.diffusion.preprocessed_space import PreprocessedSpaceError
 from nnunet_dkm.ext_trainer_path import export_hint, ext_trainer_is_set
 from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings, RunContext
 
-# small-preset defaults for a 2-core CPU, chosen by benchmarks/dm_evidence.py (see benchmarks/results_dm_evidence.md)
-CPU_DEFAULTS = {"steps": 2000, "batch_size": 8}
+# Training defaults per preset. small: for a 2-core CPU, chosen by benchmarks/dm_evidence.py
+# (benchmarks/results_dm_evidence.md): 64x64 patches (4x the slices per second of 128x128), half the steps drawn from
+# the noisier half of the schedule, 10 minutes. paper: the paper's setting (uniform timesteps, nnU-Net's patch size).
+PRESET_DEFAULTS = {
+    "small": {"steps": 100000, "batch_size": 16, "patch_size": (64, 64), "high_noise_fraction": 0.5,
+              "max_minutes": 10.0},
+    "paper": {"steps": 100000, "batch_size": 8, "patch_size": None, "high_noise_fraction": 0.0, "max_minutes": None},
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,18 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="small", choices=PRESET_NAMES, help="DM size (small: CPU demo; paper)")
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, help="override the preset's training target")
     parser.add_argument("--channels", type=int, nargs="+", help="override the preset's channels per level")
-    parser.add_argument("--steps", type=int, default=CPU_DEFAULTS["steps"], help="total optimisation steps")
-    parser.add_argument("--batch-size", type=int, default=CPU_DEFAULTS["batch_size"], help="slices per step and rank")
+    parser.add_argument("--steps", type=int, help="total optimisation steps (default 100000, or --max-minutes)")
+    parser.add_argument("--batch-size", type=int, help="slices per step and rank (small: 16, paper: 8)")
     parser.add_argument("--lr", type=float, default=PretrainSettings.learning_rate, help="AdamW learning rate")
     parser.add_argument("--weight-decay", type=float, default=PretrainSettings.weight_decay)
     parser.add_argument("--ema", type=float, default=PretrainSettings.ema_decay,
                         help="EMA decay of the saved weights (0 = no EMA)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--patch-size", type=int, nargs=2, help="DM patch size (default: the configuration's)")
+    parser.add_argument("--patch-size", type=int, nargs=2,
+                        help="DM patch size (small: 64 64; paper: the configuration's patch size)")
     parser.add_argument("--foreground-fraction", type=float, default=PretrainSettings.foreground_fraction,
                         help="share of patches centred on tumour / strong enhancement")
-    parser.add_argument("--high-noise-fraction", type=float, default=PretrainSettings.high_noise_fraction,
-                        help="share of timesteps drawn from the noisier half of the schedule")
+    parser.add_argument("--high-noise-fraction", type=float,
+                        help="share of timesteps drawn from the noisier half of the schedule (small: 0.5, paper: 0)")
     parser.add_argument("--input-scale", type=float, default=PretrainSettings.input_scale,
                         help="DM input = scale * (nnU-Net-normalised intensity) + offset")
     parser.add_argument("--no-augmentation", action="store_true", help="switch off nnU-Net-like augmentation")
@@ -63,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
     parser.add_argument("--validate-every", type=int, default=PretrainSettings.validate_every)
     parser.add_argument("--save-every", type=int, default=PretrainSettings.save_every)
-    parser.add_argument("--max-minutes", type=float, help="stop (and save) after this much training time")
+    parser.add_argument("--max-minutes", type=float,
+                        help="stop (and save) after this much training time (small: 10; 0 = no limit)")
     parser.add_argument("--checkpoint", help="checkpoint file (default: the dataset's dkm folder)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--continue", dest="resume", action="store_true", help="resume the existing checkpoint")
@@ -72,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
+    defaults = PRESET_DEFAULTS[args.preset]
+
+    def pick(value, key):
+        return defaults[key] if value is None else value
+
+    patch_size = tuple(args.patch_size) if args.patch_size else defaults["patch_size"]
+    max_minutes = pick(args.max_minutes, "max_minutes")
     overrides = {}
     if args.prediction_type:
         overrides["prediction_type"] = args.prediction_type
@@ -79,13 +94,15 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
         overrides["channels"] = tuple(args.channels)
     return PretrainSettings(
         dataset_id=args.dataset, configuration=args.configuration, plans_identifier=args.plans, preset=args.preset,
-        config_overrides=overrides, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+        config_overrides=overrides, steps=pick(args.steps, "steps"), batch_size=pick(args.batch_size, "batch_size"),
+        learning_rate=args.lr,
         weight_decay=args.weight_decay, ema_decay=args.ema, seed=args.seed,
-        patch_size=tuple(args.patch_size) if args.patch_size else None,
-        foreground_fraction=args.foreground_fraction, high_noise_fraction=args.high_noise_fraction,
+        patch_size=patch_size,
+        foreground_fraction=args.foreground_fraction,
+        high_noise_fraction=pick(args.high_noise_fraction, "high_noise_fraction"),
         input_scale=args.input_scale,
         augmentation=not args.no_augmentation, device=args.device, precision=args.precision,
-        validate_every=args.validate_every, save_every=args.save_every, max_minutes=args.max_minutes,
+        validate_every=args.validate_every, save_every=args.save_every, max_minutes=max_minutes or None,
         checkpoint=None if args.checkpoint is None else Path(args.checkpoint),
     )
 
