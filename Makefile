@@ -21,7 +21,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -ra tests
+	$(VENV)/bin/pytest -ra --durations=10 tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info
