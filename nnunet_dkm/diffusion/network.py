@@ -31,28 +31,26 @@ def build_network(config: DiffusionConfig) -> DiffusionModelUNet:
     )
 
 
+def _schedule(config: DiffusionConfig) -> dict:
+    """The schedule arguments MONAI's DDPM and DDIM schedulers share."""
+    return {
+        "num_train_timesteps": config.num_train_timesteps,
+        "schedule": config.schedule,
+        "beta_start": config.beta_start,
+        "beta_end": config.beta_end,
+        "clip_sample": config.clip_sample,
+        "prediction_type": config.prediction_type,
+    }
+
+
 def make_ddpm_scheduler(config: DiffusionConfig) -> DDPMScheduler:
     """MONAI DDPM scheduler of the config's schedule: ``add_noise``, ``get_velocity`` and ancestral sampling."""
-    return DDPMScheduler(
-        num_train_timesteps=config.num_train_timesteps,
-        schedule=config.schedule,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
-        clip_sample=config.clip_sample,
-        prediction_type=config.prediction_type,
-    )
+    return DDPMScheduler(**_schedule(config))
 
 
 def make_ddim_scheduler(config: DiffusionConfig) -> DDIMScheduler:
     """MONAI DDIM scheduler of the config's schedule, for deterministic few-step sampling (eta = 0)."""
-    return DDIMScheduler(
-        num_train_timesteps=config.num_train_timesteps,
-        schedule=config.schedule,
-        beta_start=config.beta_start,
-        beta_end=config.beta_end,
-        clip_sample=config.clip_sample,
-        prediction_type=config.prediction_type,
-    )
+    return DDIMScheduler(**_schedule(config))
 
 
 def training_target(
