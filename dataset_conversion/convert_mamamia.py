@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from dataset_conversion.raw_dataset import (
     DatasetConversionError,
     RawDatasetWriter,
     check_same_geometry,
+    exit_on_conversion_error,
     nnunet_raw_folder,
 )
 
@@ -394,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--raw-folder", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_conversion_error():
         path = convert_mamamia(
             args.input_folder,
             args.dataset_id,
@@ -405,9 +405,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             skip_unlabelled=args.skip_unlabelled,
             name=args.name,
         )
-    except DatasetConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     print(f"dataset written to {path}")
 
 

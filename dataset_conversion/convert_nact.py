@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from dataset_conversion.raw_dataset import (
     ConversionSummary,
     DatasetConversionError,
     RawDatasetWriter,
+    exit_on_conversion_error,
     nnunet_raw_folder,
 )
 
@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"dataset name after the id (default: {DEFAULT_NAME})")
     args = parser.parse_args(argv)
     warnings.formatwarning = _format_warning
-    try:
+    with exit_on_conversion_error():
         path = convert_nact(
             args.input_folder,
             args.dataset_id,
@@ -352,9 +352,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             unlabelled_visits=args.unlabelled_visits,
             name=args.name,
         )
-    except DatasetConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     print(f"dataset written to {path}")
 
 

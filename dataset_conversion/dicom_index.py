@@ -136,12 +136,13 @@ def _text(dataset: pydicom.Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _integer(dataset: pydicom.Dataset, keyword: str) -> int | None:
+def _number(dataset: pydicom.Dataset, keyword: str, kind: type[int] | type[float]) -> int | float | None:
+    """The element as ``kind`` (int or float), or None where it is absent, empty or not a number."""
     value = dataset.get(keyword)
     if value is None or value == "":
         return None
     try:
-        return int(value)
+        return kind(value)
     except (TypeError, ValueError):
         return None
 
@@ -155,16 +156,6 @@ def _floats(dataset: pydicom.Dataset, keyword: str, count: int) -> tuple[float, 
     except (TypeError, ValueError):
         return None
     return numbers if len(numbers) == count else None
-
-
-def _optional_float(dataset: pydicom.Dataset, keyword: str) -> float | None:
-    value = dataset.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _source_sop_uids(dataset: pydicom.Dataset) -> tuple[str, ...]:
@@ -214,22 +205,22 @@ def read_header(path: Path) -> DicomFileHeader:
         study_time=_text(dataset, "StudyTime"),
         time_point=_text(dataset, "ClinicalTrialTimePointDescription"),
         series_uid=_text(dataset, "SeriesInstanceUID"),
-        series_number=_integer(dataset, "SeriesNumber"),
+        series_number=_number(dataset, "SeriesNumber", int),
         series_description=_text(dataset, "SeriesDescription"),
         modality=_text(dataset, "Modality"),
         sop_class_uid=sop_class,
         sop_instance_uid=_text(dataset, "SOPInstanceUID"),
         image_type=tuple(str(v).strip() for v in image_type),
-        instance_number=_integer(dataset, "InstanceNumber"),
+        instance_number=_number(dataset, "InstanceNumber", int),
         image_position=_floats(dataset, "ImagePositionPatient", 3),
         image_orientation=_floats(dataset, "ImageOrientationPatient", 6),
         pixel_spacing=_floats(dataset, "PixelSpacing", 2),
-        rows=_integer(dataset, "Rows"),
-        columns=_integer(dataset, "Columns"),
+        rows=_number(dataset, "Rows", int),
+        columns=_number(dataset, "Columns", int),
         content_time=_text(dataset, "ContentTime"),
         acquisition_time=_text(dataset, "AcquisitionTime"),
-        temporal_position=_integer(dataset, "TemporalPositionIdentifier"),
-        trigger_time=_optional_float(dataset, "TriggerTime"),
+        temporal_position=_number(dataset, "TemporalPositionIdentifier", int),
+        trigger_time=_number(dataset, "TriggerTime", float),
         frame_of_reference_uid=_text(dataset, "FrameOfReferenceUID"),
         source_sop_uids=_source_sop_uids(dataset),
     )

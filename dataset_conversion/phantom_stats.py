@@ -45,6 +45,7 @@ from dataset_conversion.raw_dataset import (
     FILE_ENDING,
     DatasetConversionError,
     existing_datasets_with_id,
+    exit_on_conversion_error,
     nnunet_raw_folder,
 )
 
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.num_cases is not None and args.num_cases < 1:
         parser.error("--num-cases must be at least 1")
-    try:
+    with exit_on_conversion_error():
         statistics = measure_dataset(args.dataset_id, args.raw_folder, args.num_cases)
         rows = summarise(statistics)
         print(f"{len(statistics)} labelled exams of dataset {args.dataset_id}")
@@ -323,9 +324,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             Path(args.json).write_text(json.dumps([asdict(s) for s in statistics], indent=1))
         if args.montage:
             print(f"montage: {write_montage(args.dataset_id, args.montage, args.raw_folder, args.montage_cases)}")
-    except DatasetConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     if args.strict and not all(row.ok is not False for row in rows):
         sys.exit(1)
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,17 @@ SPLITS = ("Tr", "Ts")
 
 class DatasetConversionError(Exception):
     """Bad input for a converter: the message names the file or case and what is wrong."""
+
+
+@contextmanager
+def exit_on_conversion_error() -> Iterator[None]:
+    """For command-line mains: a ``DatasetConversionError`` becomes ``error: ...`` on stderr and exit status 1,
+    without a traceback."""
+    try:
+        yield
+    except DatasetConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def nnunet_raw_folder(explicit: str | os.PathLike | None = None) -> Path:

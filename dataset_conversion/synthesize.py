@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ from dataset_conversion.raw_dataset import (
     ConversionSummary,
     DatasetConversionError,
     RawDatasetWriter,
+    exit_on_conversion_error,
     nnunet_raw_folder,
 )
 
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with exit_on_conversion_error():
         synthesize_dataset(
             args.dataset_id,
             preset=args.preset,
@@ -196,9 +196,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             name=args.name,
             vessels=False if args.no_vessels else None,
         )
-    except DatasetConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Writes ``{case}_{phase:04d}.nii.gz`` (phase 1 = first post-contrast) per input.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -114,8 +113,7 @@ def synthesize_postcontrast(
         raise PreprocessedSpaceError(f"configuration {configuration} is 3D; the DM works on 2D slices: use -c 2d")
     checkpoint_file = checkpoint_file or dm_checkpoint_path(preprocessed, configuration)
     network, checkpoint = load_network(checkpoint_file, map_location=device)
-    plans = json.loads((preprocessed / f"{plans_identifier}.json").read_text())
-    check_plans_identity(checkpoint.plans_identity, plans, configuration)
+    check_plans_identity(checkpoint.plans_identity, plans_manager.plans, configuration)
     network = network.to(device)
     file_ending = dataset_json.get("file_ending", ".nii.gz")
     cases = input_cases(inputs, file_ending)

@@ -25,6 +25,8 @@ from nnunetv2.preprocessing.cropping.cropping import crop_to_nonzero
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from dataset_conversion.raw_dataset import existing_datasets_with_id
+
 SUPPORTED_NORMALIZATION = ("ZScoreNormalization", "NoNormalization")
 FILE_ENDING_KEY = "file_ending"
 
@@ -61,8 +63,7 @@ def find_dataset_folder(root_env: str, dataset_id: int) -> Path:
     root = os.environ.get(root_env)
     if not root:
         raise PreprocessedSpaceError(f"{root_env} is not set: export {root_env}=/path/to/{root_env}")
-    prefix = f"Dataset{int(dataset_id):03d}_"
-    matches = sorted(p for p in Path(root).glob(prefix + "*") if p.is_dir()) if Path(root).is_dir() else []
+    matches = existing_datasets_with_id(Path(root), dataset_id)
     if not matches:
         raise PreprocessedSpaceError(f"no dataset with id {dataset_id} in {root_env}={root}")
     if len(matches) > 1:
@@ -228,11 +229,8 @@ def mask_to_preprocessed_space(
     """
     transpose = [0, *[i + 1 for i in plans_manager.transpose_forward]]
     label = label.transpose(transpose)[(slice(None), *bounding_box_to_slice(properties["bbox_used_for_cropping"]))]
-    spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
-    target_spacing = list(configuration_manager.spacing)
-    if len(target_spacing) < len(spacing):
-        target_spacing = [spacing[0], *target_spacing]
-    resampled = configuration_manager.resampling_fn_seg(label, target_shape, spacing, target_spacing)
+    resampled = configuration_manager.resampling_fn_seg(label, target_shape, properties["spacing_transposed"],
+                                                        properties["target_spacing"])
     return (resampled[0] > 0).astype(np.int8)
 
 
