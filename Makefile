@@ -1,10 +1,10 @@
-# nnunet-dkm: `make test` and (later) `make demo`. Both create the project .venv when it is missing.
+# nnunet-dkm: `make demo` and `make test`. Both create the project .venv when it is missing.
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean
+.PHONY: install test lint demo clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -ra --durations=10 tests
+
+# the whole journey on the synthetic phantom (about 25 minutes on 2 CPU cores); output in demo_output/
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -38,6 +38,7 @@ setup(
             "nnUNetv2_dkm_pretrain=pretrain_dm.cli:main",
             "nnUNetv2_dkm_synthesize_postcontrast=nnunet_dkm.diffusion.postcontrast:main",
             "nnUNetv2_dkm_trainer_path=nnunet_dkm.ext_trainer_path:main",
+            "nnUNetv2_dkm_benchmark=nnunet_dkm.evaluation.benchmark:main",
         ]
     },
 )

@@ -6,7 +6,7 @@ own ``nnUNetTrainer`` (never a copy), so DKM and vanilla train for exactly the s
 | suffix | epochs | iterations / epoch | validation iterations |
 |---|---|---|---|
 | ``_debug`` | 2 | 4 | 2 |
-| ``_demo`` | 30 | 20 | 5 |
+| ``_demo`` | 10 | 12 | 2 |
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 DEFAULT_DEVICE = torch.device("cuda")  # nnU-Net's default; -device cpu|cuda overrides it
 
-SCHEDULES: dict[str, tuple[int, int, int]] = {"debug": (2, 4, 2), "demo": (30, 20, 5)}
+SCHEDULES: dict[str, tuple[int, int, int]] = {"debug": (2, 4, 2), "demo": (10, 12, 2)}
 
 
 def make_short(base: type, schedule: str) -> type:

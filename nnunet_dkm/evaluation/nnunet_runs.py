@@ -1,0 +1,105 @@
+"""Train and predict with nnU-Net's own commands (``nnUNetv2_train``, ``nnUNetv2_predict``) as subprocesses.
+
+A model is trained only when its ``checkpoint_final.pth`` is missing; an interrupted training resumes with
+``--c``. Predictions go to ``<folder>.partial`` and are renamed when complete, so an interrupted run resumes with
+nnU-Net's ``--continue_prediction`` and a finished folder is never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
+
+
+class NnunetRunError(Exception):
+    """An nnU-Net command failed; the message holds the command and where its log is."""
+
+
+def nnunet_command(name: str) -> str:
+    """The nnU-Net console script next to this interpreter (the project .venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else name
+
+
+def child_environment() -> dict[str, str]:
+    """The environment for nnU-Net children: ours, with ``nnUNet_extTrainer`` naming the DKM trainers."""
+    env = dict(os.environ)
+    folders = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip()]
+    if str(EXT_TRAINER_FOLDER) not in folders:
+        env["nnUNet_extTrainer"] = os.pathsep.join([str(EXT_TRAINER_FOLDER), *folders])
+    return env
+
+
+def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] = ()) -> None:
+    """Run ``command`` with its output shown live, without the variables ``unset``; raise on failure."""
+    print("\n$ " + " ".join(command), flush=True)
+    env = {k: v for k, v in child_environment().items() if k not in unset}
+    result = subprocess.run(command, env=env)
+    if result.returncode != 0:
+        raise NnunetRunError(f"`{' '.join(command)}` failed with exit code {result.returncode}. {log_hint}".strip())
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """One nnU-Net model: ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>/fold_<fold>``."""
+
+    dataset_id: int
+    dataset_name: str
+    trainer: str
+    plans: str
+    configuration: str
+    fold: int
+
+    @property
+    def model_folder(self) -> Path:
+        results = os.environ.get("nnUNet_results")
+        if not results:
+            raise NnunetRunError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results")
+        return Path(results) / self.dataset_name / f"{self.trainer}__{self.plans}__{self.configuration}"
+
+    @property
+    def fold_folder(self) -> Path:
+        return self.model_folder / f"fold_{self.fold}"
+
+    @property
+    def is_trained(self) -> bool:
+        return (self.fold_folder / "checkpoint_final.pth").is_file()
+
+    def train(self, device: str) -> None:
+        """Train with ``nnUNetv2_train`` unless trained; resume with ``--c`` from ``checkpoint_latest.pth``."""
+        if self.is_trained:
+            print(f"reusing {self.fold_folder}", flush=True)
+            return
+        command = [nnunet_command("nnUNetv2_train"), str(self.dataset_id), self.configuration, str(self.fold),
+                   "-tr", self.trainer, "-p", self.plans, "-device", device]
+        if (self.fold_folder / "checkpoint_latest.pth").is_file():
+            command.append("--c")
+        run_command(command, f"nnU-Net's log is in {self.fold_folder}.")
+        if not self.is_trained:
+            final = self.fold_folder / "checkpoint_final.pth"
+            raise NnunetRunError(f"{' '.join(command)} ended without writing {final}")
+
+    def predict(self, input_folder: Path, output_folder: Path, device: str, case_ids: list[str],
+                file_ending: str) -> Path:
+        """``nnUNetv2_predict`` of every image in ``input_folder`` into ``output_folder``; skipped when complete."""
+        expected = [output_folder / f"{case}{file_ending}" for case in case_ids]
+        if output_folder.is_dir() and all(p.is_file() for p in expected):
+            return output_folder
+        partial = output_folder.with_name(output_folder.name + ".partial")
+        command = [nnunet_command("nnUNetv2_predict"), "-i", str(input_folder), "-o", str(partial),
+                   "-d", str(self.dataset_id), "-c", self.configuration, "-f", str(self.fold), "-tr", self.trainer,
+                   "-p", self.plans, "-device", device, "-npp", "0", "-nps", "0", "--continue_prediction"]
+        run_command(command)
+        missing = [p.name for p in expected if not (partial / p.name).is_file()]
+        if missing:
+            raise NnunetRunError(f"nnUNetv2_predict wrote no prediction for {missing} in {partial}")
+        if output_folder.exists():
+            shutil.rmtree(output_folder)
+        os.replace(partial, output_folder)
+        return output_folder

@@ -1,0 +1,171 @@
+"""Benchmark outputs: the markdown and CSV tables, the Dice bar chart and the overlay figure.
+
+Every file is written to a temporary name and renamed, so a reader never sees half a table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from nnunet_dkm.evaluation.statistics import PairedComparison  # noqa: E402
+
+ROLE_COLOURS = {"pre-contrast network": "#1f77b4", "control": "#9467bd", "pre-contrast baseline": "#7f7f7f",
+                "post-contrast ceiling": "#2ca02c"}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """How a row of the tables was made."""
+
+    key: str
+    label: str
+    role: str  # one of ROLE_COLOURS
+    input: str
+    made_by: str  # trainer name or rule
+
+
+@dataclass
+class BenchmarkContext:
+    """What every table states: data, split, trainers, command, date and machine."""
+
+    dataset: str
+    label_source: str
+    configuration: str
+    plans: str
+    split: str
+    folds: Sequence[int]
+    command: str
+    date: str
+    machine: str
+    notes: list[str] = field(default_factory=list)
+
+
+def write_atomically(path: Path, write) -> None:
+    """Call ``write(tmp_path)``, then rename the result to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _p(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.2g}" if value >= 1e-3 else f"{value:.1e}"
+
+
+def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], summary: pd.DataFrame,
+                    per_fold: pd.DataFrame, comparisons: Sequence[PairedComparison], findings: Sequence[str],
+                    figures: Sequence[str]) -> str:
+    """The benchmark's markdown: context, Table 1 style summary, paired differences, per-fold Dice, findings."""
+    by_key = {m.key: m for m in methods}
+    lines = [
+        f"# DKM benchmark: {context.dataset}, {context.configuration}",
+        "",
+        f"- **Command:** `{context.command}`",
+        f"- **Date / machine:** {context.date}; {context.machine}",
+        f"- **Dataset:** {context.dataset}; label source: {context.label_source}",
+        f"- **Split:** {context.split}; folds {', '.join(map(str, context.folds))}; plans {context.plans}",
+        "- **Trainers:** " + "; ".join(f"{m.label}: `{m.made_by}`" for m in methods if m.made_by.startswith("nnUNet")),
+        *[f"- {note}" for note in context.notes],
+        "",
+        "## Segmentation quality (mean ± std over folds x cases)",
+        "",
+        "| method | role | input | made by | n | Dice | Jaccard | HD95 (mm) | empty predictions |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary.itertuples(index=False):
+        info = by_key[row.method]
+        lines.append(
+            f"| {info.label} | {info.role} | {info.input} | `{info.made_by}` | {row.n} "
+            f"| {_pm(row.dice_mean, row.dice_std, 3)} | {_pm(row.jaccard_mean, row.jaccard_std, 3)} "
+            f"| {_pm(row.hd95_mm_mean, row.hd95_mm_std, 1)} | {row.empty_predictions} |"
+        )
+    lines += [
+        "",
+        "HD95 of an empty prediction is the image diagonal (the worst distance the grid allows).",
+        "",
+        "## Paired differences (per fold and case; two-sided Wilcoxon signed-rank test)",
+        "",
+        "| comparison | metric | pairs | mean difference | std | wins / ties / losses | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in comparisons:
+        lines.append(
+            f"| {by_key[c.method].label} − {by_key[c.reference].label} | {c.metric} | {c.pairs} "
+            f"| {c.mean_difference:+.3f} | {c.std_difference:.3f} | {c.wins} / {c.ties} / {c.losses} "
+            f"| {_p(c.wilcoxon_p)} |"
+        )
+    if not per_fold.empty:
+        folds = [c for c in per_fold.columns if c != "method"]
+        lines += ["", "## Mean Dice per fold", "", "| method | " + " | ".join(folds) + " |",
+                  "|---|" + "---|" * len(folds)]
+        for row in per_fold.itertuples(index=False):
+            values = " | ".join("" if math.isnan(v) else f"{v:.3f}" for v in row[1:])
+            lines.append(f"| {by_key[row[0]].label} | {values} |")
+    lines += ["", "## What the numbers show", "", *[f"- {f}" for f in findings]]
+    if figures:
+        lines += ["", "## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures]]
+    return "\n".join(lines) + "\n"
+
+
+def dice_bar_chart(summary: pd.DataFrame, methods: Sequence[MethodInfo], path: Path, title: str) -> None:
+    """Horizontal bars of mean Dice ± std per method, coloured by role."""
+    by_key = {m.key: m for m in methods}
+    rows = list(summary.itertuples(index=False))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
+    y = np.arange(len(rows))[::-1]
+    colours = [ROLE_COLOURS[by_key[r.method].role] for r in rows]
+    ax.barh(y, [r.dice_mean for r in rows], xerr=[r.dice_std for r in rows], color=colours, capsize=3)
+    ax.set_yticks(y, [by_key[r.method].label for r in rows])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("Dice (mean ± std over folds x cases)")
+    ax.set_title(title, fontsize=10)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ROLE_COLOURS.values()]
+    ax.legend(handles, list(ROLE_COLOURS), loc="lower right", fontsize=8)
+    fig.tight_layout()
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    plt.close(fig)
+
+
+def overlay_figure(rows: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: Path) -> None:
+    """One row per case: the pre-contrast slice, then each mask's contour over it.
+
+    ``rows`` holds ``(title, pre_slice (y, x), {panel title: boolean mask slice (y, x)})``; the ground truth is
+    the first mask by convention.
+    """
+    columns = 1 + max(len(masks) for _, _, masks in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.5 * len(rows)), squeeze=False)
+    for axes_row, (title, image, masks) in zip(axes, rows, strict=True):
+        low, high = np.percentile(image, (1, 99.5))
+        axes_row[0].imshow(image, cmap="gray", vmin=low, vmax=high)
+        axes_row[0].set_title(f"{title}\npre-contrast", fontsize=8)
+        for ax, (name, mask) in zip(axes_row[1:], masks.items(), strict=False):
+            ax.imshow(image, cmap="gray", vmin=low, vmax=high)
+            if mask.any():
+                colour = "#30ff30" if name == "ground truth" else "#ff3030"
+                ax.contour(mask.astype(float), levels=[0.5], colors=[colour], linewidths=1.0)
+            ax.set_title(name, fontsize=8)
+        for ax in axes_row:
+            ax.axis("off")
+    fig.tight_layout()
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
