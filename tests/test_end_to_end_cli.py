@@ -1,7 +1,7 @@
 """The whole DKM journey through nnU-Net's real commands, on CPU, on a tiny phantom made here.
 
 plan_and_preprocess -> nnUNetv2_dkm_pretrain -> nnUNetv2_train -tr nnUNetTrainerDKM_debug -> nnUNetv2_predict
-on pre-contrast images only -> --val -> --c.
+on pre-contrast images only -> --val -> --c -> nnUNetv2_dkm_benchmark (trains the other methods, reuses DKM).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 from conftest import plan_and_preprocess
@@ -34,7 +35,8 @@ def run(command: list[str], env: dict[str, str], expect_ok: bool = True) -> subp
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("journey")
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER)}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER),
+           "nnUNet_def_n_proc": "1"}  # one export worker: each spawned worker costs seconds here
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / name).mkdir()
         env[name] = str(root / name)
@@ -105,3 +107,42 @@ def test_validation_only_and_continue_work(journey: dict) -> None:
                   journey["env"])
     assert "checkpoint" in resumed.stdout.lower()
     assert (journey["results"] / "fold_0" / "checkpoint_final.pth").is_file()
+
+
+METHODS = {"vanilla", "dkm", "untrained_dm_control", "all_tissue", "intensity_window", "oracle_post_contrast",
+           "label_rule_post_contrast"}
+
+
+def test_benchmark_trains_what_is_missing_reports_every_method_and_resumes(journey: dict) -> None:
+    output = journey["root"] / "benchmark"
+    command = [str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET), "-c", "2d", "-f", "0", "--schedule", "debug",
+               "-device", "cpu", "-o", str(output)]
+    first = run(command, journey["env"])
+    assert f"reusing {journey['results'] / 'fold_0'}" in first.stdout  # the DKM model trained above
+    assert "nnUNetTrainer_debug" in first.stdout and "nnUNetTrainerDKM_untrainedDM_debug" in first.stdout
+
+    per_case = pd.read_csv(output / "per_case.csv")
+    assert set(per_case["method"]) == METHODS
+    assert (per_case.groupby("method").size() == 2).all()  # 2 test cases, 1 fold
+    assert per_case["dice"].between(0, 1).all() and (per_case["hd95_mm"] >= 0).all()
+    summary = pd.read_csv(output / "summary.csv").set_index("method")
+    # the phantom's labels follow the post-contrast rule: the rule on post-contrast images is the ceiling
+    assert summary.loc["label_rule_post_contrast", "dice_mean"] > 0.8
+    paired = pd.read_csv(output / "paired.csv")
+    pairs = set(zip(paired["method"], paired["reference"], strict=True))
+    assert {("dkm", "vanilla"), ("dkm", "untrained_dm_control")} <= pairs
+    report = (output / "results.md").read_text()
+    for stated in (f"Dataset{DATASET}_", "label source: synthetic", "test split", "nnUNetTrainerDKM_debug",
+                   "nnUNetTrainerDKM_untrainedDM_debug", f"nnUNetv2_dkm_benchmark -d {DATASET}", "Wilcoxon"):
+        assert stated in report
+    for figure in ("dice_bars.png", "overlays.png"):
+        assert (output / figure).read_bytes()[:4] == b"\x89PNG"
+
+    oracle = next((journey["root"] / "nnUNet_raw").glob("Dataset*PostContrastOracle"))
+    assert f"oracle dataset: {oracle.name}" in report
+    assert (journey["root"] / "nnUNet_results" / oracle.name / "nnUNetTrainer_debug__nnUNetPlans__2d" / "fold_0"
+            / "checkpoint_final.pth").is_file()
+
+    again = run(command, journey["env"])
+    assert "$ " not in again.stdout  # no nnU-Net command: every model and prediction is reused
+    pd.testing.assert_frame_equal(pd.read_csv(output / "per_case.csv"), per_case)

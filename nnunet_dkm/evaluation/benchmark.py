@@ -155,6 +155,24 @@ def cases_of(raw: Path, split: str, case_ids: list[str], file_ending: str, post_
     return cases
 
 
+def evaluation_cases(raw: Path, splits: list[dict], folds: list[int], file_ending: str,
+                     post_phase: int) -> tuple[str, dict[int, list[Case]]]:
+    """The cases each fold's models are scored on, and a sentence saying which.
+
+    The test split (``imagesTs``/``labelsTs``) for every fold where the dataset has one; otherwise each fold's
+    validation cases from nnU-Net's ``splits_final.json``.
+    """
+    if has_test_split(raw, file_ending):
+        test_ids = sorted(p.name[: -len(file_ending)] for p in (raw / "labelsTs").glob(f"*{file_ending}"))
+        text = f"test split (imagesTs/labelsTs, {len(test_ids)} cases), the same for every fold's model"
+        return text, {fold: cases_of(raw, "Ts", test_ids, file_ending, post_phase) for fold in folds}
+    missing = [fold for fold in folds if fold >= len(splits)]
+    if missing:
+        raise BenchmarkError(f"folds {missing} are not in splits_final.json ({len(splits)} folds)")
+    text = "no test split: each fold's validation cases (nnU-Net's splits_final.json)"
+    return text, {fold: cases_of(raw, "Tr", sorted(splits[fold]["val"]), file_ending, post_phase) for fold in folds}
+
+
 def load_splits(preprocessed: Path) -> list[dict]:
     path = preprocessed / "splits_final.json"
     if not path.is_file():
@@ -181,10 +199,13 @@ def ensure_planned(dataset_id: int, dataset_name: str, configuration: str, plans
 
 def run_benchmark(args: argparse.Namespace) -> Path:
     raw = find_dataset_folder("nnUNet_raw", args.dataset)
-    preprocessed = find_dataset_folder("nnUNet_preprocessed", args.dataset)
+    plan_first = f"run `nnUNetv2_plan_and_preprocess -d {args.dataset} -c {args.configuration}` first"
+    try:
+        preprocessed = find_dataset_folder("nnUNet_preprocessed", args.dataset)
+    except PreprocessedSpaceError as error:
+        raise BenchmarkError(f"{error}: {plan_first}") from error
     if not (preprocessed / f"{args.plans}.json").is_file():
-        raise BenchmarkError(f"{preprocessed / (args.plans + '.json')} not found: run "
-                             f"`nnUNetv2_plan_and_preprocess -d {args.dataset} -c {args.configuration}` first")
+        raise BenchmarkError(f"{preprocessed / (args.plans + '.json')} not found: {plan_first}")
     info = json.loads((raw / "dataset.json").read_text())
     file_ending = info["file_ending"]
     label_source = info.get("dkm", {}).get("label_source", "unknown")
@@ -224,14 +245,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
 
     # 2. the evaluated cases of each fold
     splits = load_splits(preprocessed)
-    if test_split:
-        test_ids = sorted(p.name[: -len(file_ending)] for p in (raw / "labelsTs").glob(f"*{file_ending}"))
-        split_text = f"test split (imagesTs/labelsTs, {len(test_ids)} cases), the same for every fold's model"
-        cases = {fold: cases_of(raw, "Ts", test_ids, file_ending, args.post_phase) for fold in args.folds}
-    else:
-        split_text = "no test split: each fold's validation cases (nnU-Net's splits_final.json)"
-        cases = {fold: cases_of(raw, "Tr", sorted(splits[fold]["val"]), file_ending, args.post_phase)
-                 for fold in args.folds}
+    split_text, cases = evaluation_cases(raw, splits, args.folds, file_ending, args.post_phase)
 
     # 3. predictions
     stage("2/5 predictions")
@@ -325,18 +339,23 @@ def machine_description(device: str) -> str:
     return text + f", device {device}"
 
 
-def findings_of(summary: pd.DataFrame, comparisons: dict[tuple[str, str], object],
-                labels: dict[str, str]) -> list[str]:
+def findings_of(summary: pd.DataFrame, comparisons: dict[tuple[str, str], object], labels: dict[str, str],
+                per_fold: pd.DataFrame) -> list[str]:
     """Plain statements computed from the tables (no hand-written numbers)."""
     means = dict(zip(summary["method"], summary["dice_mean"], strict=True))
+    fold_means = per_fold.set_index("method")
     lines = []
 
     def verdict(key: tuple[str, str], better: str, not_better: str) -> str:
         c = comparisons[key]
         significant = c.wilcoxon_p == c.wilcoxon_p and c.wilcoxon_p < P_THRESHOLD
         word = better if c.mean_difference > 0 and significant else not_better
+        by_fold = fold_means.loc[key[0]] - fold_means.loc[key[1]]
+        folds = ", ".join(f"{name} {value:+.3f}" for name, value in by_fold.items())
         return (f"{word}: mean difference {c.mean_difference:+.3f} Dice over {c.pairs} paired cases, "
-                f"Wilcoxon p = {c.wilcoxon_p:.2g} ({c.wins} better, {c.losses} worse)")
+                f"Wilcoxon p = {c.wilcoxon_p:.2g} ({c.wins} better, {c.losses} worse); per fold: {folds}. "
+                f"The test treats cases as independent; each fold is one training run, so training noise is "
+                f"sampled {len(by_fold)} time(s)")
 
     if ("dkm", "vanilla") in comparisons:
         lines.append("DKM vs vanilla nnU-Net on the pre-contrast image: "
@@ -348,8 +367,9 @@ def findings_of(summary: pd.DataFrame, comparisons: dict[tuple[str, str], object
     ceiling = [k for k in ("oracle_post_contrast", "label_rule_post_contrast") if k in means]
     if ceiling and "vanilla" in means and "dkm" in means:
         best = max(ceiling, key=lambda k: means[k])
-        lines.append(f"post-contrast ceiling ({labels[best]}): Dice {means[best]:.3f}; vanilla is "
-                     f"{means[best] - means['vanilla']:.3f} and DKM {means[best] - means['dkm']:.3f} below it")
+        lines.append("post-contrast ceiling: " + ", ".join(f"{labels[k]} Dice {means[k]:.3f}" for k in ceiling)
+                     + f"; vanilla is {means[best] - means['vanilla']:.3f} and DKM {means[best] - means['dkm']:.3f} "
+                     f"below the higher one")
     return lines
 
 
@@ -373,7 +393,7 @@ def write_outputs(output: Path, context: BenchmarkContext, methods: list[MethodI
             comparisons[(method, reference, metric)] = paired_comparison(per_case, method, reference, metric)
     dice_comparisons = {(m, r): c for (m, r, metric), c in comparisons.items() if metric == "dice"}
     labels = {m.key: m.label for m in methods}
-    findings = findings_of(summary, dice_comparisons, labels)
+    findings = findings_of(summary, dice_comparisons, labels, per_fold)
     figures = ["dice_bars.png"]
     dice_bar_chart(summary, methods, output / "dice_bars.png", f"{context.dataset} ({context.configuration})")
     fold = context.folds[0]

@@ -131,17 +131,19 @@ def dice_bar_chart(summary: pd.DataFrame, methods: Sequence[MethodInfo], path: P
     """Horizontal bars of mean Dice ± std per method, coloured by role."""
     by_key = {m.key: m for m in methods}
     rows = list(summary.itertuples(index=False))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.9))
     y = np.arange(len(rows))[::-1]
     colours = [ROLE_COLOURS[by_key[r.method].role] for r in rows]
     ax.barh(y, [r.dice_mean for r in rows], xerr=[r.dice_std for r in rows], color=colours, capsize=3)
+    for position, row in zip(y, rows, strict=True):
+        ax.text(0.01, position, f"{row.dice_mean:.3f}", va="center", ha="left", fontsize=8, color="white")
     ax.set_yticks(y, [by_key[r.method].label for r in rows])
     ax.set_xlim(0, 1)
     ax.set_xlabel("Dice (mean ± std over folds x cases)")
     ax.set_title(title, fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ROLE_COLOURS.values()]
-    ax.legend(handles, list(ROLE_COLOURS), loc="lower right", fontsize=8)
-    fig.tight_layout()
+    fig.legend(handles, list(ROLE_COLOURS), loc="lower center", ncol=len(ROLE_COLOURS), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
 

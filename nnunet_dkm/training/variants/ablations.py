@@ -4,6 +4,7 @@
   ``nnUNetTrainerDKM`` itself is f34.
 - ``nnUNetTrainerDKM_modeB`` (pure noise at t = T-1), ``nnUNetTrainerDKM_modeC`` (features of a 5-step DDIM
   synthetic post-contrast image at t = 0), ``nnUNetTrainerDKM_encoder`` (encoder instead of decoder features).
+- ``nnUNetTrainerDKM_bf16``: the frozen DM under bfloat16 autocast (``benchmarks/results_feature_precision.md``).
 - ``nnUNetTrainerDKMPaper``: the paper's segmentation module and optimiser (see ``paper.py``).
 - ``nnUNetTrainerDKM_untrainedDM``: the control that separates learned kinetics from extra capacity: the same
   network fed by a randomly initialised, frozen DM of the same architecture.
@@ -42,6 +43,9 @@ VARIANTS["nnUNetTrainerDKM_modeC"] = _variant(
 VARIANTS["nnUNetTrainerDKM_encoder"] = _variant(
     "nnUNetTrainerDKM_encoder", "DKM with DM encoder features instead of decoder features.",
     kinetic_features=replace(_DEFAULT, source="encoder"))
+VARIANTS["nnUNetTrainerDKM_bf16"] = _variant(
+    "nnUNetTrainerDKM_bf16", "DKM with the frozen DM under bfloat16 autocast (GPUs, CPUs with bf16 support).",
+    kinetic_features=replace(_DEFAULT, autocast=True))
 VARIANTS["nnUNetTrainerDKM_untrainedDM"] = _variant(
     "nnUNetTrainerDKM_untrainedDM", "Control: DKM network fed by a randomly initialised, frozen DM.",
     use_pretrained_dm=False)

@@ -1,0 +1,68 @@
+"""Turn a finished ``make demo`` into ``benchmarks/results_demo.md`` (+ its two figures), without retyping numbers.
+
+    git clone <repo> /tmp/clone && cd /tmp/clone && /usr/bin/time -v make demo > demo.log 2> demo_time.log
+    python benchmarks/collect_demo_results.py --demo-output /tmp/clone/demo_output --time-log /tmp/clone/demo_time.log
+
+The table is the benchmark's own ``results.md``; this script adds how it was made (clean clone, wall time of the
+whole ``make demo`` including the install, commit, machine) and copies ``dice_bars.png`` and ``overlays.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def wall_time(time_log: Path) -> str:
+    """The "Elapsed (wall clock) time" of GNU time's ``-v`` output, e.g. ``25:31.07``."""
+    match = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", time_log.read_text())
+    if not match:
+        raise SystemExit(f"{time_log} holds no GNU time -v output")
+    return match.group(1)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo-output", type=Path, required=True, help="the demo_output/ folder of the run")
+    parser.add_argument("--time-log", type=Path, required=True, help="stderr of `/usr/bin/time -v make demo`")
+    parser.add_argument("--out", type=Path, default=HERE / "results_demo.md")
+    args = parser.parse_args()
+
+    benchmark = args.demo_output / "benchmark"
+    table = (benchmark / "results.md").read_text()
+    for figure in ("dice_bars.png", "overlays.png"):
+        shutil.copyfile(benchmark / figure, args.out.parent / f"demo_{figure}")
+        table = table.replace(f"]({figure})", f"](demo_{figure})")
+    table = table.replace("# DKM benchmark:", "## DKM benchmark:", 1)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=args.demo_output.parent).stdout.strip() or "unknown"
+    header = "\n".join([
+        "# `make demo` results",
+        "",
+        f"- **Made by:** `git clone` of commit {commit} into a fresh folder, then `/usr/bin/time -v make demo` "
+        f"(creates `.venv`, installs torch and nnU-Net from the local wheel store, then runs `scripts/demo.sh`)",
+        f"- **Wall time of the whole `make demo`, install included:** {wall_time(args.time_log)} (h:mm:ss or m:ss)",
+        f"- **Machine:** {cpu_model()}, {len(re.findall('^processor', Path('/proc/cpuinfo').read_text(), re.M))} "
+        "cores visible, no GPU",
+        f"- **Collected by:** `python benchmarks/collect_demo_results.py --demo-output {args.demo_output} "
+        f"--time-log {args.time_log}`",
+        "",
+    ])
+    args.out.write_text(header + "\n" + table)
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
