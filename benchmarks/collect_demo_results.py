@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--demo-output", type=Path, required=True, help="the demo_output/ folder of the run")
     parser.add_argument("--time-log", type=Path, required=True, help="stderr of `/usr/bin/time -v make demo`")
     parser.add_argument("--out", type=Path, default=HERE / "results_demo.md")
+    parser.add_argument("--note", action="append", default=[], help="a line to add to the header (repeatable)")
     args = parser.parse_args()
 
     benchmark = args.demo_output / "benchmark"
@@ -51,13 +52,15 @@ def main() -> None:
     header = "\n".join([
         "# `make demo` results",
         "",
-        f"- **Made by:** `git clone` of commit {commit} into a fresh folder, then `/usr/bin/time -v make demo` "
+        f"- **Made by:** `git clone` of this repository into a fresh folder (now at commit {commit}), then "
+        "`/usr/bin/time -v make demo` "
         f"(creates `.venv`, installs torch and nnU-Net from the local wheel store, then runs `scripts/demo.sh`)",
         f"- **Wall time of the whole `make demo`, install included:** {wall_time(args.time_log)} (h:mm:ss or m:ss)",
+        *[f"- {note}" for note in args.note],
         f"- **Machine:** {cpu_model()}, {len(re.findall('^processor', Path('/proc/cpuinfo').read_text(), re.M))} "
         "cores visible, no GPU",
         f"- **Collected by:** `python benchmarks/collect_demo_results.py --demo-output {args.demo_output} "
-        f"--time-log {args.time_log}`",
+        f"--time-log {args.time_log}` (+ the notes above)",
         "",
     ])
     args.out.write_text(header + "\n" + table)
