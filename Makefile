@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -ra --durations=10 tests
 
-# the whole journey on the synthetic phantom (about 25 minutes on 2 CPU cores); output in demo_output/
+# the whole journey on the synthetic phantom (about 26 minutes on 2 CPU cores, install included); output in demo_output/
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 

@@ -37,15 +37,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo-output", type=Path, required=True, help="the demo_output/ folder of the run")
     parser.add_argument("--time-log", type=Path, required=True, help="stderr of `/usr/bin/time -v make demo`")
+    parser.add_argument("--benchmark", type=Path, default=None, help="benchmark folder (default demo_output/benchmark)")
     parser.add_argument("--out", type=Path, default=HERE / "results_demo.md")
     parser.add_argument("--note", action="append", default=[], help="a line to add to the header (repeatable)")
+    parser.add_argument("--figure-prefix", default="demo_", help="file name prefix of the copied figures")
     args = parser.parse_args()
 
-    benchmark = args.demo_output / "benchmark"
+    benchmark = args.benchmark or args.demo_output / "benchmark"
     table = (benchmark / "results.md").read_text()
     for figure in ("dice_bars.png", "overlays.png"):
-        shutil.copyfile(benchmark / figure, args.out.parent / f"demo_{figure}")
-        table = table.replace(f"]({figure})", f"](demo_{figure})")
+        shutil.copyfile(benchmark / figure, args.out.parent / f"{args.figure_prefix}{figure}")
+        table = table.replace(f"]({figure})", f"]({args.figure_prefix}{figure})")
     table = table.replace("# DKM benchmark:", "## DKM benchmark:", 1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=args.demo_output.parent).stdout.strip() or "unknown"

@@ -239,3 +239,13 @@ def test_without_a_test_split_each_fold_is_scored_on_its_validation_cases(tiny_r
     assert [c.case_id for c in cases[0]] == ids[:1] and [c.case_id for c in cases[1]] == ids[1:2]
     case = cases[1][0]
     assert case.pre.parent.name == "imagesTr" and case.post.name == f"{case.case_id}_0001.nii.gz"
+
+
+def test_a_gain_counts_only_when_significant_and_in_every_fold() -> None:
+    from nnunet_dkm.evaluation.benchmark import gain_verdict
+
+    assert gain_verdict(0.04, 0.001, np.array([0.03, 0.05]), "better", "no gain") == "better"
+    assert gain_verdict(0.04, 0.2, np.array([0.03, 0.05]), "better", "no gain") == "no gain"
+    assert gain_verdict(-0.04, 0.001, np.array([-0.03, -0.05]), "better", "no gain") == "no gain"
+    mixed = gain_verdict(0.01, 0.03, np.array([0.045, 0.004, -0.011]), "better", "no gain")
+    assert mixed.startswith("no gain") and "not in every fold" in mixed

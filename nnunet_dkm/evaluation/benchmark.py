@@ -339,6 +339,22 @@ def machine_description(device: str) -> str:
     return text + f", device {device}"
 
 
+def gain_verdict(mean_difference: float, p_value: float, fold_differences: np.ndarray, better: str,
+                 not_better: str) -> str:
+    """``better`` only for a significant case-level gain (p < 0.05) that every fold's mean agrees with.
+
+    A case-level test alone over-counts: cases of one fold share one training run. Where the folds disagree, the
+    gain is reported as not consistent, because training noise can then explain it.
+    """
+    significant = p_value == p_value and p_value < P_THRESHOLD and mean_difference > 0
+    if significant and len(fold_differences) and np.all(fold_differences > 0):
+        return better
+    if significant:
+        return (f"{not_better} (a case-level gain, p < {P_THRESHOLD}, but not in every fold, so training noise "
+                f"can explain it)")
+    return not_better
+
+
 def findings_of(summary: pd.DataFrame, comparisons: dict[tuple[str, str], object], labels: dict[str, str],
                 per_fold: pd.DataFrame) -> list[str]:
     """Plain statements computed from the tables (no hand-written numbers)."""
@@ -348,9 +364,8 @@ def findings_of(summary: pd.DataFrame, comparisons: dict[tuple[str, str], object
 
     def verdict(key: tuple[str, str], better: str, not_better: str) -> str:
         c = comparisons[key]
-        significant = c.wilcoxon_p == c.wilcoxon_p and c.wilcoxon_p < P_THRESHOLD
-        word = better if c.mean_difference > 0 and significant else not_better
-        by_fold = fold_means.loc[key[0]] - fold_means.loc[key[1]]
+        by_fold = (fold_means.loc[key[0]] - fold_means.loc[key[1]]).dropna()
+        word = gain_verdict(c.mean_difference, c.wilcoxon_p, by_fold.to_numpy(), better, not_better)
         folds = ", ".join(f"{name} {value:+.3f}" for name, value in by_fold.items())
         return (f"{word}: mean difference {c.mean_difference:+.3f} Dice over {c.pairs} paired cases, "
                 f"Wilcoxon p = {c.wilcoxon_p:.2g} ({c.wins} better, {c.losses} worse); per fold: {folds}. "
