@@ -75,6 +75,12 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
+def dataset_id_of(folder: Path) -> int | None:
+    """The id of an nnU-Net dataset folder (``Dataset990_DKMPhantom`` -> 990); None for other names."""
+    number = folder.name[len("Dataset"):].split("_", 1)[0] if folder.name.startswith("Dataset") else ""
+    return int(number) if number.isdigit() and "_" in folder.name else None
+
+
 def existing_datasets_with_id(raw_folder: Path, dataset_id: int) -> list[Path]:
     """Folders in ``raw_folder`` that nnU-Net would resolve for ``dataset_id``."""
     if not raw_folder.is_dir():

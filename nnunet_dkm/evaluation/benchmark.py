@@ -37,6 +37,7 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from dataset_conversion.raw_dataset import dataset_id_of
 from nnunet_dkm.diffusion.checkpoint import pretrain_command
 from nnunet_dkm.diffusion.locations import dm_checkpoint_path
 from nnunet_dkm.diffusion.preprocessed_space import PreprocessedSpaceError, find_dataset_folder
@@ -222,8 +223,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
 
     def model(method: Method, fold: int, oracle: Path | None) -> TrainedModel:
         folder = oracle if method.on_oracle_dataset else raw
-        dataset_id = int(folder.name[len("Dataset"):].split("_", 1)[0])
-        return TrainedModel(dataset_id, folder.name, method.trainer, args.plans, args.configuration, fold)
+        return TrainedModel(dataset_id_of(folder), folder.name, method.trainer, args.plans, args.configuration, fold)
 
     # 1. train what is missing; vanilla first, as it writes the split file the others share
     stage("1/5 nnU-Net models (trained where missing)")
@@ -235,8 +235,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     if not args.no_oracle:
         oracle_raw = make_oracle_dataset(raw, args.oracle_id, args.post_phase)
         print(f"post-contrast oracle dataset: {oracle_raw}", flush=True)
-        oracle_id = int(oracle_raw.name[len("Dataset"):].split("_", 1)[0])
-        oracle_preprocessed = ensure_planned(oracle_id, oracle_raw.name, args.configuration, args.plans)
+        oracle_preprocessed = ensure_planned(dataset_id_of(oracle_raw), oracle_raw.name, args.configuration, args.plans)
         copy_split_file(preprocessed, oracle_preprocessed)
         for fold in args.folds:
             for method in methods:
@@ -265,38 +264,43 @@ def run_benchmark(args: argparse.Namespace) -> Path:
                                                                    file_ending)
 
     stage("3/5 baselines without a network")
+    fold_free_masks: dict[str, dict[str, np.ndarray]] = {}  # the rules that fit nothing: once per case
     for fold in args.folds:
-        train_ids = sorted(splits[fold]["train"])
-        window = IntensityWindow.fit(
-            (read_array(raw / "imagesTr" / f"{c}_0000{file_ending}")[0], read_array(raw / "labelsTr" /
-                                                                                  f"{c}{file_ending}")[0])
-            for c in train_ids)
-        rules = {
-            "all_tissue": lambda case: all_tissue_baseline(read_array(case.pre)[0]),
-            "intensity_window": lambda case, w=window: w.predict(read_array(case.pre)[0]),
-            "label_rule_post_contrast": lambda case: label_rule_on_post_contrast(read_array(case.pre)[0],
-                                                                                 read_array(case.post)[0]),
-        }
-        for key, rule in rules.items():
-            usable = [c for c in cases[fold] if key != "label_rule_post_contrast" or c.post is not None]
-            if not usable:
-                continue
-            target = output / "predictions" / key / f"fold_{fold}"
-            write_rule_predictions(rule, usable, target, file_ending)
+        targets = {key: output / "predictions" / key / f"fold_{fold}" for key in RULES}
+        for key, target in targets.items():
             predictions[(key, fold)] = target
+        if all(rule_predictions_complete(target, cases[fold], key, file_ending) for key, target in targets.items()):
+            continue
+        window = IntensityWindow.fit(
+            (read_array(raw / "imagesTr" / f"{c}_0000{file_ending}")[0],
+             read_array(raw / "labelsTr" / f"{c}{file_ending}")[0]) for c in sorted(splits[fold]["train"]))
         print(f"fold {fold}: intensity window [{window.low:.2f}, {window.high:.2f}] (body-standardised units)")
+        masks = {}
+        for case in cases[fold]:
+            pre_image = sitk.ReadImage(str(case.pre))
+            pre = sitk.GetArrayFromImage(pre_image).astype(np.float32)
+            if case.case_id not in fold_free_masks:
+                fold_free_masks[case.case_id] = {"all_tissue": all_tissue_baseline(pre)}
+                if case.post is not None:
+                    fold_free_masks[case.case_id]["label_rule_post_contrast"] = label_rule_on_post_contrast(
+                        pre, read_array(case.post)[0])
+            masks[case.case_id] = (pre_image, {**fold_free_masks[case.case_id],
+                                               "intensity_window": window.predict(pre)})
+        for key, target in targets.items():
+            write_rule_predictions(key, masks, target, file_ending)
 
     # 4. metrics
     stage("4/5 metrics")
     rows = []
-    jobs = [(key, fold, case) for (key, fold) in predictions for case in cases[fold]]
-    for key, fold, case in tqdm(jobs, desc="cases", unit="case"):
-        predicted = predictions[(key, fold)] / f"{case.case_id}{file_ending}"
-        if not predicted.is_file():
-            continue  # e.g. the label rule on a case without post-contrast phase
-        reference, spacing = read_array(case.label)
-        metrics = case_metrics(reference > 0, read_array(predicted)[0] > 0, spacing)
-        rows.append({"method": key, "fold": fold, "case": case.case_id, **metrics.as_dict()})
+    for fold in args.folds:
+        for case in tqdm(cases[fold], desc=f"fold {fold} cases", unit="case"):
+            reference, spacing = read_array(case.label)
+            for (key, key_fold), folder in predictions.items():
+                predicted = folder / f"{case.case_id}{file_ending}"
+                if key_fold != fold or not predicted.is_file():
+                    continue  # e.g. the label rule on a case without post-contrast phase
+                metrics = case_metrics(reference > 0, read_array(predicted)[0] > 0, spacing)
+                rows.append({"method": key, "fold": fold, "case": case.case_id, **metrics.as_dict()})
     per_case = pd.DataFrame(rows)
 
     # 5. tables and figures
@@ -315,17 +319,28 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     return output
 
 
-def write_rule_predictions(rule, cases: list[Case], target: Path, file_ending: str) -> None:
-    """Write ``rule(case)`` masks on each case's grid into ``target`` (renamed into place when complete)."""
-    if target.is_dir() and all((target / f"{c.case_id}{file_ending}").is_file() for c in cases):
-        return
+RULES = ("all_tissue", "intensity_window", "label_rule_post_contrast")
+
+
+def rule_predictions_complete(target: Path, cases: list[Case], key: str, file_ending: str) -> bool:
+    """Whether ``target`` holds the rule's mask of every case it applies to."""
+    usable = [c for c in cases if key != "label_rule_post_contrast" or c.post is not None]
+    return target.is_dir() and all((target / f"{c.case_id}{file_ending}").is_file() for c in usable)
+
+
+def write_rule_predictions(key: str, masks: dict[str, tuple[sitk.Image, dict[str, np.ndarray]]], target: Path,
+                           file_ending: str) -> None:
+    """Write the ``key`` masks ``{case: (pre-contrast image, {rule: mask (z, y, x)})}`` on each case's grid into
+    ``target``, renamed into place when complete."""
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for case in cases:
-        mask = sitk.GetImageFromArray(rule(case).astype(np.uint8))
-        mask.CopyInformation(sitk.ReadImage(str(case.label)))
-        sitk.WriteImage(mask, str(partial / f"{case.case_id}{file_ending}"), useCompression=True)
+    for case_id, (pre_image, by_rule) in masks.items():
+        if key not in by_rule:
+            continue
+        mask = sitk.GetImageFromArray(by_rule[key].astype(np.uint8))
+        mask.CopyInformation(pre_image)
+        sitk.WriteImage(mask, str(partial / f"{case_id}{file_ending}"), useCompression=True)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
 

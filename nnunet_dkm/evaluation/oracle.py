@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dataset_conversion.raw_dataset import existing_datasets_with_id
+from dataset_conversion.raw_dataset import dataset_id_of, existing_datasets_with_id
 
 ORACLE_SUFFIX = "PostContrastOracle"
 
@@ -25,12 +25,7 @@ class OracleDatasetError(Exception):
 
 def dataset_ids_in(raw_folder: Path) -> set[int]:
     """Ids of every ``DatasetXXX_*`` folder in ``raw_folder``."""
-    ids = set()
-    for path in raw_folder.glob("Dataset*_*"):
-        number = path.name[len("Dataset"):].split("_", 1)[0]
-        if path.is_dir() and number.isdigit():
-            ids.add(int(number))
-    return ids
+    return {dataset_id_of(p) for p in raw_folder.glob("Dataset*_*") if p.is_dir() and dataset_id_of(p) is not None}
 
 
 def find_oracle_dataset(raw_folder: Path, source: Path) -> Path | None:
@@ -84,7 +79,7 @@ def make_oracle_dataset(source: Path, oracle_id: int | None = None, phase: int =
     if existing is not None and (oracle_id is None or existing.name.startswith(f"Dataset{oracle_id:03d}_")):
         return existing
     if oracle_id is None:
-        oracle_id = free_dataset_id(raw_folder, int(source.name[len("Dataset"):].split("_", 1)[0]))
+        oracle_id = free_dataset_id(raw_folder, dataset_id_of(source))
     elif existing_datasets_with_id(raw_folder, oracle_id):
         raise OracleDatasetError(
             f"dataset id {oracle_id} is taken in {raw_folder} by another dataset; choose another --oracle-id"
