@@ -27,11 +27,14 @@ from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSetting
 
 # Training defaults per preset. small: for a 2-core CPU, chosen by benchmarks/dm_evidence.py
 # (benchmarks/results_dm_evidence.md): 64x64 patches (4x the slices per second of 128x128), half the steps drawn from
-# the noisier half of the schedule, 10 minutes. paper: the paper's setting (uniform timesteps, nnU-Net's patch size).
+# the noisier half of the schedule, 90 % of patches centred on tumour / strong enhancement and the loss weighted by
+# 1 + 2 |post - pre| (together: the closest tumour estimate), 10 minutes. paper: the paper's setting (uniform
+# timesteps, plain loss, nnU-Net's patch size).
 PRESET_DEFAULTS = {
     "small": {"steps": 100000, "batch_size": 16, "patch_size": (64, 64), "high_noise_fraction": 0.5,
-              "max_minutes": 10.0},
-    "paper": {"steps": 100000, "batch_size": 8, "patch_size": None, "high_noise_fraction": 0.0, "max_minutes": None},
+              "foreground_fraction": 0.9, "enhancement_weight": 2.0, "max_minutes": 10.0},
+    "paper": {"steps": 100000, "batch_size": 8, "patch_size": None, "high_noise_fraction": 0.0,
+              "foreground_fraction": 0.5, "enhancement_weight": 0.0, "max_minutes": None},
 }
 
 
@@ -59,10 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--patch-size", type=int, nargs=2,
                         help="DM patch size (small: 64 64; paper: the configuration's patch size)")
-    parser.add_argument("--foreground-fraction", type=float, default=PretrainSettings.foreground_fraction,
-                        help="share of patches centred on tumour / strong enhancement")
+    parser.add_argument("--foreground-fraction", type=float,
+                        help="share of patches centred on tumour / strong enhancement (small: 0.9, paper: 0.5)")
     parser.add_argument("--high-noise-fraction", type=float,
                         help="share of timesteps drawn from the noisier half of the schedule (small: 0.5, paper: 0)")
+    parser.add_argument("--enhancement-weight", type=float,
+                        help="weight each pixel's loss by 1 + w * |post - pre| (small: 2; paper: 0, the plain loss)")
     parser.add_argument("--input-scale", type=float, default=PretrainSettings.input_scale,
                         help="DM input = scale * (nnU-Net-normalised intensity) + offset")
     parser.add_argument("--no-augmentation", action="store_true", help="switch off nnU-Net-like augmentation")
@@ -98,8 +103,9 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
         learning_rate=args.lr,
         weight_decay=args.weight_decay, ema_decay=args.ema, seed=args.seed,
         patch_size=patch_size,
-        foreground_fraction=args.foreground_fraction,
+        foreground_fraction=pick(args.foreground_fraction, "foreground_fraction"),
         high_noise_fraction=pick(args.high_noise_fraction, "high_noise_fraction"),
+        enhancement_weight=pick(args.enhancement_weight, "enhancement_weight"),
         input_scale=args.input_scale,
         augmentation=not args.no_augmentation, device=args.device, precision=args.precision,
         validate_every=args.validate_every, save_every=args.save_every, max_minutes=max_minutes or None,

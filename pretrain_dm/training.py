@@ -68,6 +68,7 @@ class PretrainSettings:
     patch_size: tuple[int, int] | None = None
     foreground_fraction: float = 0.5
     high_noise_fraction: float = 0.0  # share of steps drawn from the noisier half of the schedule, t ~ U[T/2, T)
+    enhancement_weight: float = 0.0  # per-pixel loss weight 1 + w * |x_post - x_pre| (0: the plain DDPM loss)
     validation_fraction: float = 0.1
     validate_every: int = 200
     save_every: int = 200
@@ -138,6 +139,25 @@ def split_exams(exams: tuple[CachedExam, ...], fraction: float, seed: int) -> tu
     count = min(count, len(pool) - 1) if pool is labelled else min(count, len(exams) - 1)
     chosen = {pool[i].case_id for i in rng.choice(len(pool), size=count, replace=False)}
     return [e for e in exams if e.case_id not in chosen], [e for e in exams if e.case_id in chosen]
+
+
+def enhancement_weights(x_pre: torch.Tensor, x_post: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """Per-pixel loss weights (B, 1, H, W) = 1 + weight * mean_k |x_post_k - x_pre|, or None for weight 0.
+
+    Strongly enhancing pixels (tumour) are a few percent of a slice, so the plain loss barely rewards predicting
+    their enhancement; weighting biases the DM towards it (it is then no longer the unweighted DDPM objective).
+    x_pre: (B, 1, H, W); x_post: (B, K, H, W), both in the DM's input range.
+    """
+    if weight == 0:
+        return None
+    return 1.0 + weight * (x_post - x_pre).abs().mean(dim=1, keepdim=True)
+
+
+def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error, each pixel weighted by ``weights`` (broadcast over channels) normalised to mean 1."""
+    if weights is None:
+        return torch.nn.functional.mse_loss(prediction, target)
+    return (weights * (prediction - target).square()).mean() / weights.mean()
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -295,7 +315,8 @@ class DmPretrainer:
         with autocast_context(self.context.device, self.settings.precision):
             prediction = network(torch.cat([noisy, x_pre], dim=1), timesteps)
         target = training_target(self.config, self.scheduler, x_post, noise, timesteps)
-        return torch.nn.functional.mse_loss(prediction.float(), target.float())
+        return weighted_mse(prediction.float(), target.float(),
+                            enhancement_weights(x_pre, x_post, self.settings.enhancement_weight))
 
     @torch.no_grad()
     def validation_loss(self) -> float:

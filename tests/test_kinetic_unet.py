@@ -24,11 +24,11 @@ from nnunet_dkm.training import nnUNetTrainerDKM, nnUNetTrainerDKMPaper
 BIN = Path(sys.executable).parent
 
 
-def plans_with_dkm_block(plans: dict, levels=(3, 4), source="decoder") -> PlansManager:
+def plans_with_dkm_block(plans: dict, levels=(3, 4), source="decoder", **block_options) -> PlansManager:
     config = DiffusionConfig.from_preset("small", num_post_phases=2, **TINY_DM)
     checkpoint = DiffusionCheckpoint(config, build_network(config).state_dict(), InputScaling(0.5, 0.0),
                                      plans_identity(plans, "2d"))
-    block = make_plans_block(checkpoint, KineticFeatureConfig(levels=levels, source=source), "test")
+    block = make_plans_block(checkpoint, KineticFeatureConfig(levels=levels, source=source), "test", **block_options)
     plans = json.loads(json.dumps(plans))
     plans["configurations"]["2d"][DKM_PLANS_KEY] = block
     return PlansManager(plans)
@@ -73,6 +73,23 @@ def test_output_shapes_with_and_without_deep_supervision(phantom_plans: dict, pa
 def test_fusion_sits_at_the_stages_matching_the_dm_levels(phantom_plans: dict) -> None:
     network = build(plans_with_dkm_block(phantom_plans, levels=(1, 2, 3, 4)), False)
     assert network.level_of_stage == {0: 1, 1: 2, 2: 3, 3: 4}
+
+
+def merge_kernels(network: KineticUNet) -> list[tuple[int, ...]]:
+    return [tuple(fusion.merge.conv.kernel_size) for fusion in network.fusions.values()]
+
+
+def test_fusion_merge_kernel_is_recorded_in_the_plans_and_older_plans_keep_the_stage_kernel(
+    phantom_plans: dict,
+) -> None:
+    assert merge_kernels(build(plans_with_dkm_block(phantom_plans), False)) == [(1, 1), (1, 1)]
+    stage_kernel = plans_with_dkm_block(phantom_plans, merge_kernel_size=None)
+    assert merge_kernels(build(stage_kernel, False)) == [(3, 3), (3, 3)]
+    older = plans_with_dkm_block(phantom_plans)  # written before the merge kernel was recorded
+    del older.plans["configurations"]["2d"][DKM_PLANS_KEY]["fusion_merge_kernel_size"]
+    assert merge_kernels(build(PlansManager(older.plans), False)) == [(3, 3), (3, 3)]
+    x = torch.randn(1, 1, 64, 64)
+    assert build(stage_kernel, False).eval()(x).shape == build(older, False).eval()(x).shape == (1, 2, 64, 64)
 
 
 def test_residual_encoder_presets_work(resenc_plans: dict) -> None:

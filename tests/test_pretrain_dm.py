@@ -15,7 +15,7 @@ from conftest import PHANTOM_ID, use_nnunet_folders
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint, load_network
 from pretrain_dm.cache import build_cache
 from pretrain_dm.slices import PatchSampler, crop_around
-from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings
+from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings, enhancement_weights, weighted_mse
 
 BIN = Path(sys.executable).parent
 TINY = {"channels": (16, 32, 32, 32)}
@@ -108,6 +108,32 @@ def test_foreground_sampling_finds_the_tumour(
 
     assert share_with_tumour(1.0) == 1.0
     assert share_with_tumour(0.0) < 0.6
+
+
+def test_enhancement_weighting_favours_enhancing_pixels_and_is_off_by_default() -> None:
+    x_pre = torch.zeros(1, 1, 2, 2)
+    x_post = torch.tensor([[[[0.0, 0.0], [0.0, 2.0]], [[0.0, 0.0], [0.0, 4.0]]]])  # K = 2 phases
+    assert enhancement_weights(x_pre, x_post, 0.0) is None
+    weights = enhancement_weights(x_pre, x_post, 1.0)
+    assert torch.equal(weights, torch.tensor([[[[1.0, 1.0], [1.0, 4.0]]]]))
+    prediction, target = torch.zeros(1, 2, 2, 2), torch.ones(1, 2, 2, 2)
+    assert weighted_mse(prediction, target, None) == weighted_mse(prediction, target, weights) == 1.0
+    error_at_enhancing_pixel = torch.zeros(1, 2, 2, 2)
+    error_at_enhancing_pixel[..., 1, 1] = 1.0
+    assert torch.isclose(weighted_mse(error_at_enhancing_pixel, torch.zeros_like(target), weights),
+                         torch.tensor(4.0 / 7.0))  # mean(w * e^2) / mean(w) = (4 * 2 / 8) / (7 / 4)
+
+
+def test_preset_defaults_follow_the_evidence_and_flags_override_them() -> None:
+    from pretrain_dm.cli import build_parser, settings_from_args
+
+    small = settings_from_args(build_parser().parse_args(["-d", "990"]))
+    assert (small.foreground_fraction, small.enhancement_weight, small.high_noise_fraction) == (0.9, 2.0, 0.5)
+    paper = settings_from_args(build_parser().parse_args(["-d", "990", "--preset", "paper"]))
+    assert (paper.foreground_fraction, paper.enhancement_weight, paper.high_noise_fraction) == (0.5, 0.0, 0.0)
+    plain = settings_from_args(build_parser().parse_args(["-d", "990", "--enhancement-weight", "0",
+                                                          "--foreground-fraction", "0.5"]))
+    assert (plain.foreground_fraction, plain.enhancement_weight) == (0.5, 0.0)
 
 
 def test_crop_keeps_the_centre_and_pads_small_slices() -> None:

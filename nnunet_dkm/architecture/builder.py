@@ -15,7 +15,7 @@ from typing import Any
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_dkm.architecture.kinetic_unet import KineticUNet
+from nnunet_dkm.architecture.kinetic_unet import DEFAULT_MERGE_KERNEL_SIZE, KineticUNet
 from nnunet_dkm.architecture.paper_network import PAPER_CHANNELS, PaperKineticNet
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint
 from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling, KineticFeatureConfig
@@ -28,27 +28,37 @@ class MissingDkmBlockError(RuntimeError):
     """The plans' configuration has no ``"dkm"`` block, so the DM part cannot be rebuilt."""
 
 
-def make_plans_block(checkpoint: DiffusionCheckpoint, feature_config: KineticFeatureConfig, source: str) -> dict:
-    """The ``"dkm"`` block of a configuration: DM config, input scaling, feature options and where the DM came from."""
+def make_plans_block(checkpoint: DiffusionCheckpoint, feature_config: KineticFeatureConfig, source: str,
+                     merge_kernel_size: int | None = DEFAULT_MERGE_KERNEL_SIZE) -> dict:
+    """The ``"dkm"`` block of a configuration: DM config, input scaling, feature options, the fusion's merge kernel
+    (None: the stage's own) and where the DM came from."""
     features = asdict(feature_config)
     features["levels"] = list(feature_config.levels)
     return {
         "dm_config": checkpoint.config.to_dict(),
         "input_scaling": checkpoint.input_scaling.to_dict(),
         "features": features,
+        "fusion_merge_kernel_size": merge_kernel_size,
         "dm_checkpoint": source,
         "dm_plans_sha256": checkpoint.plans_identity.get("preprocessing_sha256"),
     }
 
 
-def read_plans_block(configuration_manager: ConfigurationManager) -> tuple[DiffusionConfig, InputScaling,
-                                                                           KineticFeatureConfig]:
+def plans_block(configuration_manager: ConfigurationManager) -> dict[str, Any]:
+    """The configuration's ``"dkm"`` block; ``MissingDkmBlockError`` where there is none."""
     block: dict[str, Any] | None = configuration_manager.configuration.get(DKM_PLANS_KEY)
     if block is None:
         raise MissingDkmBlockError(
             "these plans carry no 'dkm' block, so the DKM network cannot be built from them. nnUNetTrainerDKM "
             "writes it when training starts; predict with the plans.json saved in the model's results folder."
         )
+    return block
+
+
+def read_plans_block(configuration_manager: ConfigurationManager) -> tuple[DiffusionConfig, InputScaling,
+                                                                           KineticFeatureConfig]:
+    """DM config, input scaling and feature options recorded in the plans."""
+    block = plans_block(configuration_manager)
     return (DiffusionConfig.from_dict(block["dm_config"]), InputScaling.from_dict(block["input_scaling"]),
             KineticFeatureConfig(**block["features"]))
 
@@ -77,7 +87,9 @@ def build_kinetic_unet(configuration_manager: ConfigurationManager, num_input_ch
         deep_supervision=enable_deep_supervision,
     )
     kinetic = KineticFeatureExtractor(dm_config, input_scaling, feature_config)
-    return KineticUNet(planned, kinetic)
+    # plans written before the merge kernel was recorded used the stage's own kernel
+    merge_kernel_size = plans_block(configuration_manager).get("fusion_merge_kernel_size")
+    return KineticUNet(planned, kinetic, merge_kernel_size)
 
 
 def build_paper_network(configuration_manager: ConfigurationManager, num_input_channels: int,

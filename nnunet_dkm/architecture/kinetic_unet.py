@@ -7,10 +7,15 @@ feature level, a kinetic fusion merges the DM features into the stage output::
 
     f_stage <- merge(concat(ReLU(BN(Conv1x1(f_dm))), f_stage))
 
-``merge`` is one convolution of the stage's own kind (kernel, norm, nonlinearity) back to the stage's
-channel count, so skip connections and nnU-Net's ``UNetDecoder`` (with its deep-supervision switch) stay
-as planned. The frozen DM (``KineticFeatureExtractor``) is a submodule: always in eval mode, no gradients,
-its weights saved in every checkpoint.
+``merge`` is one convolution of the stage's own kind (norm, nonlinearity) back to the stage's channel
+count, so skip connections and nnU-Net's ``UNetDecoder`` (with its deep-supervision switch) stay as planned.
+Its kernel is 1x1 by default: the next encoder stage and the decoder's convolutions that read the fused
+features mix them spatially anyway, and a stage-sized (3x3) merge cost as much as the DM's forward at
+prediction time (``benchmarks/results_segmentation_speed.md``). ``merge_kernel_size=None`` uses the stage's
+own kernel (models trained before this option existed).
+
+The frozen DM (``KineticFeatureExtractor``) is a submodule: always in eval mode, no gradients, its weights
+saved in every checkpoint.
 
 Shapes (2D): input (B, 1, H, W) pre-contrast; DM level l gives (B, C_l, H / 2^(l-1), W / 2^(l-1)); output
 (B, num_classes, H, W), or a list over decoder resolutions with deep supervision.
@@ -45,6 +50,14 @@ class KineticFusion(nn.Module):
         return self.merge(torch.cat([self.adapter(dm_features), stage_features], dim=1))
 
 
+DEFAULT_MERGE_KERNEL_SIZE = 1
+
+
+def stage_kernel(kernel_sizes: int | list, stage: int) -> int | list[int]:
+    """The planned convolution kernel of one encoder stage."""
+    return kernel_sizes[stage] if isinstance(kernel_sizes, (list, tuple)) else kernel_sizes
+
+
 def stage_for_level(strides: list, level: int) -> int:
     """Index of the encoder stage whose output is 2^(level-1) times smaller than the input along every axis."""
     total = np.ones(len(strides[0]), dtype=int)
@@ -61,7 +74,14 @@ def stage_for_level(strides: list, level: int) -> int:
 class KineticUNet(nn.Module):
     """Planned encoder/decoder + kinetic fusions + frozen DM. ``decoder.deep_supervision`` behaves as in nnU-Net."""
 
-    def __init__(self, planned_unet: nn.Module, kinetic: KineticFeatureExtractor):
+    def __init__(self, planned_unet: nn.Module, kinetic: KineticFeatureExtractor,
+                 merge_kernel_size: int | None = DEFAULT_MERGE_KERNEL_SIZE):
+        """
+        Args:
+            planned_unet: nnU-Net's network built from the plans (its encoder and decoder are reused).
+            kinetic: the frozen DM feature extractor.
+            merge_kernel_size: kernel of each fusion's merge convolution; None: the stage's own kernel.
+        """
         super().__init__()
         self.encoder = planned_unet.encoder
         self.decoder = planned_unet.decoder
@@ -77,7 +97,7 @@ class KineticUNet(nn.Module):
             fusions[str(stage)] = KineticFusion(
                 dm_channels, encoder.output_channels[stage], encoder.conv_op, encoder.conv_bias, encoder.norm_op,
                 encoder.norm_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs,
-                kernel_sizes[stage] if isinstance(kernel_sizes, (list, tuple)) else kernel_sizes,
+                merge_kernel_size if merge_kernel_size is not None else stage_kernel(kernel_sizes, stage),
             )
         self.fusions = nn.ModuleDict(fusions)
         self.fusions.apply(InitWeights_He(1e-2))

@@ -226,7 +226,8 @@ class KineticFeatureConfig:
         ddim_steps: K, DDIM steps of mode C.
         noise_seed: seed of the fixed noise map, re-seeded on every call so the same input gives the same features.
         autocast: run the DM under bfloat16 autocast (features are returned in the input's dtype).
-        channels_last: run the DM in channels-last memory format.
+        channels_last: run the DM in channels-last memory format (default: faster on CPU and GPU; features equal
+            the contiguous-format ones to float rounding, ``benchmarks/results_feature_extraction_speed.md``).
     """
 
     mode: ExtractionMode = "A"
@@ -236,7 +237,7 @@ class KineticFeatureConfig:
     ddim_steps: int = 5
     noise_seed: int = 0
     autocast: bool = False
-    channels_last: bool = False
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(sorted({int(level) for level in self.levels})))

@@ -218,4 +218,4 @@ class KineticFeatureExtractor(nn.Module):
             network_input = network_input.contiguous(memory_format=self._memory_format)
             t_batch = torch.full((batch,), timestep, dtype=torch.long, device=x.device)
             walk = walk_unet(self.network, network_input, t_batch, options.levels, options.source)
-        return {level: walk.features[level].to(x.dtype) for level in options.levels}
+        return {level: walk.features[level].to(x.dtype).contiguous() for level in options.levels}

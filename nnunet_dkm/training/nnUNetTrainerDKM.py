@@ -20,7 +20,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_dkm.architecture.builder import DKM_PLANS_KEY, build_kinetic_unet, make_plans_block
-from nnunet_dkm.architecture.kinetic_unet import KineticUNet
+from nnunet_dkm.architecture.kinetic_unet import DEFAULT_MERGE_KERNEL_SIZE, KineticUNet
 from nnunet_dkm.diffusion.checkpoint import (
     DiffusionCheckpoint,
     check_plans_identity,
@@ -45,17 +45,20 @@ class nnUNetTrainerDKM(nnUNetTrainer):
         kinetic_features: which DM features (mode A/B/C, levels, decoder/encoder), default A, f3 + f4, decoder.
         ssim_weight: weight of ``1 - SSIM`` in the loss (0.5, the paper's).
         use_pretrained_dm: False builds the untrained-DM control (same architecture, random frozen weights).
+        fusion_merge_kernel_size: kernel of the fusions' merge convolution (1); None: the stage's own (3x3).
     """
 
     kinetic_features: KineticFeatureConfig = KineticFeatureConfig()
     ssim_weight: float = SSIM_WEIGHT
     use_pretrained_dm: bool = True
+    fusion_merge_kernel_size: int | None = DEFAULT_MERGE_KERNEL_SIZE
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.dm_checkpoint_file, self.dm_checkpoint = self._find_dm_checkpoint()
-        block = make_plans_block(self.dm_checkpoint, self.kinetic_features, str(self.dm_checkpoint_file))
+        block = make_plans_block(self.dm_checkpoint, self.kinetic_features, str(self.dm_checkpoint_file),
+                                 self.fusion_merge_kernel_size)
         block["use_pretrained_dm"] = self.use_pretrained_dm
         # nnU-Net saves these plans next to the model; nnUNetv2_predict rebuilds the network from them
         self.plans_manager.plans["configurations"][configuration][DKM_PLANS_KEY] = block

@@ -5,6 +5,8 @@
 - ``nnUNetTrainerDKM_modeB`` (pure noise at t = T-1), ``nnUNetTrainerDKM_modeC`` (features of a 5-step DDIM
   synthetic post-contrast image at t = 0), ``nnUNetTrainerDKM_encoder`` (encoder instead of decoder features).
 - ``nnUNetTrainerDKM_bf16``: the frozen DM under bfloat16 autocast (``benchmarks/results_feature_precision.md``).
+- ``nnUNetTrainerDKM_merge3x3``: fusions merge with the stage's own 3x3 kernel instead of 1x1 (as before the
+  1x1 default; ``benchmarks/results_segmentation_speed.md`` has the cost of each).
 - ``nnUNetTrainerDKMPaper``: the paper's segmentation module and optimiser (see ``paper.py``).
 - ``nnUNetTrainerDKM_untrainedDM``: the control that separates learned kinetics from extra capacity: the same
   network fed by a randomly initialised, frozen DM of the same architecture.
@@ -46,6 +48,9 @@ VARIANTS["nnUNetTrainerDKM_encoder"] = _variant(
 VARIANTS["nnUNetTrainerDKM_bf16"] = _variant(
     "nnUNetTrainerDKM_bf16", "DKM with the frozen DM under bfloat16 autocast (GPUs, CPUs with bf16 support).",
     kinetic_features=replace(_DEFAULT, autocast=True))
+VARIANTS["nnUNetTrainerDKM_merge3x3"] = _variant(
+    "nnUNetTrainerDKM_merge3x3", "DKM whose fusions merge with the stage's own (3x3) kernel instead of 1x1.",
+    fusion_merge_kernel_size=None)
 VARIANTS["nnUNetTrainerDKM_untrainedDM"] = _variant(
     "nnUNetTrainerDKM_untrainedDM", "Control: DKM network fed by a randomly initialised, frozen DM.",
     use_pretrained_dm=False)
