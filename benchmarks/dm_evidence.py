@@ -39,6 +39,7 @@ class Lever:
     overrides: dict = field(default_factory=dict)
 
 
+V_64_HIGH = {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5}
 LEVERS = {
     "eps_128": Lever("eps_128", "epsilon prediction, 128x128 patches (paper's target)", {},
                      {"prediction_type": "epsilon"}),
@@ -59,20 +60,16 @@ LEVERS = {
     "sample_64_high": Lever("sample_64_high", "sample prediction, 64x64 patches, half the steps at t in [T/2, T)",
                             {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5},
                             {"prediction_type": "sample"}),
-    "v_64_high": Lever("v_64_high", "v-prediction, 64x64 patches, half the steps at t in [T/2, T)",
-                       {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5},
+    "v_64_high": Lever("v_64_high", "v-prediction, 64x64 patches, half the steps at t in [T/2, T)", V_64_HIGH,
                        {"prediction_type": "v_prediction"}),
     "v_64_high_fg90": Lever("v_64_high_fg90", "v-prediction, 64x64, half the steps at high noise, 90 % of patches "
                             "centred on tumour / strong enhancement (default 50 %)",
-                            {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5,
-                             "foreground_fraction": 0.9}, {"prediction_type": "v_prediction"}),
+                            {**V_64_HIGH, "foreground_fraction": 0.9}, {"prediction_type": "v_prediction"}),
     "v_64_high_enh2": Lever("v_64_high_enh2", "v-prediction, 64x64, half the steps at high noise, loss weighted by "
                             "1 + 2 |post - pre| (`--enhancement-weight 2`)",
-                            {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5,
-                             "enhancement_weight": 2.0}, {"prediction_type": "v_prediction"}),
+                            {**V_64_HIGH, "enhancement_weight": 2.0}, {"prediction_type": "v_prediction"}),
     "v_64_high_fg90_enh2": Lever("v_64_high_fg90_enh2", "both of the above",
-                                 {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5,
-                                  "foreground_fraction": 0.9, "enhancement_weight": 2.0},
+                                 {**V_64_HIGH, "foreground_fraction": 0.9, "enhancement_weight": 2.0},
                                  {"prediction_type": "v_prediction"}),
 }
 
@@ -289,12 +286,11 @@ def main() -> None:
         "| estimate | steps | train min | tumour MAE | vs pre | tumour corr | breast MAE | breast corr |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, row in table.items():
-        lines.append(f"| baseline: {name} | - | - | {row['tumour_mae']:.3f} | {row['tumour_mae'] / reference - 1:+.0%} "
-                     f"| {fmt(row['tumour_corr'])} | {row['breast_mae']:.3f} | {fmt(row['breast_corr'])} |")
-    for name, row in ceiling_table.items():
-        lines.append(f"| ceiling: {name} | - | - | {row['tumour_mae']:.3f} | {row['tumour_mae'] / reference - 1:+.0%} "
-                     f"| {fmt(row['tumour_corr'])} | {row['breast_mae']:.3f} | {fmt(row['breast_corr'])} |")
+    for kind, rows in (("baseline", table), ("ceiling", ceiling_table)):
+        for name, row in rows.items():
+            lines.append(f"| {kind}: {name} | - | - | {row['tumour_mae']:.3f} | "
+                         f"{row['tumour_mae'] / reference - 1:+.0%} | {fmt(row['tumour_corr'])} | "
+                         f"{row['breast_mae']:.3f} | {fmt(row['breast_corr'])} |")
     for name, info in runs.items():
         for estimate, row in info["metrics"].items():
             lines.append(

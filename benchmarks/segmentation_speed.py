@@ -84,6 +84,16 @@ def make_trainer(trainer_name: str, workdir: Path):
     return trainer
 
 
+def best_and_median(call, runs: int) -> tuple[float, float]:
+    """Seconds of ``call()``: the best and the median of ``runs`` timed calls."""
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds), statistics.median(seconds)
+
+
 def measure_training(trainer_name: str, workdir: Path) -> dict:
     """Seconds per training iteration (forward, loss, backward, SGD) on one fixed batch, after one warm-up."""
     import torch
@@ -93,21 +103,12 @@ def measure_training(trainer_name: str, workdir: Path) -> dict:
     batch = next(loader)
     trainer.network.train()
     trainer.train_step(batch)
-    seconds = []
-    for _ in range(TRAIN_STEPS):
-        start = time.perf_counter()
-        trainer.train_step(batch)
-        seconds.append(time.perf_counter() - start)
-    result = {"seconds": min(seconds), "median_seconds": statistics.median(seconds), "batch": list(batch["data"].shape)}
+    best, median = best_and_median(lambda: trainer.train_step(batch), TRAIN_STEPS)
+    result = {"seconds": best, "median_seconds": median, "batch": list(batch["data"].shape)}
     if hasattr(trainer.network, "kinetic"):
         data = batch["data"] if isinstance(batch["data"], torch.Tensor) else torch.from_numpy(batch["data"])
         trainer.network.kinetic(data[:, :1])
-        dm_seconds = []
-        for _ in range(TRAIN_STEPS):
-            start = time.perf_counter()
-            trainer.network.kinetic(data[:, :1])
-            dm_seconds.append(time.perf_counter() - start)
-        result["dm_seconds"] = min(dm_seconds)
+        result["dm_seconds"] = best_and_median(lambda: trainer.network.kinetic(data[:, :1]), TRAIN_STEPS)[0]
     return result
 
 
@@ -130,12 +131,9 @@ def measure_prediction(trainer_name: str, workdir: Path, mirroring: bool) -> dic
     raw = next((workdir / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*"))
     image, properties = SimpleITKIO().read_images([str(sorted((raw / "imagesTs").iterdir())[0])])
     predictor.predict_single_npy_array(image, properties, None, None, False)  # warm-up
-    seconds = []
-    for _ in range(PREDICTION_RUNS):
-        start = time.perf_counter()
-        predictor.predict_single_npy_array(image, properties, None, None, False)
-        seconds.append(time.perf_counter() - start)
-    return {"seconds": min(seconds), "median_seconds": statistics.median(seconds), "shape": list(image.shape)}
+    best, median = best_and_median(lambda: predictor.predict_single_npy_array(image, properties, None, None, False),
+                                   PREDICTION_RUNS)
+    return {"seconds": best, "median_seconds": median, "shape": list(image.shape)}
 
 
 def run_case(kind: str, trainer_name: str, preset: str, mirroring: bool, workdir: Path) -> dict:

@@ -58,7 +58,11 @@ def plans_block(configuration_manager: ConfigurationManager) -> dict[str, Any]:
 def read_plans_block(configuration_manager: ConfigurationManager) -> tuple[DiffusionConfig, InputScaling,
                                                                            KineticFeatureConfig]:
     """DM config, input scaling and feature options recorded in the plans."""
-    block = plans_block(configuration_manager)
+    return configs_from_block(plans_block(configuration_manager))
+
+
+def configs_from_block(block: dict[str, Any]) -> tuple[DiffusionConfig, InputScaling, KineticFeatureConfig]:
+    """DM config, input scaling and feature options of a ``"dkm"`` block."""
     return (DiffusionConfig.from_dict(block["dm_config"]), InputScaling.from_dict(block["input_scaling"]),
             KineticFeatureConfig(**block["features"]))
 
@@ -73,7 +77,8 @@ def build_kinetic_unet(configuration_manager: ConfigurationManager, num_input_ch
     if num_input_channels != 1:
         raise ValueError(f"DKM segments from the pre-contrast image alone: expected 1 input channel, got "
                          f"{num_input_channels}")
-    dm_config, input_scaling, feature_config = read_plans_block(configuration_manager)
+    block = plans_block(configuration_manager)
+    dm_config, input_scaling, feature_config = configs_from_block(block)
     if len(configuration_manager.patch_size) != dm_config.spatial_dims:
         raise ValueError(f"the DM is {dm_config.spatial_dims}D but the configuration is "
                          f"{len(configuration_manager.patch_size)}D; DKM supports 2d configurations")
@@ -88,8 +93,7 @@ def build_kinetic_unet(configuration_manager: ConfigurationManager, num_input_ch
     )
     kinetic = KineticFeatureExtractor(dm_config, input_scaling, feature_config)
     # plans written before the merge kernel was recorded used the stage's own kernel
-    merge_kernel_size = plans_block(configuration_manager).get("fusion_merge_kernel_size")
-    return KineticUNet(planned, kinetic, merge_kernel_size)
+    return KineticUNet(planned, kinetic, block.get("fusion_merge_kernel_size"))
 
 
 def build_paper_network(configuration_manager: ConfigurationManager, num_input_channels: int,
