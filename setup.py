@@ -19,7 +19,7 @@ setup(
     package_data={"nnunet_dkm": ["ext_trainer/nnunet_dkm_trainers.py"]},
     install_requires=[
         "nnunetv2>=2.8.1,<2.9",
-        "monai>=1.4",
+        "monai>=1.4,<1.7",  # network.py: ddim_timesteps works around DDIMScheduler spacing in 1.6
         "dcmri>=0.6",
         "pydicom>=2.4",
         "SimpleITK>=2.2",
@@ -31,14 +31,14 @@ setup(
     extras_require={"test": ["pytest", "ruff"]},
     entry_points={
         "console_scripts": [
-            "nnUNetv2_dkm_synthesize=dataset_conversion.synthesize:main",
-            "nnUNetv2_dkm_phantom_stats=dataset_conversion.phantom_stats:main",
+            "nnUNetv2_dkm_synthesize=dataset_conversion.phantom.synthesize:main",
+            "nnUNetv2_dkm_phantom_stats=dataset_conversion.phantom.stats:main",
             "nnUNetv2_dkm_convert_nact=dataset_conversion.convert_nact:main",
             "nnUNetv2_dkm_convert_mamamia=dataset_conversion.convert_mamamia:main",
             "nnUNetv2_dkm_pretrain=pretrain_dm.cli:main",
             "nnUNetv2_dkm_synthesize_postcontrast=nnunet_dkm.diffusion.postcontrast:main",
             "nnUNetv2_dkm_trainer_path=nnunet_dkm.ext_trainer_path:main",
-            "nnUNetv2_dkm_benchmark=nnunet_dkm.evaluation.benchmark:main",
+            "nnUNetv2_dkm_benchmark=nnunet_dkm.evaluation.benchmark.cli:main",
         ]
     },
 )

@@ -39,6 +39,10 @@ class Lever:
     overrides: dict = field(default_factory=dict)
 
 
+# what every lever starts from: the plain DDPM recipe the evidence was measured against (the phantom's 2d patch size,
+# batch 8, half the patches on tumour, uniform timesteps, unweighted loss), not the small preset it led to
+PLAIN_RECIPE = {"patch_size": (128, 128), "batch_size": 8, "foreground_fraction": 0.5, "high_noise_fraction": 0.0,
+                "enhancement_weight": 0.0}
 V_64_HIGH = {"patch_size": (64, 64), "batch_size": 16, "high_noise_fraction": 0.5}
 LEVERS = {
     "eps_128": Lever("eps_128", "epsilon prediction, 128x128 patches (paper's target)", {},
@@ -91,16 +95,17 @@ def prepare_dataset(workdir: Path, env: dict[str, str]) -> None:
 
 def test_slices() -> dict[str, np.ndarray]:
     """Tumour-bearing slices of the test split in preprocessed space: pre, post1 (N, H, W), tumour and breast masks."""
-    from dataset_conversion.phantom_stats import PhantomDataset
-    from nnunet_dkm.diffusion.preprocessed_space import (
+    from dataset_conversion.phantom.stats import PhantomDataset
+    from nnunet_dkm.preprocessing import (
         DceExam,
-        load_plans,
+        PlannedDataset,
         mask_to_preprocessed_space,
         preprocess_like_precontrast,
         read_exam,
     )
 
-    plans_manager, configuration_manager, _, _ = load_plans(DATASET_ID, "2d")
+    dataset = PlannedDataset.load(DATASET_ID, "2d")
+    plans_manager, configuration_manager = dataset.plans_manager, dataset.configuration_manager
     phantom = PhantomDataset(DATASET_ID)
     out: dict[str, list[np.ndarray]] = {"pre": [], "post": [], "tumour": [], "breast": []}
     for case_id, info in phantom.cases.items():
@@ -134,9 +139,10 @@ def fit_references():
     """On the DM's training exams: the global linear map post1 = a * pre + b (every voxel), and the tumour-mask
     ceiling (``TumourMaskOracle``, fitted on the labelled exams' tumour slices)."""
     from nnunet_dkm.evaluation.dm_quality import TumourMaskOracle, fit_global_linear
+    from nnunet_dkm.preprocessing import PlannedDataset
     from pretrain_dm.cache import build_cache
 
-    cache = build_cache(DATASET_ID, "2d", progress=False)
+    cache = build_cache(PlannedDataset.load(DATASET_ID, "2d"), progress=False)
     pre, post, tumour_slices = [], [], []
     for exam in cache.exams:
         images, seg = exam.load()
@@ -190,11 +196,18 @@ def pretrain(lever: Lever, workdir: Path, minutes: float, max_steps: int) -> dic
 
         meta = load_checkpoint(checkpoint).metadata
         return {"steps": meta["steps"], "minutes": meta["training_seconds"] / 60, "checkpoint": checkpoint}
-    settings = PretrainSettings(dataset_id=DATASET_ID, steps=max_steps, max_minutes=minutes, checkpoint=checkpoint,
-                                validate_every=100, save_every=100, config_overrides=dict(lever.overrides),
-                                **lever.settings)
+    settings = PretrainSettings(dataset_id=DATASET_ID, steps=max_steps, max_minutes=minutes, validate_every=100,
+                                save_every=100, config_overrides=dict(lever.overrides),
+                                **{**PLAIN_RECIPE, **lever.settings})
     start = time.perf_counter()
-    DmPretrainer(settings).run()
+    previous = os.environ.get("nnUNet_dkm_checkpoint")
+    os.environ["nnUNet_dkm_checkpoint"] = str(checkpoint)  # where DmPretrainer writes (nnunet_dkm.paths)
+    try:
+        DmPretrainer(settings).run()
+    finally:
+        os.environ.pop("nnUNet_dkm_checkpoint")
+        if previous is not None:
+            os.environ["nnUNet_dkm_checkpoint"] = previous
     from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 
     meta = load_checkpoint(checkpoint).metadata

@@ -37,7 +37,7 @@ from unittest import mock
 import monai
 import torch
 
-from nnunet_dkm.diffusion import DiffusionConfig, InputScaling, KineticFeatureConfig, KineticFeatureExtractor
+from nnunet_dkm.diffusion import InputScaling, KineticFeatureConfig, KineticFeatureExtractor, preset_network
 from nnunet_dkm.diffusion import features as features_module
 
 DEFAULT_OUTPUT = Path(__file__).with_name("results_feature_extraction_speed.md")
@@ -175,7 +175,7 @@ class PreparedCase:
 
     def __init__(self, case: Case, device: torch.device) -> None:
         self.case, self.device = case, device
-        config = DiffusionConfig.from_preset(case.preset)
+        config = preset_network(case.preset)
         torch.manual_seed(0)
         self.extractor = KineticFeatureExtractor(config, InputScaling(scale=0.5, offset=0.0), case.feature_config)
         self.extractor.to(device)

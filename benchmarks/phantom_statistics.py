@@ -23,10 +23,10 @@ import time  # noqa: E402
 from importlib.metadata import version  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from dataset_conversion.phantom_case import generate_case  # noqa: E402
-from dataset_conversion.phantom_parameters import PRESETS, preset_parameters  # noqa: E402
-from dataset_conversion.phantom_stats import format_table, measure_dataset, summarise, write_montage  # noqa: E402
-from dataset_conversion.synthesize import synthesize_dataset  # noqa: E402
+from dataset_conversion.phantom.case import generate_case  # noqa: E402
+from dataset_conversion.phantom.parameters import PRESETS, preset_parameters  # noqa: E402
+from dataset_conversion.phantom.stats import format_table, measure_dataset, summarise, write_montage  # noqa: E402
+from dataset_conversion.phantom.synthesize import synthesize_dataset  # noqa: E402
 
 DEMO_ID, NACT_ID = 990, 991
 NACT_EXAMS = 8  # enough for a median; the full nact preset (160 exams) takes about 15 minutes
@@ -86,7 +86,7 @@ def run(seed: int, output_dir: Path) -> str:
         f"## Demo preset: statistics of the {demo.num_train + demo.num_test} labelled exams (seed {seed})",
         "",
         "Median and interquartile range over exams; targets are the figures measured on the real",
-        "Breast-MRI-NACT-Pilot case. Definitions: `dataset_conversion/phantom_stats.py`.",
+        "Breast-MRI-NACT-Pilot case. Definitions: `dataset_conversion/phantom/stats.py`.",
         "",
         format_table(demo_rows, markdown=True),
         "",

@@ -34,10 +34,10 @@ def measure(preset: str, prediction_type: str, patch: int, batch: int, steps: in
     """Time ``steps`` training steps after one warm-up step; returns seconds per step and slices per second."""
     import torch
 
-    from nnunet_dkm.diffusion.config import DiffusionConfig
     from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
+    from nnunet_dkm.diffusion.presets import preset_network
 
-    config = DiffusionConfig.from_preset(preset, num_post_phases=2, prediction_type=prediction_type)
+    config = preset_network(preset, num_post_phases=2, prediction_type=prediction_type)
     network = build_network(config)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-4)
     scheduler = make_ddpm_scheduler(config)

@@ -51,15 +51,16 @@ def prepare(workdir: Path, phantom_shape: list[int] | None = None) -> None:
         subprocess.run([str(binaries / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "2d", "-npfp",
                         "2", "-np", "2"], check=True)
     from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity, save_checkpoint
-    from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling
+    from nnunet_dkm.diffusion.config import InputScaling
     from nnunet_dkm.diffusion.network import build_network
+    from nnunet_dkm.diffusion.presets import preset_network
 
     plans_file = next((workdir / "nnUNet_preprocessed").glob(f"Dataset{DATASET_ID}_*/nnUNetPlans.json"))
     plans = json.loads(plans_file.read_text())
     for preset in ("small", "paper"):
         path = workdir / f"dm_{preset}.pt"
         if not path.is_file():
-            config = DiffusionConfig.from_preset(preset, num_post_phases=2)
+            config = preset_network(preset, num_post_phases=2)
             save_checkpoint(DiffusionCheckpoint(config, build_network(config).state_dict(), InputScaling(0.5, 0.0),
                                                 plans_identity(plans, "2d")), path)
 

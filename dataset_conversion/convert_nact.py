@@ -12,17 +12,25 @@ What is written, per patient (see DESIGN.md for the layout)::
                                            where absent, rebuilt with the collection's FTV rule
     unlabelledTr/<case>_000{0..K}.nii.gz   exams with DCE but no usable label; later visits with
                                            --unlabelled-visits (case = <PatientID>_<visit>)
+    imagesTs/ labelsTs/ kineticsTs/        the same for --test-patients; a test patient whose label cannot
+                                           be built keeps imagesTs/ and kineticsTs/, without labelsTs/
 
 Everything is found by DICOM header (:mod:`dataset_conversion.dicom_index`); the DCE series and
 its phases by :mod:`dataset_conversion.nact_dce`, the label by :mod:`dataset_conversion.nact_labels`.
-Images keep their original geometry. Bad exams are skipped with the reason; the summary table at
-the end lists cases written and skipped.
+Images keep their original geometry; SEG frames are placed on the pre-contrast grid by physical
+position, tolerating exporters' sub-voxel offsets or resampling (see :func:`dicom_seg.seg_on_grid`).
+An exam whose DCE cannot be read is skipped; one whose label cannot be built is still written without
+label (training patients to unlabelledTr/, test patients to imagesTs/). The summary table at the end lists
+cases written and skipped, with the reasons. The conversion fails only when nothing at all can be written;
+a dataset without labelled training case is written with a note that nnU-Net cannot plan or train on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +41,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from dataset_conversion.dicom_index import Exam, group_exams, index_dicom_folder
+from dataset_conversion.dicom_seg import MAPPING_SAME
 from dataset_conversion.nact_dce import (
     DceAcquisition,
     find_dce_series,
@@ -48,6 +57,7 @@ from dataset_conversion.nact_labels import (
     tumour_label,
 )
 from dataset_conversion.raw_dataset import (
+    NO_TRAINING_CASE_NOTE,
     ConversionSummary,
     DatasetConversionError,
     RawDatasetWriter,
@@ -166,7 +176,7 @@ def convert_nact(
 
     Raises:
         DatasetConversionError: bad arguments, no DICOM, unknown test patient, existing dataset without
-        ``overwrite``, or no labelled training case at all. Bad exams are skipped, not raised.
+        ``overwrite``, or no exam written at all. Bad exams are skipped (or written without label), not raised.
     """
     if num_post_phases < 1:
         raise DatasetConversionError(f"--num-post-phases must be at least 1, got {num_post_phases}")
@@ -219,44 +229,64 @@ def _convert_exam(
 ) -> dict[str, Any] | None:
     """Write one exam, or record in ``summary`` why it was skipped; returns the case's dataset.json record.
 
-    File paths in the record are relative to the input folder ``root``.
+    An exam whose DCE cannot be read is skipped. A baseline exam whose label cannot be built keeps its
+    images (:func:`_write_without_label`). File paths in the record are relative to the input folder ``root``.
     """
     case = case_id(exam)
     try:
         images = load_exam_images(exam, num_post_phases)
-        record: dict[str, Any] = {
-            "patient_id": exam.patient_id,
-            "visit": exam.visit,
-            "dce_series": [s.series_number for s in images.dce.series],
-            "dce_found_by": images.dce.how_found,
-            "acquisition_times_s": images.acquisition_times_s,
-        }
-        if not exam.is_baseline:
-            return _write_unlabelled(writer, case, images, split, "later visit", summary, record)
-        inputs = find_label_inputs(exam, images.dce)
-        frame_of_reference = images.dce.series[0].files[0].frame_of_reference_uid
-        label = tumour_label(inputs, images.pre, frame_of_reference)
-        if label is None:
-            reason = (
-                f"no tumour label (no {TUMOUR_SEG_DESCRIPTION!r} SEG, and no PE1 map with "
-                f"'VOI Breast Tissue Segmentation' SEG to rebuild it from)"
-            )
-            return _write_unlabelled(writer, case, images, split, reason, summary, record)
-        if label.voxels == 0:
-            reason = f"tumour label from {label.source_file} is empty"
-            return _write_unlabelled(writer, case, images, split, reason, summary, record)
-        _check_official_count(case, label, summary)
-        writer.add_case(case, images.pre, images.post, label_image(label, images.pre), split=split)
-        record.update(
-            label_source=label.source,
-            label_file=_relative(label.source_file, root),
-            label_voxels=label.voxels,
-            official_ftv_voxels=label.official_voxels,
-        )
-        return record
     except DatasetConversionError as error:
         summary.skip(case, str(error))
         return None
+    record: dict[str, Any] = {
+        "patient_id": exam.patient_id,
+        "visit": exam.visit,
+        "dce_series": [s.series_number for s in images.dce.series],
+        "dce_found_by": images.dce.how_found,
+        "acquisition_times_s": images.acquisition_times_s,
+    }
+    try:
+        if not exam.is_baseline:
+            return _write_later_visit(writer, case, images, split, summary, record)
+        label, reason = build_label(exam, images)
+        if label is None:
+            return _write_without_label(writer, case, images, split, reason, summary, record)
+        _check_official_count(case, label, summary)
+        _report_placement(case, label, summary)
+        writer.add_case(case, images.pre, images.post, label_image(label, images.pre), split=split)
+    except DatasetConversionError as error:  # the writer's own checks (geometry, phase count)
+        summary.skip(case, str(error))
+        return None
+    record.update(
+        label_source=label.source,
+        label_file=_relative(label.source_file, root),
+        label_voxels=label.voxels,
+        official_ftv_voxels=label.official_voxels,
+        **(label.placement.record() if label.placement is not None else {}),
+    )
+    return record
+
+
+def build_label(exam: Exam, images: ExamImages) -> tuple[TumourLabel | None, str]:
+    """The exam's non-empty tumour label on the pre-contrast grid, or None and the reason it has none.
+
+    Every :class:`DatasetConversionError` of the label step (SEG on another frame of reference or mostly
+    outside the image, unreadable SEG, empty tissue mask, ...) becomes the reason; nothing is raised.
+    """
+    try:
+        inputs = find_label_inputs(exam, images.dce)
+        frame_of_reference = images.dce.series[0].files[0].frame_of_reference_uid
+        label = tumour_label(inputs, images.pre, frame_of_reference)
+    except DatasetConversionError as error:
+        return None, f"tumour label could not be built: {error}"
+    if label is None:
+        return None, (
+            f"no tumour label (no {TUMOUR_SEG_DESCRIPTION!r} SEG, and no PE1 map with "
+            f"'VOI Breast Tissue Segmentation' SEG to rebuild it from)"
+        )
+    if label.voxels == 0:
+        return None, f"tumour label from {label.source_file} is empty"
+    return label, ""
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -283,7 +313,31 @@ def _check_official_count(case: str, label: TumourLabel, summary: ConversionSumm
     summary.note(f"{case}: label rebuilt with the FTV rule: {label.voxels} voxels ({comparison})")
 
 
-def _write_unlabelled(
+def _report_placement(case: str, label: TumourLabel, summary: ConversionSummary) -> None:
+    """A summary note where the label's SEG was not exactly on the image grid (the SEG reader warned already)."""
+    placement = label.placement
+    if placement is None or (placement.mapping == MAPPING_SAME and placement.outside_fraction == 0):
+        return
+    note = f"{case}: label SEG {label.source_file} offset by {placement.describe()}; mapped as {placement.mapping!r}"
+    if placement.outside_fraction > 0:
+        note += f", {100 * placement.outside_fraction:.1f} % of its mask outside the image (dropped)"
+    summary.note(note)
+
+
+def _write_later_visit(
+    writer: RawDatasetWriter, case: str, images: ExamImages, split: str, summary: ConversionSummary,
+    record: dict[str, Any],
+) -> dict[str, Any] | None:
+    """A later visit goes to unlabelledTr/ for DM pretraining, except a test patient's (the test split stays unseen)."""
+    if split == "Ts":
+        summary.skip(case, "later visit of a test patient; not written to unlabelledTr/ (the test split stays unseen)")
+        return None
+    writer.add_unlabelled(case, images.pre, images.post)
+    record["label_source"] = None
+    return record
+
+
+def _write_without_label(
     writer: RawDatasetWriter,
     case: str,
     images: ExamImages,
@@ -291,15 +345,22 @@ def _write_unlabelled(
     reason: str,
     summary: ConversionSummary,
     record: dict[str, Any],
-) -> dict[str, Any] | None:
-    """Write an exam without usable label to unlabelledTr/, except for test patients (kept unseen)."""
+) -> dict[str, Any]:
+    """A baseline exam without usable label is never lost.
+
+    Training patients go to unlabelledTr/ (DM pretraining still uses the exam); test patients keep their
+    pre-contrast image in imagesTs/ and post-contrast phases in kineticsTs/, without a label.
+    """
     if split == "Ts":
-        summary.skip(case, f"{reason}; test patient, so not written to unlabelledTr/ (the test split stays unseen)")
-        return None
-    writer.add_unlabelled(case, images.pre, images.post)
-    if reason != "later visit":
+        writer.add_test_images(case, images.pre, images.post)
+        summary.note(
+            f"{case}: {reason}; test patient: images written to imagesTs/ and kineticsTs/ without a label "
+            "(it can be predicted, not scored)"
+        )
+    else:
+        writer.add_unlabelled(case, images.pre, images.post)
         summary.note(f"{case}: {reason}; written to unlabelledTr/ for DM pretraining")
-    record["label_source"] = None
+    record.update(label_source=None, label_missing_reason=reason)
     return record
 
 
@@ -307,12 +368,11 @@ def _dkm_block(records: dict[str, dict[str, Any]], writer: RawDatasetWriter) -> 
     """dataset.json's "dkm" block: label source(s), acquisition times and one record per written case."""
     written = {case for ids in writer.cases.values() for case in ids}
     records = {case: record for case, record in sorted(records.items()) if case in written}
-    labelled = {case: r["label_source"] for case, r in records.items() if r.get("label_source")}
-    sources = sorted(set(labelled.values()))
+    sources = sorted({r["label_source"] for r in records.values() if r.get("label_source")})
     times = [tuple(r["acquisition_times_s"]) if r["acquisition_times_s"] else None for r in records.values()]
     common_times = list(times[0]) if times and times[0] is not None and len(set(times)) == 1 else None
     return {
-        "label_source": sources[0] if len(sources) == 1 else "mixed (see cases)",
+        "label_source": (sources[0] if len(sources) == 1 else "mixed (see cases)") if sources else None,
         "acquisition_times_s": common_times,
         "acquisition_times_note": "k-space-centre time of each phase relative to injection, UCSF tag (0117,1034)",
         "source_collection": "TCIA Breast-MRI-NACT-Pilot",
@@ -340,8 +400,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="also write later visits (MRI_2, ...) to unlabelledTr/ for DM pretraining")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"dataset name after the id (default: {DEFAULT_NAME})")
     args = parser.parse_args(argv)
-    warnings.formatwarning = _format_warning
-    with exit_on_conversion_error():
+    with warnings.catch_warnings(), exit_on_conversion_error():
+        warnings.showwarning = _show_warning  # for this command only: catch_warnings restores it
         path = convert_nact(
             args.input_folder,
             args.dataset_id,
@@ -353,10 +413,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             name=args.name,
         )
     print(f"dataset written to {path}")
+    if json.loads((path / "dataset.json").read_text())["numTraining"] == 0:
+        print(f"note: {NO_TRAINING_CASE_NOTE}")
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:
-    return f"warning: {message}\n"
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings of the command line as ``warning: <message>`` lines on stderr, without source locations."""
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ The threshold and the neighbour count are read from the UCSF private parameters 
 voxel count that the SEGs store in private sequence (0117,10B0) ("FTVpe(PEearly>70%)": 41105),
 and the official "FTVser(PEearly>70%, SER>0.9)" count (30513) too when SER >= 0.9 is added, while
 counting neighbours only inside the box gives 41098 and counting them everywhere 41108.
+
+SEG frames are placed on the pre-contrast grid by :mod:`dataset_conversion.dicom_seg`, which tolerates what
+real exporters write (sub-voxel offsets, other grids in the same frame of reference).
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from scipy import ndimage
 
 from dataset_conversion.dicom_index import DicomSeries, Exam, as_numbers, private_value
+from dataset_conversion.dicom_seg import SegPlacement, seg_on_grid
 from dataset_conversion.nact_dce import (
     UCSF_PRIVATE_CREATOR,
     DceAcquisition,
@@ -41,6 +44,7 @@ from dataset_conversion.nact_dce import (
     slice_location,
 )
 from dataset_conversion.raw_dataset import DatasetConversionError, check_same_geometry
+from nnunet_dkm.ftv_rule import MIN_NEIGHBOURS, PE_THRESHOLD_PERCENT, ftv_mask
 
 TUMOUR_SEG_DESCRIPTION = "VOI PE Segmentation thresh=70"
 TISSUE_SEG_DESCRIPTION = "VOI Breast Tissue Segmentation"
@@ -48,8 +52,6 @@ UCSF_TUMOUR_SEG_OFFSET = 2100
 UCSF_TISSUE_SEG_OFFSET = 2101
 UCSF_PE1_OFFSET = 1001
 UCSF_SER_OFFSET = 1000
-DEFAULT_PE_THRESHOLD = 70.0
-DEFAULT_MIN_NEIGHBOURS = 4
 SOURCE_TUMOUR_SEG = "TCIA VOI PE Segmentation thresh=70"
 SOURCE_REBUILT = (
     "FTV rule rebuilt from PE1 and VOI Breast Tissue Segmentation (PE1 >= {threshold:g} %, "
@@ -57,7 +59,6 @@ SOURCE_REBUILT = (
 )
 BOX_FROM_TAGS = "UCSF VOI box"
 BOX_FROM_MASK = "VOI box = tissue mask bounding box"
-GRID_TOLERANCE_VOXELS = 0.1
 
 
 @dataclass
@@ -76,13 +77,14 @@ class TumourLabel:
 
     ``array`` is uint8 (z, y, x) with values {0, 1}; ``official_voxels`` is the FTV voxel count the
     collection stores in its private tags (None when absent); ``source_file`` the file to name in
-    messages about this label.
+    messages about this label; ``placement`` how that SEG's frames were put on the image grid.
     """
 
     array: np.ndarray
     source: str
     source_file: Path
     official_voxels: int | None = None
+    placement: SegPlacement | None = None
 
     @property
     def voxels(self) -> int:
@@ -127,87 +129,6 @@ def find_label_inputs(exam: Exam, dce: DceAcquisition) -> LabelInputs:
     )
 
 
-# -- SEG frames onto the image grid ---------------------------------------------------------------
-def seg_on_grid(seg_path: Path, reference: sitk.Image, frame_of_reference_uid: str = "") -> np.ndarray:
-    """Place a DICOM SEG's frames on ``reference``'s grid by each frame's ImagePositionPatient.
-
-    FRACTIONAL SEGs are thresholded at half their MaximumFractionalValue (> 127 of 255), BINARY
-    ones at > 0; all segments are merged.
-
-    Args:
-        seg_path: the SEG file.
-        reference: 3D image whose grid the mask is wanted on.
-        frame_of_reference_uid: the image's FrameOfReferenceUID; checked against the SEG's when given.
-
-    Returns:
-        bool array (z, y, x) of ``reference``'s size.
-
-    Raises:
-        DatasetConversionError: naming ``seg_path``, when it is no SEG or does not lie on the grid
-        (other frame of reference, orientation, pixel spacing, matrix, or frames between slices).
-    """
-    try:
-        dataset = pydicom.dcmread(seg_path)
-        frames = dataset.pixel_array
-    except Exception as error:
-        raise DatasetConversionError(f"{seg_path}: cannot read the SEG ({error})") from error
-    if str(dataset.get("Modality", "")) != "SEG" or "PerFrameFunctionalGroupsSequence" not in dataset:
-        raise DatasetConversionError(f"{seg_path}: not a DICOM SEG with per-frame positions")
-    frames = frames.reshape(-1, int(dataset.Rows), int(dataset.Columns))
-    mismatch = f"label {seg_path} does not match its image"
-    seg_frame_of_reference = str(dataset.get("FrameOfReferenceUID", ""))
-    if frame_of_reference_uid and seg_frame_of_reference and seg_frame_of_reference != frame_of_reference_uid:
-        raise DatasetConversionError(f"{mismatch}: FrameOfReferenceUID differs from the DCE's")
-    size = reference.GetSize()
-    if (int(dataset.Columns), int(dataset.Rows)) != size[:2]:
-        raise DatasetConversionError(
-            f"{mismatch}: frames are {dataset.Columns}x{dataset.Rows}, the image {size[0]}x{size[1]}"
-        )
-    if str(dataset.get("SegmentationType", "BINARY")).upper() == "FRACTIONAL":
-        inside = frames.astype(np.int32) * 2 > int(dataset.get("MaximumFractionalValue", 255))
-    else:
-        inside = frames > 0
-
-    direction = np.asarray(reference.GetDirection()).reshape(3, 3)
-    spacing = np.asarray(reference.GetSpacing())
-    mask = np.zeros(size[::-1], dtype=bool)
-    shared = dataset.get("SharedFunctionalGroupsSequence", [None])[0]
-    for index, frame_groups in enumerate(dataset.PerFrameFunctionalGroupsSequence):
-        orientation = _functional_value(frame_groups, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-        pixel_spacing = _functional_value(frame_groups, shared, "PixelMeasuresSequence", "PixelSpacing")
-        position = _functional_value(frame_groups, shared, "PlanePositionSequence", "ImagePositionPatient")
-        if position is None:
-            raise DatasetConversionError(f"{seg_path}: frame {index + 1} has no ImagePositionPatient")
-        if orientation is not None and not np.allclose(
-            np.asarray(orientation, float), np.concatenate([direction[:, 0], direction[:, 1]]), atol=1e-3
-        ):
-            raise DatasetConversionError(f"{mismatch}: frame orientation {list(orientation)} differs from the image's")
-        if pixel_spacing is not None and not np.allclose(
-            [float(pixel_spacing[1]), float(pixel_spacing[0])], spacing[:2], rtol=1e-3
-        ):
-            raise DatasetConversionError(f"{mismatch}: pixel spacing {list(pixel_spacing)} differs from the image's")
-        continuous = np.asarray(reference.TransformPhysicalPointToContinuousIndex([float(v) for v in position]))
-        slice_index = int(round(continuous[2]))
-        off_grid = np.abs(continuous - [0.0, 0.0, slice_index]) > GRID_TOLERANCE_VOXELS
-        if off_grid.any() or not 0 <= slice_index < size[2]:
-            raise DatasetConversionError(
-                f"{mismatch}: frame {index + 1} at ImagePositionPatient {[round(float(v), 3) for v in position]} "
-                f"is not on a slice of the image (continuous index {np.round(continuous, 2).tolist()})"
-            )
-        mask[slice_index] |= inside[index]
-    return mask
-
-
-def _functional_value(frame_groups, shared, sequence: str, keyword: str):
-    """A functional-group attribute, per-frame first, then shared; None if neither has it."""
-    for groups in (frame_groups, shared):
-        if groups is not None and sequence in groups and len(groups[sequence].value) > 0:
-            item = groups[sequence].value[0]
-            if keyword in item:
-                return item[keyword].value
-    return None
-
-
 # -- UCSF private tags ----------------------------------------------------------------------------
 def read_official_ftv_voxels(path: Path) -> int | None:
     """The official FTV voxel count stored by UCSF: item (0117,10B5) "FTVpe..." of sequence (0117,10B0).
@@ -225,7 +146,7 @@ def read_official_ftv_voxels(path: Path) -> int | None:
 
 def read_ftv_parameters(paths: Sequence[Path]) -> tuple[float, int]:
     """PE threshold (%) and minimum neighbour count from the UCSF parameter list (0117,1010), else 70 and 4."""
-    threshold, neighbours = DEFAULT_PE_THRESHOLD, DEFAULT_MIN_NEIGHBOURS
+    threshold, neighbours = PE_THRESHOLD_PERCENT, MIN_NEIGHBOURS
     for path in paths:
         dataset = pydicom.dcmread(path, stop_before_pixels=True)
         for item in private_value(dataset, 0x0117, UCSF_PRIVATE_CREATOR, 0x10) or []:
@@ -251,16 +172,16 @@ def read_voi_box(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
     return np.asarray(low, int), np.asarray(high, int)
 
 
-# -- the FTV rule ---------------------------------------------------------------------------------
+# -- the FTV rule inside the VOI box ----------------------------------------------------------------
 def ftv_rule(
     pe_early: np.ndarray,
     tissue: np.ndarray,
     box_low: Sequence[int],
     box_high: Sequence[int],
-    threshold: float = DEFAULT_PE_THRESHOLD,
-    min_neighbours: int = DEFAULT_MIN_NEIGHBOURS,
+    threshold: float = PE_THRESHOLD_PERCENT,
+    min_neighbours: int = MIN_NEIGHBOURS,
 ) -> np.ndarray:
-    """The UCSF functional tumour volume rule.
+    """The UCSF functional tumour volume rule (``nnunet_dkm.ftv_rule``) inside the VOI box.
 
     Args:
         pe_early: early percent enhancement (z, y, x), in the map's own slice/row/column order.
@@ -273,19 +194,13 @@ def ftv_rule(
         bool array (z, y, x): tissue & enhancing & inside the box & enough enhancing neighbours, the
         neighbours counted over the box widened by one voxel at its upper ends.
     """
-    enhancing = pe_early >= threshold
     low = np.maximum(np.asarray(box_low, int), 0)
     high = np.minimum(np.asarray(box_high, int), np.asarray(pe_early.shape) - 1)
-    inside = tuple(slice(a, b + 1) for a, b in zip(low, high, strict=True))
-    counted_region = tuple(slice(a, b + 2) for a, b in zip(low, high, strict=True))
-    counted = np.zeros(pe_early.shape, np.int32)
-    counted[counted_region] = enhancing[counted_region]
-    kernel = np.ones((3, 3, 3), np.int32)
-    kernel[1, 1, 1] = 0
-    neighbours = ndimage.convolve(counted, kernel, mode="constant", cval=0)
     in_box = np.zeros(pe_early.shape, bool)
-    in_box[inside] = True
-    return in_box & tissue & enhancing & (neighbours >= min_neighbours)
+    in_box[tuple(slice(a, b + 1) for a, b in zip(low, high, strict=True))] = True
+    counted = np.zeros(pe_early.shape, bool)
+    counted[tuple(slice(a, b + 2) for a, b in zip(low, high, strict=True))] = True
+    return ftv_mask(pe_early, in_box & np.asarray(tissue, dtype=bool), counted, threshold, min_neighbours)
 
 
 def rebuild_ftv_label(
@@ -311,7 +226,8 @@ def rebuild_ftv_label(
     pe1_image = read_phase_image(pe1_phase, pe1_map.label)
     check_same_geometry(reference, pe1_image, f"PE1 map {pe1_map.label}")
     tissue_path = tissue_seg.files[0].path
-    tissue = seg_on_grid(tissue_path, reference, frame_of_reference_uid)
+    tissue_on_grid = seg_on_grid(tissue_path, reference, frame_of_reference_uid)
+    tissue = tissue_on_grid.mask
     pe_early = sitk.GetArrayFromImage(pe1_image).astype(np.float32)
 
     # the VOI box counts slices in InstanceNumber order; the arrays are stacked along the slice normal
@@ -343,6 +259,7 @@ def rebuild_ftv_label(
         source=SOURCE_REBUILT.format(threshold=threshold, neighbours=neighbours, box=box_origin),
         source_file=tissue_path,
         official_voxels=official,
+        placement=tissue_on_grid.placement,
     )
 
 
@@ -363,12 +280,13 @@ def tumour_label(inputs: LabelInputs, reference: sitk.Image, frame_of_reference_
     """
     if inputs.tumour_seg is not None:
         path = inputs.tumour_seg.files[0].path
-        mask = seg_on_grid(path, reference, frame_of_reference_uid)
+        on_grid = seg_on_grid(path, reference, frame_of_reference_uid)
         return TumourLabel(
-            array=mask.astype(np.uint8),
+            array=on_grid.mask.astype(np.uint8),
             source=SOURCE_TUMOUR_SEG,
             source_file=path,
             official_voxels=read_official_ftv_voxels(path),
+            placement=on_grid.placement,
         )
     if inputs.pe1_map is not None and inputs.tissue_seg is not None:
         parameter_files = [inputs.ser_map.files[0].path] if inputs.ser_map is not None else []

@@ -7,13 +7,20 @@ Every converter (synthetic phantom, TCIA Breast-MRI-NACT-Pilot, MAMA-MIA) writes
         imagesTr/{case}_0000.nii.gz         pre-contrast image (the network input)
         labelsTr/{case}.nii.gz              tumour label (0 background, 1 tumour)
         kineticsTr/{case}_{phase:04d}.nii.gz post-contrast phases (phase 1 = first post-contrast)
-        imagesTs/ labelsTs/ kineticsTs/     the same for the test split
+        imagesTs/ labelsTs/ kineticsTs/     the same for the test split (a test exam whose label could not be
+                                            built has no labelsTs file: it can be predicted, not scored)
         unlabelledTr/{case}_{phase:04d}.nii.gz whole DCE exams without label (0000 = pre-contrast)
         dataset.json                        nnU-Net's fields plus a "dkm" block
 
 The dataset is built in a hidden temporary folder next to its destination and renamed into
-place only when complete, so an interrupted or failed conversion leaves nothing behind. An
-existing dataset with the same ID is replaced only with ``overwrite=True``.
+place only when complete, so a failed conversion leaves nothing behind; the folder of a killed
+run (``kill -9``, a cluster time limit) is removed, with a message, when the next conversion into
+the same raw folder starts (``nnunet_dkm.atomic``). Finished datasets get the user's normal
+permissions (umask), not the private mode of temporary folders. An
+existing dataset with the same ID is replaced only with ``overwrite=True``. A dataset is written
+as soon as anything could be, so that no exam is lost; one without labelled training case (only
+unlabelled exams or test images) gets a summary note saying that nnU-Net planning and training, and
+hence DM pretraining in nnU-Net's planned space, need at least one labelled training case.
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,9 +37,18 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+
 FILE_ENDING = ".nii.gz"
 LABELS = {"background": 0, "tumour": 1}
 SPLITS = ("Tr", "Ts")
+TEST_WITHOUT_LABEL = "Ts_without_label"  # key in the writer's and summary's case lists
+NO_TRAINING_CASE_NOTE = (
+    "no labelled training case: nnU-Net planning and training need at least one labelled training case "
+    "(imagesTr/ + labelsTr/), and so does DM pretraining, which works in nnU-Net's planned space. The exams "
+    "written (unlabelledTr/, imagesTs/) are kept so that nothing is lost: add labelled exams (or fix the label "
+    "problems noted above) and convert again"
+)
 
 
 class DatasetConversionError(Exception):
@@ -73,12 +88,6 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     if not name.replace("_", "").replace("-", "").isalnum():
         raise DatasetConversionError(f"dataset name {name!r} may only hold letters, digits, '-' and '_'")
     return f"Dataset{int(dataset_id):03d}_{name}"
-
-
-def dataset_id_of(folder: Path) -> int | None:
-    """The id of an nnU-Net dataset folder (``Dataset990_DKMPhantom`` -> 990); None for other names."""
-    number = folder.name[len("Dataset"):].split("_", 1)[0] if folder.name.startswith("Dataset") else ""
-    return int(number) if number.isdigit() and "_" in folder.name else None
 
 
 def existing_datasets_with_id(raw_folder: Path, dataset_id: int) -> list[Path]:
@@ -128,7 +137,9 @@ class ConversionSummary:
     """What a converter did: cases written per split, cases skipped with their reason, and notes
     (things done on purpose that the user should know about, e.g. an exam sent to ``unlabelledTr/``)."""
 
-    written: dict[str, list[str]] = field(default_factory=lambda: {"Tr": [], "Ts": [], "unlabelled": []})
+    written: dict[str, list[str]] = field(
+        default_factory=lambda: {"Tr": [], "Ts": [], TEST_WITHOUT_LABEL: [], "unlabelled": []}
+    )
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -147,13 +158,18 @@ class ConversionSummary:
             f"  unlabelled exams written : {len(self.written['unlabelled'])}",
             f"  skipped                  : {len(self.skipped)}",
         ]
+        without_label = self.written.get(TEST_WITHOUT_LABEL, [])
+        if without_label:
+            lines.insert(3, f"  test images without label: {len(without_label)}")
         if self.skipped:
             width = max(len(case) for case, _ in self.skipped)
             lines.append("  skipped cases:")
             lines += [f"    {case:<{width}}  {reason}" for case, reason in self.skipped]
-        if self.notes:
+        only_unlabelled = not self.written["Tr"] and any(self.written.values())
+        notes = [*self.notes, NO_TRAINING_CASE_NOTE] if only_unlabelled else self.notes
+        if notes:
             lines.append("  notes:")
-            lines += [f"    - {note}" for note in self.notes]
+            lines += [f"    - {note}" for note in notes]
         return "\n".join(lines)
 
 
@@ -182,8 +198,9 @@ class RawDatasetWriter:
                 f"or choose another id with -d"
             )
         self.raw_folder.mkdir(parents=True, exist_ok=True)
-        self.tmp_path = Path(tempfile.mkdtemp(prefix=f".tmp_{self.final_path.name}_", dir=self.raw_folder))
-        self.cases: dict[str, list[str]] = {"Tr": [], "Ts": [], "unlabelled": []}
+        report_removed(remove_stale_temporaries(self.raw_folder), "dataset")
+        self.tmp_path = make_temporary_folder(self.raw_folder, self.final_path.name)
+        self.cases: dict[str, list[str]] = {"Tr": [], "Ts": [], TEST_WITHOUT_LABEL: [], "unlabelled": []}
         self.num_post_phases: int | None = None
         self.finished = False
 
@@ -269,6 +286,22 @@ class RawDatasetWriter:
             self._write(phase, f"unlabelledTr/{case_id}_{index:04d}{FILE_ENDING}")
         self.cases["unlabelled"].append(case_id)
 
+    def add_test_images(self, case_id: str, pre: sitk.Image, post: Sequence[sitk.Image]) -> None:
+        """Write one test exam without tumour label: ``imagesTs/{case}_0000`` and ``kineticsTs/``, no ``labelsTs/``.
+
+        For a test patient whose label could not be built: the exam stays in the test split (it can be
+        predicted, not scored) instead of being lost or leaking into training. nnU-Net never reads imagesTs.
+        """
+        self._check_case_id(case_id)
+        self._check_phases(case_id, pre, post)
+        self._set_num_post(case_id, len(post))
+        self._write(pre, f"imagesTs/{case_id}_0000{FILE_ENDING}")
+        for index, phase in enumerate(post, start=1):
+            phase = sitk.Image(phase)
+            phase.CopyInformation(pre)
+            self._write(phase, f"kineticsTs/{case_id}_{index:04d}{FILE_ENDING}")
+        self.cases[TEST_WITHOUT_LABEL].append(case_id)
+
     def _set_num_post(self, case_id: str, count: int) -> None:
         if self.num_post_phases is None:
             self.num_post_phases = count
@@ -290,12 +323,19 @@ class RawDatasetWriter:
         """Write ``dataset.json`` (nnU-Net fields + ``"dkm"`` block) and rename the dataset into place.
 
         ``dkm`` should hold at least ``label_source``; phase names, acquisition times and counts
-        are filled in here. Returns the final dataset folder.
+        are filled in here. Returns the final dataset folder. A dataset without labelled training case is
+        written too (the converters' summary says that nnU-Net cannot plan or train on it).
+
+        Raises:
+            DatasetConversionError: nothing at all was written (no training, test or unlabelled exam).
         """
         from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-        if not self.cases["Tr"]:
-            raise DatasetConversionError("no training case could be written; nothing to save (see skipped cases)")
+        if not any(self.cases.values()):
+            raise DatasetConversionError(
+                "no training case could be written, and no test or unlabelled exam either; nothing to save "
+                "(see skipped cases)"
+            )
         num_post = self.num_post_phases or 0
         block = {
             "phases": ["pre-contrast"] + [f"post-contrast {i}" for i in range(1, num_post + 1)],
@@ -306,6 +346,7 @@ class RawDatasetWriter:
             "num_post_contrast_phases": num_post,
             "num_training": len(self.cases["Tr"]),
             "num_test": len(self.cases["Ts"]),
+            "num_test_without_label": len(self.cases[TEST_WITHOUT_LABEL]),
             "num_unlabelled": len(self.cases["unlabelled"]),
         }
         block.update(dkm)
@@ -327,7 +368,7 @@ class RawDatasetWriter:
         trash = [existing.with_name(f".old_{existing.name}_{os.getpid()}") for existing in self.existing]
         for existing, aside in zip(self.existing, trash, strict=True):
             os.replace(existing, aside)
-        os.replace(self.tmp_path, self.final_path)
+        publish(self.tmp_path, self.final_path)
         for aside in trash:
             shutil.rmtree(aside, ignore_errors=True)
         self.finished = True

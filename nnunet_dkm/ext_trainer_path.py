@@ -1,32 +1,100 @@
-"""``nnUNetv2_dkm_trainer_path``: print the folder that nnU-Net's ``nnUNet_extTrainer`` must name.
+"""``nnUNetv2_dkm_trainer_path``: the folder that nnU-Net's ``nnUNet_extTrainer`` must name, and an optional startup
+hook that names it for every Python process of this environment.
 
-    export nnUNet_extTrainer=$(nnUNetv2_dkm_trainer_path)
+    export nnUNet_extTrainer=$(nnUNetv2_dkm_trainer_path)        # per shell
+    nnUNetv2_dkm_trainer_path --install-startup-hook             # once per environment: no export needed any more
+    nnUNetv2_dkm_trainer_path --remove-startup-hook
+
+nnU-Net 2.8 looks for trainers outside its package only in the folders of ``nnUNet_extTrainer``, read when it looks.
+The startup hook is a one-line ``.pth`` file in this environment's site-packages: at interpreter start it appends
+our folder to ``nnUNet_extTrainer`` (keeping a user's own folders first) unless it is there already, and does nothing
+if nnunet-dkm is no longer installed. It is opt-in because it touches every Python process of the environment.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
+import sysconfig
+from collections.abc import MutableMapping
 from pathlib import Path
 
 EXT_TRAINER_FOLDER = Path(__file__).resolve().parent / "ext_trainer"
+EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
+STARTUP_HOOK_NAME = "nnunet_dkm_ext_trainer.pth"
+# a .pth line that starts with "import" is executed at interpreter start; it must never fail
+STARTUP_HOOK_LINE = (
+    'import os; exec("try:\\n    from nnunet_dkm.ext_trainer_path import add_to_environment\\n'
+    '    add_to_environment(os.environ)\\nexcept Exception:\\n    pass")\n'
+)
 
 
 def export_hint() -> str:
     """The line a user must run so that nnU-Net finds the DKM trainers."""
-    return "export nnUNet_extTrainer=$(nnUNetv2_dkm_trainer_path)"
+    return f"export {EXT_TRAINER_VARIABLE}=$(nnUNetv2_dkm_trainer_path)"
 
 
-def ext_trainer_is_set() -> bool:
+def _folders(value: str) -> list[str]:
+    return [folder for folder in value.split(os.pathsep) if folder.strip()]
+
+
+def ext_trainer_is_set(environment: MutableMapping[str, str] | None = None) -> bool:
     """Whether ``nnUNet_extTrainer`` names our shim folder."""
-    folders = [Path(p).resolve() for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip()]
-    return EXT_TRAINER_FOLDER in folders
+    environment = os.environ if environment is None else environment
+    return EXT_TRAINER_FOLDER in [Path(p).resolve() for p in _folders(environment.get(EXT_TRAINER_VARIABLE, ""))]
 
 
-def main() -> None:
+def add_to_environment(environment: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """Append our shim folder to ``environment[nnUNet_extTrainer]`` (a user's folders stay first); returns it."""
+    if not ext_trainer_is_set(environment):
+        folders = _folders(environment.get(EXT_TRAINER_VARIABLE, ""))
+        environment[EXT_TRAINER_VARIABLE] = os.pathsep.join([*folders, str(EXT_TRAINER_FOLDER)])
+    return environment
+
+
+def site_packages() -> Path:
+    """This interpreter's site-packages (where pip installed nnunet-dkm's dependencies)."""
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def install_startup_hook(folder: Path | None = None) -> Path:
+    """Write the startup hook into ``folder`` (default: this environment's site-packages); returns its path."""
+    hook = (folder or site_packages()) / STARTUP_HOOK_NAME
+    hook.write_text(STARTUP_HOOK_LINE)
+    return hook
+
+
+def remove_startup_hook(folder: Path | None = None) -> Path | None:
+    """Delete the startup hook from ``folder`` (default: site-packages); returns its path, or None if absent."""
+    hook = (folder or site_packages()) / STARTUP_HOOK_NAME
+    if not hook.is_file():
+        return None
+    hook.unlink()
+    return hook
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="nnUNetv2_dkm_trainer_path", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--install-startup-hook", action="store_true",
+                       help="make nnU-Net find the DKM trainers in every Python process of this environment, "
+                            "without the export")
+    group.add_argument("--remove-startup-hook", action="store_true", help="undo --install-startup-hook")
+    parser.add_argument("--site-packages", type=Path, default=None, help=argparse.SUPPRESS)  # for tests
+    args = parser.parse_args(argv)
     if not (EXT_TRAINER_FOLDER / "nnunet_dkm_trainers.py").is_file():
         sys.exit(f"error: {EXT_TRAINER_FOLDER} lacks nnunet_dkm_trainers.py; reinstall nnunet-dkm")
-    print(EXT_TRAINER_FOLDER)
+    if args.install_startup_hook:
+        hook = install_startup_hook(args.site_packages)
+        print(f"wrote {hook}: new Python processes of this environment add {EXT_TRAINER_FOLDER} to "
+              f"{EXT_TRAINER_VARIABLE}; undo with nnUNetv2_dkm_trainer_path --remove-startup-hook")
+    elif args.remove_startup_hook:
+        hook = remove_startup_hook(args.site_packages)
+        print(f"removed {hook}" if hook else f"no startup hook in {args.site_packages or site_packages()}")
+    else:
+        print(EXT_TRAINER_FOLDER)
 
 
 if __name__ == "__main__":

@@ -12,22 +12,19 @@ A cache built for other plans is rebuilt, never reused.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from tqdm import tqdm
 
-from nnunet_dkm.diffusion import locations
-from nnunet_dkm.diffusion.preprocessed_space import (
+from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+from nnunet_dkm.diffusion.checkpoint import plans_identity
+from nnunet_dkm.preprocessing import (
     DceExam,
-    find_dataset_folder,
+    PlannedDataset,
     find_pretraining_exams,
-    load_plans,
     mask_to_preprocessed_space,
     preprocess_like_precontrast,
     read_exam,
@@ -70,22 +67,19 @@ class DmCache:
     num_post_phases: int
     exams: tuple[CachedExam, ...]
 
-
-def dkm_folder(dataset_id: int, configuration: str) -> Path:
-    """``nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/``: DM cache and checkpoint live here."""
-    return locations.dkm_folder(find_dataset_folder("nnUNet_preprocessed", dataset_id), configuration)
-
-
-def _identity(plans_manager: PlansManager, configuration: str) -> dict:
-    from nnunet_dkm.diffusion.checkpoint import plans_identity
-
-    return json.loads(json.dumps(plans_identity(plans_manager.plans, configuration)))  # as stored in JSON
+    def without_labels(self) -> DmCache:
+        """The same exams with their tumour labels hidden: what label-free pretraining may see."""
+        return replace(self, exams=tuple(replace(exam, seg_file=None, tumour_slices=()) for exam in self.exams))
 
 
-def cache_exam(
-    exam: DceExam, out_folder: Path, plans_manager: PlansManager, configuration_manager: ConfigurationManager
-) -> dict:
+def _identity(dataset: PlannedDataset) -> dict:
+    """The plans identity as stored in JSON (tuples become lists)."""
+    return json.loads(json.dumps(plans_identity(dataset.plans_manager.plans, dataset.configuration)))
+
+
+def cache_exam(exam: DceExam, out_folder: Path, dataset: PlannedDataset) -> dict:
     """Preprocess one exam into ``out_folder``; returns its manifest entry."""
+    plans_manager, configuration_manager = dataset.plans_manager, dataset.configuration_manager
     images, reader_properties = read_exam(exam, plans_manager)
     stack, stats, properties = preprocess_like_precontrast(
         images, reader_properties["spacing"], plans_manager, configuration_manager
@@ -131,18 +125,15 @@ def load_cache(folder: Path) -> DmCache:
     return DmCache(folder, manifest["plans_identity"], manifest["num_post_phases"], exams)
 
 
-def build_cache(
-    dataset_id: int, configuration: str, plans_identifier: str = "nnUNetPlans", rebuild: bool = False,
-    progress: bool = True,
-) -> DmCache:
+def build_cache(dataset: PlannedDataset, rebuild: bool = False, progress: bool = True) -> DmCache:
     """Preprocess every pretraining exam (labelled training cases and ``unlabelledTr/``, never the test split)
     into ``dkm/<configuration>/cache/``, or reuse a complete cache built for the same plans.
 
-    The cache is written to a temporary folder and renamed into place when complete.
+    The cache is built in a temporary folder and renamed into place when complete; leftovers of killed builds are
+    removed first.
     """
-    plans_manager, configuration_manager, _, _ = load_plans(dataset_id, configuration, plans_identifier)
-    identity = _identity(plans_manager, configuration)
-    folder = dkm_folder(dataset_id, configuration) / "cache"
+    identity = _identity(dataset)
+    folder = dataset.dkm_folder / "cache"
     if folder.is_dir() and not rebuild:
         try:
             cache = load_cache(folder)
@@ -150,14 +141,13 @@ def build_cache(
             cache = None
         if cache is not None and cache.plans_identity == identity:
             return cache
-    raw = find_dataset_folder("nnUNet_raw", dataset_id)
-    exams = find_pretraining_exams(raw)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp_cache_", dir=folder.parent))
+    exams = find_pretraining_exams(dataset.raw_folder)
+    report_removed(remove_stale_temporaries(folder.parent), "DM cache")
+    tmp = make_temporary_folder(folder.parent, folder.name)
     try:
         entries = [
-            cache_exam(exam, tmp, plans_manager, configuration_manager)
-            for exam in tqdm(exams, desc=f"DM cache ({configuration})", unit="exam", disable=not progress)
+            cache_exam(exam, tmp, dataset)
+            for exam in tqdm(exams, desc=f"DM cache ({dataset.configuration})", unit="exam", disable=not progress)
         ]
         manifest = {
             "version": CACHE_VERSION,
@@ -168,7 +158,7 @@ def build_cache(
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         if folder.exists():
             shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        publish(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -2,10 +2,13 @@
 
 Examples::
 
-    nnUNetv2_dkm_pretrain -d 990 -c 2d                           # small preset, CPU
+    nnUNetv2_dkm_pretrain -d 990 -c 2d                           # small preset, its step-based CPU recipe
     nnUNetv2_dkm_pretrain -d 990 -c 2d --preset paper -device cuda --steps 100000 --ema 0.9999
     nnUNetv2_dkm_pretrain -d 990 -c 2d --continue                # resume where it stopped
     torchrun --nproc_per_node 4 -m pretrain_dm -d 990 -c 2d -device cuda --preset paper
+
+The checkpoint goes where ``nnUNetTrainerDKM`` looks for it (``nnunet_dkm.paths.dm_checkpoint_location``):
+``nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/dm_checkpoint.pt``, or ``$nnUNet_dkm_checkpoint``.
 """
 
 from __future__ import annotations
@@ -14,70 +17,85 @@ import argparse
 import os
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from nnunet_dkm.cli_types import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
-from nnunet_dkm.diffusion.config import PREDICTION_TYPES, PRESET_NAMES, DiffusionConfigError
-from nnunet_dkm.diffusion.preprocessed_space import PreprocessedSpaceError
+from nnunet_dkm.diffusion.config import PREDICTION_TYPES, DiffusionConfigError
+from nnunet_dkm.diffusion.presets import DM_PRESETS, PRESET_NAMES
 from nnunet_dkm.ext_trainer_path import export_hint, ext_trainer_is_set
+from nnunet_dkm.paths import DM_CHECKPOINT_ENV
+from nnunet_dkm.preprocessing import PreprocessedSpaceError
 from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings, RunContext
 
-# Training defaults per preset. small: for a 2-core CPU, chosen by benchmarks/dm_evidence.py
-# (benchmarks/results_dm_evidence.md): 64x64 patches (4x the slices per second of 128x128), half the steps drawn from
-# the noisier half of the schedule, 90 % of patches centred on tumour / strong enhancement and the loss weighted by
-# 1 + 2 |post - pre| (together: the closest tumour estimate), 10 minutes. paper: the paper's setting (uniform
-# timesteps, plain loss, nnU-Net's patch size).
-PRESET_DEFAULTS = {
-    "small": {"steps": 100000, "batch_size": 16, "patch_size": (64, 64), "high_noise_fraction": 0.5,
-              "foreground_fraction": 0.9, "enhancement_weight": 2.0, "max_minutes": 10.0},
-    "paper": {"steps": 100000, "batch_size": 8, "patch_size": None, "high_noise_fraction": 0.0,
-              "foreground_fraction": 0.5, "enhancement_weight": 0.0, "max_minutes": None},
-}
+
+def preset_values(field: str) -> str:
+    """``small: 2000, paper: 100000``: the presets' recipe values of one field, for the help texts."""
+    def shown(value: object) -> str:
+        if value is None:
+            return "the configuration's"
+        if isinstance(value, tuple):
+            return "x".join(map(str, value))
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{name}: {shown(getattr(preset.recipe, field))}" for name, preset in DM_PRESETS.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_dkm_pretrain",
         description="Pretrain the DKM diffusion module (pre-contrast -> post-contrast) on a planned nnU-Net dataset. "
-        "Writes nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/dm_checkpoint.pt, dm_loss_curve.png and "
-        "dm_samples.png.",
+        "Writes nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/dm_checkpoint.pt (or $" + DM_CHECKPOINT_ENV
+        + "), dm_loss_curve.png and dm_samples.png. A preset's recipe is a number of steps: the same command gives "
+        "the same DM on any machine.",
     )
     parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset id, e.g. 990")
     parser.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"),
                         help="device (with torchrun, each rank uses cuda:LOCAL_RANK)")
-    parser.add_argument("--preset", default="small", choices=PRESET_NAMES, help="DM size (small: CPU demo; paper)")
+    parser.add_argument("--preset", default="small", choices=PRESET_NAMES,
+                        help="DM and recipe (small: 2-core CPU; paper: the paper's DM, a GPU job)")
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, help="override the preset's training target")
-    parser.add_argument("--channels", type=int, nargs="+", help="override the preset's channels per level")
-    parser.add_argument("--steps", type=int, help="total optimisation steps (default 100000, or --max-minutes)")
-    parser.add_argument("--batch-size", type=int, help="slices per step and rank (small: 16, paper: 8)")
-    parser.add_argument("--lr", type=float, default=PretrainSettings.learning_rate, help="AdamW learning rate")
-    parser.add_argument("--weight-decay", type=float, default=PretrainSettings.weight_decay)
-    parser.add_argument("--ema", type=float, default=PretrainSettings.ema_decay,
+    parser.add_argument("--channels", type=positive_int, nargs="+", help="override the preset's channels per level")
+    parser.add_argument("--steps", type=positive_int, help=f"optimisation steps ({preset_values('steps')})")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=f"slices per step and rank ({preset_values('batch_size')})")
+    parser.add_argument("--lr", type=positive_float, help=f"AdamW learning rate ({preset_values('learning_rate')})")
+    parser.add_argument("--weight-decay", type=non_negative_float,
+                        help=f"AdamW weight decay ({preset_values('weight_decay')})")
+    parser.add_argument("--ema", type=fraction, default=PretrainSettings.ema_decay,
                         help="EMA decay of the saved weights (0 = no EMA)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--patch-size", type=int, nargs=2,
-                        help="DM patch size (small: 64 64; paper: the configuration's patch size)")
-    parser.add_argument("--foreground-fraction", type=float,
-                        help="share of patches centred on tumour / strong enhancement (small: 0.9, paper: 0.5)")
-    parser.add_argument("--high-noise-fraction", type=float,
-                        help="share of timesteps drawn from the noisier half of the schedule (small: 0.5, paper: 0)")
-    parser.add_argument("--enhancement-weight", type=float,
-                        help="weight each pixel's loss by 1 + w * |post - pre| (small: 2; paper: 0, the plain loss)")
-    parser.add_argument("--input-scale", type=float, default=PretrainSettings.input_scale,
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--patch-size", type=positive_int, nargs=2,
+                        help=f"DM patch size ({preset_values('patch_size')})")
+    parser.add_argument("--foreground-fraction", type=fraction,
+                        help=f"share of patches centred on tumour / strong enhancement "
+                             f"({preset_values('foreground_fraction')})")
+    parser.add_argument("--high-noise-fraction", type=fraction,
+                        help=f"share of timesteps drawn from the noisier half of the schedule "
+                             f"({preset_values('high_noise_fraction')})")
+    parser.add_argument("--enhancement-weight", type=non_negative_float,
+                        help=f"weight each pixel's loss by 1 + w * |post - pre| "
+                             f"({preset_values('enhancement_weight')}; 0 is the plain DDPM loss)")
+    parser.add_argument("--label-free", action="store_true",
+                        help="never use a tumour label: foreground patches are centred on the strongest enhancement "
+                             "of every exam (for label-efficiency studies; recorded in the checkpoint)")
+    parser.add_argument("--input-scale", type=positive_float, default=PretrainSettings.input_scale,
                         help="DM input = scale * (nnU-Net-normalised intensity) + offset")
     parser.add_argument("--no-augmentation", action="store_true", help="switch off nnU-Net-like augmentation")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    parser.add_argument("--validate-every", type=int, default=PretrainSettings.validate_every)
-    parser.add_argument("--save-every", type=int, default=PretrainSettings.save_every)
-    parser.add_argument("--max-minutes", type=float,
-                        help="stop (and save) after this much training time (small: 10; 0 = no limit)")
-    parser.add_argument("--checkpoint", help="checkpoint file (default: the dataset's dkm folder)")
+    parser.add_argument("--validate-every", type=positive_int, default=PretrainSettings.validate_every)
+    parser.add_argument("--save-every", type=positive_int, default=PretrainSettings.save_every)
+    parser.add_argument("--keep-steps", type=non_negative_int, nargs="+", default=[],
+                        help="also keep a copy of the checkpoint at these steps (dm_checkpoint.step<N>.pt; 0 = the "
+                             "untrained initial weights), e.g. for a learning curve")
+    parser.add_argument("--max-minutes", type=non_negative_float,
+                        help="optional cap: stop (and save) after this much training time, before --steps if the "
+                             "machine is slow (0 = no cap, the default); the recipe is the step count")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--continue", dest="resume", action="store_true", help="resume the existing checkpoint")
     group.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
@@ -85,13 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
-    defaults = PRESET_DEFAULTS[args.preset]
-
-    def pick(value, key):
-        return defaults[key] if value is None else value
-
-    patch_size = tuple(args.patch_size) if args.patch_size else defaults["patch_size"]
-    max_minutes = pick(args.max_minutes, "max_minutes")
+    """The run's settings; every recipe value not given on the command line comes from the preset."""
     overrides = {}
     if args.prediction_type:
         overrides["prediction_type"] = args.prediction_type
@@ -99,17 +111,14 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
         overrides["channels"] = tuple(args.channels)
     return PretrainSettings(
         dataset_id=args.dataset, configuration=args.configuration, plans_identifier=args.plans, preset=args.preset,
-        config_overrides=overrides, steps=pick(args.steps, "steps"), batch_size=pick(args.batch_size, "batch_size"),
-        learning_rate=args.lr,
+        config_overrides=overrides, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
         weight_decay=args.weight_decay, ema_decay=args.ema, seed=args.seed,
-        patch_size=patch_size,
-        foreground_fraction=pick(args.foreground_fraction, "foreground_fraction"),
-        high_noise_fraction=pick(args.high_noise_fraction, "high_noise_fraction"),
-        enhancement_weight=pick(args.enhancement_weight, "enhancement_weight"),
-        input_scale=args.input_scale,
-        augmentation=not args.no_augmentation, device=args.device, precision=args.precision,
-        validate_every=args.validate_every, save_every=args.save_every, max_minutes=max_minutes or None,
-        checkpoint=None if args.checkpoint is None else Path(args.checkpoint),
+        patch_size=tuple(args.patch_size) if args.patch_size else None,
+        foreground_fraction=args.foreground_fraction, high_noise_fraction=args.high_noise_fraction,
+        enhancement_weight=args.enhancement_weight, patch_centring="enhancement" if args.label_free else None,
+        input_scale=args.input_scale, augmentation=not args.no_augmentation, device=args.device,
+        precision=args.precision, validate_every=args.validate_every, save_every=args.save_every,
+        keep_steps=tuple(args.keep_steps), max_minutes=args.max_minutes or None,
     )
 
 

@@ -1,38 +1,36 @@
-"""Figures written next to the DM checkpoint: the loss curve and DDIM samples on held-out tumour slices."""
+"""Figures written next to the DM checkpoint: the loss curve and DDIM samples on held-out tumour slices.
+
+Drawn with matplotlib's object-oriented ``Figure`` (no pyplot, no global backend switch), saved atomically.
+"""
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from monai.networks.nets import DiffusionModelUNet
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from nnunet_dkm.diffusion.network import synthesise_post_contrast  # noqa: E402
-from pretrain_dm.slices import crop_around  # noqa: E402
-
-if TYPE_CHECKING:
-    from pretrain_dm.training import DmPretrainer
+from nnunet_dkm.atomic import write_atomically
+from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling
+from nnunet_dkm.diffusion.network import synthesise_post_contrast
+from pretrain_dm.cache import CachedExam
+from pretrain_dm.slices import crop_around
 
 SAMPLE_ROWS = 4
 
 
-def save_figure(figure: plt.Figure, path: Path) -> None:
-    """Save atomically (temporary file, then rename) and close the figure."""
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(temporary, path)
+def save_figure(figure: Figure, path: Path, dpi: int = 110) -> None:
+    """Save atomically (temporary file, then rename)."""
+    write_atomically(path, lambda temporary: figure.savefig(temporary, dpi=dpi, bbox_inches="tight", format="png"))
 
 
 def plot_loss_curve(history: dict[str, list[float]], path: Path) -> None:
     """Training loss (raw and smoothed) and validation loss against the step, log scale."""
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     steps, losses = np.asarray(history["step"]), np.asarray(history["train_loss"])
     if len(losses):
         axis.plot(steps, losses, color="0.75", linewidth=0.6, label="training loss")
@@ -50,13 +48,14 @@ def plot_loss_curve(history: dict[str, list[float]], path: Path) -> None:
     save_figure(figure, path)
 
 
-def held_out_tumour_patches(pretrainer: DmPretrainer, rows: int = SAMPLE_ROWS) -> np.ndarray:
-    """Up to ``rows`` (1 + K, H, W) patches centred on tumour in held-out exams (on the most enhancing slice of
-    unlabelled ones), spread over exams first, then over slices."""
-    rng = np.random.default_rng(pretrainer.settings.seed)
+def held_out_tumour_patches(exams: Sequence[CachedExam], patch_size: tuple[int, int], seed: int,
+                            rows: int = SAMPLE_ROWS) -> np.ndarray:
+    """Up to ``rows`` (1 + K, H, W) patches centred on tumour in held-out ``exams`` (on the most enhancing slice of
+    exams without label), spread over exams first, then over slices."""
+    rng = np.random.default_rng(seed)
     candidates = []  # (exam, slice index) in round-robin order over the held-out exams
     per_exam = []
-    for exam in pretrainer.validation_exams:
+    for exam in exams:
         slices = list(exam.tumour_slices) or [int(np.argmax(exam.slice_enhancement))]
         picks = [slices[i] for i in np.linspace(0, len(slices) - 1, min(rows, len(slices))).round().astype(int)]
         per_exam.append([(exam, index) for index in dict.fromkeys(picks)])
@@ -69,29 +68,30 @@ def held_out_tumour_patches(pretrainer: DmPretrainer, rows: int = SAMPLE_ROWS) -
             centre = np.argwhere(seg[index] > 0).mean(axis=0).round().astype(int)
         else:
             centre = np.array(images.shape[2:]) // 2
-        patches.append(crop_around(np.asarray(images[:, index], dtype=np.float32), centre, pretrainer.patch_size, rng))
+        patches.append(crop_around(np.asarray(images[:, index], dtype=np.float32), centre, patch_size, rng))
     return np.stack(patches)
 
 
-def plot_samples(pretrainer: DmPretrainer, path: Path) -> None:
+def plot_samples(network: DiffusionModelUNet, config: DiffusionConfig, scaling: InputScaling, patches: np.ndarray,
+                 seed: int, ddim_steps: int, step: int, path: Path) -> None:
     """Rows of held-out slices: pre-contrast, true post-contrast 1, DM post-contrast 1 (DDIM), DM minus true.
+
+    Args:
+        patches: (N, 1 + K, H, W) nnU-Net-normalised patches (channel 0 pre-contrast).
 
     All panels in nnU-Net-normalised units (pre-contrast z-score); the DM output is mapped back from its input range.
     """
-    patches = torch.from_numpy(held_out_tumour_patches(pretrainer))
-    network = (pretrainer.ema if pretrainer.ema is not None else pretrainer.network).eval()
-    x_pre, _ = pretrainer._scaled(patches)
-    generator = torch.Generator().manual_seed(pretrainer.settings.seed)
-    noise = torch.randn((len(patches), pretrainer.config.num_post_phases, *pretrainer.patch_size), generator=generator)
-    synthetic = synthesise_post_contrast(network, pretrainer.config, x_pre, noise.to(x_pre.device),
-                                         pretrainer.settings.sample_ddim_steps)
-    scaling = pretrainer.scaling
+    device = next(network.parameters()).device
+    x_pre = torch.from_numpy(patches[:, :1]).to(device) * scaling.scale + scaling.offset
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn((len(patches), config.num_post_phases, *patches.shape[2:]), generator=generator)
+    synthetic = synthesise_post_contrast(network, config, x_pre, noise.to(device), ddim_steps)
     synthetic = ((synthetic.cpu() - scaling.offset) / scaling.scale).numpy()
-    pre, true_post = patches[:, 0].numpy(), patches[:, 1].numpy()
-    figure, axes = plt.subplots(len(patches), 4, figsize=(10, 2.6 * len(patches)), squeeze=False)
+    pre, true_post = patches[:, 0], patches[:, 1]
+    figure = Figure(figsize=(10, 2.6 * len(patches)))
+    axes = figure.subplots(len(patches), 4, squeeze=False)
     low, high = np.percentile(np.concatenate([pre.ravel(), true_post.ravel()]), [1, 99.5])
-    titles = ("pre-contrast", "true post-contrast 1", f"DM post-contrast 1 ({pretrainer.settings.sample_ddim_steps} "
-              "DDIM steps)", "DM - true")
+    titles = ("pre-contrast", "true post-contrast 1", f"DM post-contrast 1 ({ddim_steps} DDIM steps)", "DM - true")
     for row in range(len(patches)):
         difference = synthetic[row, 0] - true_post[row]
         limit = float(np.abs(difference).max()) or 1.0
@@ -107,5 +107,5 @@ def plot_samples(pretrainer: DmPretrainer, path: Path) -> None:
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(titles[column], fontsize=9)
-    figure.suptitle(f"held-out slices after {pretrainer.step} steps")
+    figure.suptitle(f"held-out slices after {step} steps")
     save_figure(figure, path)

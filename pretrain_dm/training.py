@@ -22,7 +22,7 @@ import copy
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,13 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint, save_checkpoint
-from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling
-from nnunet_dkm.diffusion.locations import dm_checkpoint_path
+from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
-from nnunet_dkm.diffusion.preprocessed_space import load_plans
+from nnunet_dkm.diffusion.presets import RECIPE_FIELDS, PretrainingRecipe, dm_preset, preset_network
+from nnunet_dkm.preprocessing import PlannedDataset
 from pretrain_dm.augment import AugmentationConfig, augment_patches
 from pretrain_dm.cache import CachedExam, DmCache, build_cache
+from pretrain_dm.plots import held_out_tumour_patches, plot_loss_curve, plot_samples
 from pretrain_dm.slices import PatchSampler
 
 DEFAULT_INPUT_SCALING = InputScaling(scale=0.5, offset=0.0)
@@ -50,41 +51,64 @@ class PretrainingError(Exception):
 
 @dataclass
 class PretrainSettings:
-    """Everything a pretraining run depends on (recorded in the checkpoint's metadata)."""
+    """Everything a pretraining run depends on (recorded in the checkpoint).
+
+    The recipe fields (``steps`` ... ``patch_centring``, see ``PretrainingRecipe``) default to None, which means
+    "the preset's value": a preset's recipe is defined once, in ``nnunet_dkm/diffusion/presets.py``.
+    """
 
     dataset_id: int
     configuration: str = "2d"
     plans_identifier: str = "nnUNetPlans"
     preset: str = "small"
     config_overrides: dict[str, Any] = field(default_factory=dict)
-    steps: int = 2000
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
+    steps: int | None = None
+    batch_size: int | None = None
+    patch_size: tuple[int, int] | None = None
+    foreground_fraction: float | None = None
+    high_noise_fraction: float | None = None
+    enhancement_weight: float | None = None
+    learning_rate: float | None = None
+    weight_decay: float | None = None
+    warmup_steps: int | None = None
+    patch_centring: str | None = None
     ema_decay: float = 0.0
     grad_clip: float = 1.0
     seed: int = 0
-    patch_size: tuple[int, int] | None = None
-    foreground_fraction: float = 0.5
-    high_noise_fraction: float = 0.0  # share of steps drawn from the noisier half of the schedule, t ~ U[T/2, T)
-    enhancement_weight: float = 0.0  # per-pixel loss weight 1 + w * |x_post - x_pre| (0: the plain DDPM loss)
     validation_fraction: float = 0.1
     validate_every: int = 200
     save_every: int = 200
+    keep_steps: tuple[int, ...] = ()  # also keep a copy of the checkpoint at these steps (0 = before training)
     input_scale: float = DEFAULT_INPUT_SCALING.scale
     input_offset: float = DEFAULT_INPUT_SCALING.offset
     augmentation: bool = True
     device: str = "cpu"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16 / fp16
-    max_minutes: float | None = None
+    max_minutes: float | None = None  # optional cap on training time; the recipe is ``steps``
     sample_ddim_steps: int = 20
-    checkpoint: Path | None = None  # default: nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/dm_checkpoint.pt
+
+    def __post_init__(self) -> None:
+        preset_recipe = dm_preset(self.preset).recipe
+        for name in RECIPE_FIELDS:
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(preset_recipe, name))
+        self.keep_steps = tuple(sorted({int(step) for step in self.keep_steps}))
+        _ = self.recipe  # building the recipe validates the values
+
+    @property
+    def recipe(self) -> PretrainingRecipe:
+        """The recipe this run follows (the preset's, with this run's overrides)."""
+        return PretrainingRecipe(**{name: getattr(self, name) for name in RECIPE_FIELDS})
+
+    @property
+    def label_free(self) -> bool:
+        """Whether no tumour label is used (patches centred by enhancement alone)."""
+        return self.patch_centring == "enhancement"
 
     def compatible_with(self, other: PretrainSettings) -> list[str]:
         """Settings that must not change when a run is continued; returns the differences."""
         keys = ("dataset_id", "configuration", "plans_identifier", "preset", "config_overrides", "batch_size",
-                "seed", "input_scale", "input_offset", "patch_size", "ema_decay")
+                "seed", "input_scale", "input_offset", "patch_size", "ema_decay", "patch_centring")
         return [f"{k}: {getattr(other, k)!r} -> {getattr(self, k)!r}" for k in keys
                 if _plain(getattr(self, k)) != _plain(getattr(other, k))]
 
@@ -95,15 +119,22 @@ def _plain(value: Any) -> Any:
 
 def settings_to_dict(settings: PretrainSettings) -> dict[str, Any]:
     values = asdict(settings)
-    values["checkpoint"] = str(settings.checkpoint) if settings.checkpoint else None
     values["patch_size"] = list(settings.patch_size) if settings.patch_size else None
+    values["keep_steps"] = list(settings.keep_steps)
     return values
 
 
 def settings_from_dict(values: dict[str, Any]) -> PretrainSettings:
+    """Settings stored in a checkpoint; keys this version does not know are an error (the run was made by another
+    version and cannot be continued exactly)."""
+    known = {f.name for f in fields(PretrainSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PretrainingError(f"the checkpoint's training state was written by another nnunet-dkm version (unknown "
+                               f"settings {unknown}); it cannot be continued: use --overwrite to start a new run")
     values = dict(values)
-    values["checkpoint"] = Path(values["checkpoint"]) if values.get("checkpoint") else None
     values["patch_size"] = tuple(values["patch_size"]) if values.get("patch_size") else None
+    values["keep_steps"] = tuple(values.get("keep_steps") or ())
     return PretrainSettings(**values)
 
 
@@ -178,21 +209,20 @@ class DmPretrainer:
         self.settings = settings
         self.context = context or RunContext(device=torch.device(settings.device))
         self.progress = progress and self.context.is_main
-        _, configuration_manager, _, preprocessed = load_plans(
-            settings.dataset_id, settings.configuration, settings.plans_identifier
-        )
-        if len(configuration_manager.patch_size) != 2:
+        self.dataset = PlannedDataset.load(settings.dataset_id, settings.configuration, settings.plans_identifier)
+        if self.dataset.spatial_dims != 2:
             raise PretrainingError(
-                f"configuration {settings.configuration} is {len(configuration_manager.patch_size)}D; the DM works on "
-                f"2D slices: use -c 2d"
+                f"configuration {settings.configuration} is {self.dataset.spatial_dims}D; the DM works on 2D slices: "
+                f"use -c 2d"
             )
-        self.checkpoint_path = settings.checkpoint or dm_checkpoint_path(preprocessed, settings.configuration)
+        self.checkpoint_path = self.dataset.dm_checkpoint.path
         self._check_existing(resume, overwrite)
         self.cache: DmCache = self._shared_cache()
-        self.patch_size = tuple(settings.patch_size or configuration_manager.patch_size)
-        self.config = DiffusionConfig.from_preset(
-            settings.preset, **{"num_post_phases": self.cache.num_post_phases, **settings.config_overrides}
-        )
+        if settings.label_free:
+            self.cache = self.cache.without_labels()
+        self.patch_size = tuple(settings.patch_size or self.dataset.configuration_manager.patch_size)
+        self.config = preset_network(settings.preset,
+                                     **{"num_post_phases": self.cache.num_post_phases, **settings.config_overrides})
         if any(size % self.config.size_divisor for size in self.patch_size):
             raise PretrainingError(f"patch size {self.patch_size} is not divisible by {self.config.size_divisor}, "
                                    f"which the DM's {self.config.num_levels} levels need")
@@ -221,16 +251,18 @@ class DmPretrainer:
 
     def _shared_cache(self) -> DmCache:
         """Build the cache on rank 0 while the other ranks wait, then everyone reads it."""
-        settings = self.settings
         cache = None
         if self.context.is_main:
-            cache = build_cache(settings.dataset_id, settings.configuration, settings.plans_identifier,
-                                progress=self.progress)
+            cache = build_cache(self.dataset, progress=self.progress)
         if self.context.world_size > 1:
             dist.barrier()
         if cache is None:
-            cache = build_cache(settings.dataset_id, settings.configuration, settings.plans_identifier, progress=False)
+            cache = build_cache(self.dataset, progress=False)
         return cache
+
+    def snapshot_path(self, step: int) -> Path:
+        """Where the copy kept at ``step`` goes: ``dm_checkpoint.step<step>.pt`` beside the checkpoint."""
+        return self.checkpoint_path.with_name(f"{self.checkpoint_path.stem}.step{step}{self.checkpoint_path.suffix}")
 
     # -- state ---------------------------------------------------------------------------------
     def _check_existing(self, resume: bool, overwrite: bool) -> None:
@@ -278,6 +310,9 @@ class DmPretrainer:
                 "world_size": self.context.world_size,
                 "patch_size": list(self.patch_size),
                 "dataset_name": self.cache.plans_identity["dataset_name"],
+                "preset": self.settings.preset,
+                "recipe": {**asdict(self.settings.recipe), "patch_size": list(self.patch_size)},
+                "label_free": self.settings.label_free,
             },
             training_state={
                 "step": self.step,
@@ -387,9 +422,14 @@ class DmPretrainer:
             )
         if self.context.is_main:
             save_checkpoint(self._checkpoint(elapsed), self.checkpoint_path)
-            from pretrain_dm.plots import plot_loss_curve
-
             plot_loss_curve(self.history, self.checkpoint_path.with_name("dm_loss_curve.png"))
+
+    def _keep_snapshot(self, elapsed: float) -> None:
+        """Save a copy of the current weights (no training state) as ``dm_checkpoint.step<step>.pt``."""
+        if self.context.is_main and self.step in self.settings.keep_steps:
+            snapshot = self._checkpoint(elapsed)
+            snapshot.training_state = None
+            save_checkpoint(snapshot, self.snapshot_path(self.step))
 
     def weights_digest(self) -> str:
         """SHA-256 of the raw weights: equal on every rank of a correct DDP run."""
@@ -411,15 +451,24 @@ class DmPretrainer:
                 tqdm.write(f"WARNING: DDP ranks ended with different weights: {digests}")
         dist.barrier()
 
+    def _progress_bar(self) -> tqdm:
+        settings = self.settings
+        description = "DM pretraining"
+        if settings.max_minutes is not None:
+            description += f" (stops at step {settings.steps} or after {settings.max_minutes:g} min)"
+        return tqdm(total=settings.steps, initial=self.step, desc=description, unit="step", disable=not self.progress,
+                    dynamic_ncols=True)
+
     def run(self) -> Path:
-        """Train to ``settings.steps`` (or ``max_minutes``), validating and saving periodically."""
+        """Train to ``settings.steps`` (or until the optional ``max_minutes`` cap), validating and saving
+        periodically and keeping a copy at each of ``settings.keep_steps``."""
         settings = self.settings
         self.network.train()
         start = time.perf_counter()
-        bar = tqdm(total=settings.steps, initial=self.step, desc="DM pretraining", unit="step",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = self._progress_bar()
         smoothed = math.nan
         slices_per_step = settings.batch_size * self.context.world_size
+        self._keep_snapshot(self.elapsed_before)
         while self.step < settings.steps:
             loss = self.train_step()
             smoothed = loss if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss
@@ -440,15 +489,17 @@ class DmPretrainer:
                           f"{self.history['val_loss'][-1]:.4f}, {elapsed / 60:.1f} min")
             if self.step % settings.save_every == 0 or self.step == settings.steps or out_of_time:
                 self._save(elapsed)
+            self._keep_snapshot(elapsed)
             if out_of_time:
-                bar.write(f"stopping after {settings.max_minutes} minutes at step {self.step} (--max-minutes)")
+                bar.write(f"stopping at step {self.step} of {settings.steps}: --max-minutes {settings.max_minutes:g} "
+                          f"reached (--continue with a larger cap goes on)")
                 break
         bar.close()
         if self.context.world_size > 1:
             self._record_rank_agreement()
         if self.context.is_main:
-            from pretrain_dm.plots import plot_samples
-
-            plot_samples(self, self.checkpoint_path.with_name("dm_samples.png"))
+            network = (self.ema if self.ema is not None else self.network).eval()
+            patches = held_out_tumour_patches(self.validation_exams, self.patch_size, settings.seed)
+            plot_samples(network, self.config, self.scaling, patches, settings.seed, settings.sample_ddim_steps,
+                         self.step, self.checkpoint_path.with_name("dm_samples.png"))
         return self.checkpoint_path
-

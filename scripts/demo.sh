@@ -3,18 +3,20 @@
 #
 # Every step is a command from the README. Output goes to demo_output/ (git-ignored); re-running reuses what exists
 # (the dataset, the plans, the DM and every trained model) and only redoes what is missing.
-# Knobs: DEMO_OUTPUT (folder), DEMO_DATASET (id, 990), DEMO_FOLDS ("0 1"), DEMO_DM_MINUTES (3).
+# Knobs: DEMO_OUTPUT (folder), DEMO_DATASET (id, 990), DEMO_FOLDS ("0 1"), DEMO_DM_STEPS (500: a step count, so the
+# same DM on any machine whatever its load).
 set -euo pipefail
 
 OUT=${DEMO_OUTPUT:-demo_output}
 DATASET=${DEMO_DATASET:-990}
 FOLDS=${DEMO_FOLDS:-0 1}
-DM_MINUTES=${DEMO_DM_MINUTES:-3}
+DM_STEPS=${DEMO_DM_STEPS:-500}
 START=$(date +%s)
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export nnUNet_raw="$OUT/nnUNet_raw" nnUNet_preprocessed="$OUT/nnUNet_preprocessed" nnUNet_results="$OUT/nnUNet_results"
+unset nnUNet_dkm_checkpoint  # the demo uses its own dataset's DM
 mkdir -p "$nnUNet_raw" "$nnUNet_preprocessed" "$nnUNet_results"
 nnUNet_extTrainer=$(nnUNetv2_dkm_trainer_path)
 export nnUNet_extTrainer
@@ -40,11 +42,11 @@ else
     PREPROCESSED=$(dataset_folder "$nnUNet_preprocessed")
 fi
 
-step "3/4 pretrain the diffusion module (small preset, ${DM_MINUTES} CPU minutes)"
+step "3/4 pretrain the diffusion module (small preset, ${DM_STEPS} steps)"
 if [ -f "$PREPROCESSED/dkm/2d/dm_checkpoint.pt" ]; then
     echo "reusing $PREPROCESSED/dkm/2d/dm_checkpoint.pt"
 else
-    nnUNetv2_dkm_pretrain -d "$DATASET" -c 2d -device cpu --preset small --max-minutes "$DM_MINUTES"
+    nnUNetv2_dkm_pretrain -d "$DATASET" -c 2d -device cpu --preset small --steps "$DM_STEPS"
 fi
 
 step "4/4 benchmark: vanilla nnU-Net, DKM, untrained-DM control, post-contrast oracle (folds $FOLDS), baselines"

@@ -61,7 +61,7 @@ def planned_phantom(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     Returns the three nnU-Net folders; tests export them with ``use_nnunet_folders``. Treat as read-only
     apart from ``dkm/`` outputs.
     """
-    from dataset_conversion.synthesize import synthesize_dataset
+    from dataset_conversion.phantom.synthesize import synthesize_dataset
 
     root = tmp_path_factory.mktemp("planned_phantom")
     folders = {name: root / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
@@ -86,9 +86,9 @@ TINY_DM = {"channels": (8, 16, 16, 16), "norm_num_groups": 8, "num_head_channels
 
 def tiny_config(**overrides):
     """A DM config small enough for unit tests (the small preset, narrowed)."""
-    from nnunet_dkm.diffusion.config import DiffusionConfig
+    from nnunet_dkm.diffusion.presets import preset_network
 
-    return DiffusionConfig.from_preset("small", **{**TINY_DM, **overrides})
+    return preset_network("small", **{**TINY_DM, **overrides})
 
 
 def randomised_network(config, seed: int = 0):

@@ -25,10 +25,11 @@ import pytest
 import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
-from dataset_conversion.convert_nact import convert_nact
+from dataset_conversion.convert_nact import convert_nact, main
 from dataset_conversion.dicom_index import DicomFileHeader, DicomSeries, group_exams
+from dataset_conversion.dicom_seg import seg_on_grid
 from dataset_conversion.nact_dce import DceAcquisition, find_dce_series, split_phases
-from dataset_conversion.nact_labels import SOURCE_TUMOUR_SEG, ftv_rule, read_official_ftv_voxels, seg_on_grid
+from dataset_conversion.nact_labels import SOURCE_TUMOUR_SEG, ftv_rule, read_official_ftv_voxels
 from dataset_conversion.raw_dataset import DatasetConversionError
 
 CASE = "UCSF-BR-06"
@@ -167,6 +168,8 @@ def test_rebuilt_label_matches_the_official_ftv_voxel_count(scrambled_conversion
     assert dkm["acquisition_times_s"] == [-230, 177, 531]
     assert dkm["cases"][CASE]["label_voxels"] == count
     assert dkm["cases"][CASE]["official_ftv_voxels"] == official
+    assert dkm["cases"][CASE]["label_grid_mapping"] == "same grid"
+    assert dkm["cases"][CASE]["label_grid_offset_voxels"] == pytest.approx([0, 0, 0], abs=1e-3)
     assert any("label rebuilt" in w and str(count) in w for w in scrambled_conversion.warnings)
 
 
@@ -186,7 +189,7 @@ def test_missing_phase_block_skips_the_case_and_leaves_no_dataset(
     kept = [p for p, h in real_files.items() if not (int(h.SeriesNumber) == 2 and 61 <= int(h.InstanceNumber) <= 120)]
     scrambled_copy(kept, tree)
     raw = tmp_path / "raw"
-    with pytest.raises(DatasetConversionError, match="no training case"):
+    with pytest.raises(DatasetConversionError, match="no training case could be written, and no test or unlabelled"):
         convert_nact(tree, 991, raw_folder=raw)
     out = capsys.readouterr().out
     skipped_line = next(line for line in out.splitlines() if line.strip().startswith(CASE))
@@ -295,7 +298,7 @@ def test_later_visits_and_exams_without_usable_label_go_to_unlabelled(multi_exam
     assert dkm["cases"]["UCSF-BR-98"]["dce_found_by"].startswith("no SER/PE maps")
 
 
-def test_label_off_the_image_grid_is_refused_naming_the_seg(scrambled_conversion, real_files, tmp_path) -> None:
+def test_seg_frame_off_the_stack_of_the_others_is_refused_naming_it(scrambled_conversion, real_files, tmp_path):
     pre = sitk.ReadImage(str(scrambled_conversion.dataset / "imagesTr" / f"{CASE}_0000.nii.gz"))
     seg = pydicom.dcmread(files_of_series(real_files, TISSUE_SEG_SERIES_NUMBER)[0])
     position = seg.PerFrameFunctionalGroupsSequence[3].PlanePositionSequence[0]
@@ -303,8 +306,8 @@ def test_label_off_the_image_grid_is_refused_naming_the_seg(scrambled_conversion
     shifted = tmp_path / "shifted_seg.dcm"
     seg.save_as(shifted)
     with pytest.raises(DatasetConversionError, match="does not match its image") as error:
-        seg_on_grid(shifted, pre)
-    assert str(shifted) in str(error.value) and "frame 4" in str(error.value)
+        seg_on_grid(shifted, pre)  # one frame half a slice off, the others on the grid: no common offset, no stack
+    assert str(shifted) in str(error.value) and "frame 4" in str(error.value) and "regular stack" in str(error.value)
 
 
 # -- synthetic inputs -------------------------------------------------------------------------------
@@ -429,3 +432,222 @@ def test_ftv_rule_counts_neighbours_over_the_box_widened_at_its_upper_end() -> N
     # the tissue mask still applies inside the box
     tissue[7, 3, 3] = False
     assert not ftv_rule(pe, tissue, low, high).any()
+
+
+# -- SEG geometry from other exporters, made from the real files ----------------------------------------
+def in_plane_shift(dataset: pydicom.Dataset, columns: float, rows: float) -> np.ndarray:
+    """The vector (mm) that moves a SEG frame by ``columns`` pixels along its rows and ``rows`` along its columns."""
+    shared = dataset.SharedFunctionalGroupsSequence[0]
+    orientation = np.asarray(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    row_spacing, column_spacing = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
+    return orientation[:3] * columns * column_spacing + orientation[3:] * rows * row_spacing
+
+
+def shift_seg_frames(columns: float, rows: float):
+    """A ``clone_files`` edit: every SEG frame's ImagePositionPatient moved by (columns, rows) pixels in-plane."""
+
+    def edit(dataset: pydicom.Dataset) -> None:
+        if dataset.Modality != "SEG":
+            return
+        move_frames(dataset, in_plane_shift(dataset, columns, rows))
+
+    return edit
+
+
+def move_frames(dataset: pydicom.Dataset, shift: np.ndarray) -> None:
+    """Add ``shift`` (mm) to every SEG frame's ImagePositionPatient."""
+    for frame in dataset.PerFrameFunctionalGroupsSequence:
+        position = frame.PlanePositionSequence[0]
+        position.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(position.ImagePositionPatient, float) + shift]
+
+
+def seg_file_in(folder: Path) -> Path:
+    return next(p for p in sorted(folder.iterdir()) if pydicom.dcmread(p, stop_before_pixels=True).Modality == "SEG")
+
+
+HALF_PIXEL_MM = 0.703125 / 2
+SHIFTED_PATIENTS = {"SHIFT-PLUS-HALF": 0.5, "SHIFT-MINUS-HALF": -0.5, "SHIFT-3PX": 3.0}
+
+
+@pytest.fixture(scope="module")
+def shifted_seg_conversion(real_files, tmp_path_factory) -> SimpleNamespace:
+    """The real case cloned into three patients whose tissue SEG frames are shifted in-plane along both axes by
+    +0.5, -0.5 and +3 pixels (an exporter writing the first pixel's corner instead of its centre, or worse)."""
+    tree = tmp_path_factory.mktemp("shifted_input")
+    segs = {}
+    for patient, pixels in SHIFTED_PATIENTS.items():
+        changes = {"PatientID": patient, "PatientName": f"{patient}^Clone"}
+        clone_files(list(real_files), tree / patient, changes, edit=shift_seg_frames(pixels, pixels))
+        segs[patient] = seg_file_in(tree / patient)
+    raw = tmp_path_factory.mktemp("raw_shifted")
+    stdout = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(stdout):
+        warnings.simplefilter("always")
+        dataset = convert_nact(tree, 993, raw_folder=raw)
+    return SimpleNamespace(
+        dataset=dataset,
+        segs=segs,
+        warnings=[str(w.message) for w in caught],
+        stdout=stdout.getvalue(),
+        meta=json.loads((dataset / "dataset.json").read_text()),
+    )
+
+
+@pytest.mark.parametrize("patient", ["SHIFT-PLUS-HALF", "SHIFT-MINUS-HALF"])
+def test_seg_half_a_pixel_off_is_the_same_grid_and_gives_the_official_label(shifted_seg_conversion, patient) -> None:
+    sign = np.sign(SHIFTED_PATIENTS[patient])
+    label_file = shifted_seg_conversion.dataset / "labelsTr" / f"{patient}.nii.gz"
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_file)))
+    assert int(label.sum()) == OFFICIAL_FTV_VOXELS
+
+    record = shifted_seg_conversion.meta["dkm"]["cases"][patient]
+    assert record["label_grid_mapping"] == "same grid, sub-voxel offset"
+    assert record["label_grid_offset_voxels"] == pytest.approx([sign * 0.5, sign * 0.5, 0.0], abs=1e-3)
+    assert record["label_grid_offset_mm"] == pytest.approx([sign * HALF_PIXEL_MM, sign * HALF_PIXEL_MM, 0.0], abs=1e-3)
+
+    seg = str(shifted_seg_conversion.segs[patient])
+    about_seg = [w for w in shifted_seg_conversion.warnings if seg in w and "off the image grid" in w]
+    assert len(about_seg) == 1, "warned once per SEG file"
+    assert f"({sign * 0.5:+.2f}, {sign * 0.5:+.2f}, +0.00) voxels" in about_seg[0]
+    assert f"({sign * HALF_PIXEL_MM:+.3f}, {sign * HALF_PIXEL_MM:+.3f}, +0.000) mm" in about_seg[0]
+    assert "same grid, sub-voxel offset" in about_seg[0]
+    note = next(line for line in shifted_seg_conversion.stdout.splitlines() if f"{patient}: label SEG" in line)
+    assert "sub-voxel offset" in note
+
+
+def test_seg_three_pixels_off_is_resampled_by_physical_position(shifted_seg_conversion) -> None:
+    record = shifted_seg_conversion.meta["dkm"]["cases"]["SHIFT-3PX"]
+    assert record["label_grid_mapping"] == "resampled"
+    assert record["label_grid_offset_voxels"] == pytest.approx([3.0, 3.0, 0.0], abs=1e-3)
+    seg = str(shifted_seg_conversion.segs["SHIFT-3PX"])
+    assert any(seg in w and "resampled" in w and "+3.00" in w for w in shifted_seg_conversion.warnings)
+    assert (shifted_seg_conversion.dataset / "labelsTr" / "SHIFT-3PX.nii.gz").is_file()
+
+
+def test_resampled_tissue_mask_is_the_original_moved_by_three_pixels(scrambled_conversion, real_files, tmp_path):
+    pre = sitk.ReadImage(str(scrambled_conversion.dataset / "imagesTr" / f"{CASE}_0000.nii.gz"))
+    original = files_of_series(real_files, TISSUE_SEG_SERIES_NUMBER)
+    clone_files(original, tmp_path / "shifted", {}, edit=shift_seg_frames(3, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        unshifted = seg_on_grid(original[0], pre)
+        shifted = seg_on_grid(seg_file_in(tmp_path / "shifted"), pre)
+    assert unshifted.placement.mapping == "same grid" and not [w for w in caught if str(original[0]) in str(w.message)]
+    assert shifted.placement.mapping == "resampled"
+    expected = np.zeros_like(unshifted.mask)
+    expected[:, 3:, 3:] = unshifted.mask[:, :-3, :-3]  # frame pixel (r, c) lands on image pixel (r + 3, c + 3)
+    assert unshifted.mask[:, -3:, :].sum() + unshifted.mask[:, :, -3:].sum() == 0  # nothing pushed off the image
+    np.testing.assert_array_equal(shifted.mask, expected)
+
+
+def test_seg_on_a_coarser_grid_is_resampled_nearest_neighbour(scrambled_conversion, real_files, tmp_path) -> None:
+    pre = sitk.ReadImage(str(scrambled_conversion.dataset / "imagesTr" / f"{CASE}_0000.nii.gz"))
+    original = files_of_series(real_files, TISSUE_SEG_SERIES_NUMBER)
+
+    def half_resolution(dataset: pydicom.Dataset) -> None:
+        """Every second pixel of every frame, pixels twice as large, centred on the 2x2 blocks they stand for."""
+        frames = dataset.pixel_array.reshape(-1, int(dataset.Rows), int(dataset.Columns))[:, ::2, ::2]
+        shift = in_plane_shift(dataset, 0.5, 0.5)
+        measures = dataset.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        measures.PixelSpacing = [2 * float(v) for v in measures.PixelSpacing]
+        dataset.Rows, dataset.Columns = frames.shape[1:]
+        dataset.PixelData = np.ascontiguousarray(frames, dtype=np.uint8).tobytes()
+        move_frames(dataset, shift)
+
+    clone_files(original, tmp_path / "coarse", {}, edit=half_resolution)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = seg_on_grid(original[0], pre).mask
+        coarse = seg_on_grid(seg_file_in(tmp_path / "coarse"), pre)
+    assert coarse.placement.mapping == "resampled"
+    blocks = full[:, ::2, ::2]  # the pixels kept, each standing for its 2x2 block
+    np.testing.assert_array_equal(coarse.mask, blocks.repeat(2, axis=1).repeat(2, axis=2))
+
+
+def test_seg_mostly_outside_the_image_or_in_another_frame_of_reference_is_refused(
+    scrambled_conversion, real_files, tmp_path
+) -> None:
+    pre = sitk.ReadImage(str(scrambled_conversion.dataset / "imagesTr" / f"{CASE}_0000.nii.gz"))
+    original = files_of_series(real_files, TISSUE_SEG_SERIES_NUMBER)
+    clone_files(original, tmp_path / "far", {}, edit=shift_seg_frames(200, 0))
+    far = seg_file_in(tmp_path / "far")
+    with pytest.raises(DatasetConversionError, match="outside the image") as error:
+        seg_on_grid(far, pre)
+    assert str(far) in str(error.value) and "+200.00" in str(error.value)
+
+    clone_files(original, tmp_path / "other_for", {"FrameOfReferenceUID": generate_uid()})
+    other = seg_file_in(tmp_path / "other_for")
+    with pytest.raises(DatasetConversionError, match="FrameOfReferenceUID") as error:
+        seg_on_grid(other, pre, frame_of_reference_uid=str(real_files[original[0]].FrameOfReferenceUID))
+    assert str(other) in str(error.value)
+
+
+# -- a label that cannot be built loses nothing else --------------------------------------------------
+def truncate_pixel_data(dataset: pydicom.Dataset) -> None:
+    if dataset.Modality == "SEG":
+        dataset.PixelData = dataset.PixelData[:1000]
+
+
+@pytest.fixture(scope="module")
+def broken_label_conversion(real_files, tmp_path_factory) -> SimpleNamespace:
+    """Two clones of the real case whose label cannot be built: UCSF-BR-97 (training) with its tissue SEG in
+    another frame of reference, UCSF-BR-96 (test patient) with a truncated SEG. No labelled training case."""
+    tree = tmp_path_factory.mktemp("broken_input")
+    tissue = files_of_series(real_files, TISSUE_SEG_SERIES_NUMBER)
+    others = [p for p in real_files if p not in tissue]
+    training, test = {"PatientID": "UCSF-BR-97"}, {"PatientID": "UCSF-BR-96"}
+    clone_files(others, tree / "97", training)
+    clone_files(tissue, tree / "97_seg", training, edit=lambda d: setattr(d, "FrameOfReferenceUID", generate_uid()))
+    clone_files(list(real_files), tree / "96", test, edit=truncate_pixel_data)
+    raw = tmp_path_factory.mktemp("raw_broken")
+    stdout = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(stdout):
+        warnings.simplefilter("ignore")
+        dataset = convert_nact(tree, 994, raw_folder=raw, test_patients=["UCSF-BR-96"])
+    return SimpleNamespace(
+        tree=tree, dataset=dataset, stdout=stdout.getvalue(), meta=json.loads((dataset / "dataset.json").read_text())
+    )
+
+
+def test_training_case_without_buildable_label_goes_to_unlabelled(broken_label_conversion) -> None:
+    dataset = broken_label_conversion.dataset
+    assert sorted(p.name for p in (dataset / "unlabelledTr").iterdir()) == [
+        f"UCSF-BR-97_{phase:04d}.nii.gz" for phase in range(3)
+    ]
+    note = next(line for line in broken_label_conversion.stdout.splitlines() if "UCSF-BR-97:" in line)
+    assert "FrameOfReferenceUID" in note and "unlabelledTr" in note
+    record = broken_label_conversion.meta["dkm"]["cases"]["UCSF-BR-97"]
+    assert record["label_source"] is None and "FrameOfReferenceUID" in record["label_missing_reason"]
+
+
+def test_test_patient_without_buildable_label_keeps_its_images_in_the_test_split(broken_label_conversion) -> None:
+    dataset = broken_label_conversion.dataset
+    assert sorted(p.name for p in (dataset / "imagesTs").iterdir()) == ["UCSF-BR-96_0000.nii.gz"]
+    assert sorted(p.name for p in (dataset / "kineticsTs").iterdir()) == [
+        "UCSF-BR-96_0001.nii.gz", "UCSF-BR-96_0002.nii.gz"
+    ]
+    assert not (dataset / "labelsTs").exists()
+    note = next(line for line in broken_label_conversion.stdout.splitlines() if "UCSF-BR-96:" in line)
+    assert "cannot read the SEG" in note and "imagesTs" in note and "without a label" in note
+    assert broken_label_conversion.meta["dkm"]["num_test_without_label"] == 1
+
+
+def test_dataset_without_labelled_training_case_is_written_with_a_clear_note(broken_label_conversion) -> None:
+    meta = broken_label_conversion.meta
+    assert meta["numTraining"] == 0 and meta["dkm"]["num_unlabelled"] == 1
+    assert meta["dkm"]["label_source"] is None
+    assert not (broken_label_conversion.dataset / "imagesTr").exists()
+    assert "training cases written   : 0" in broken_label_conversion.stdout
+    assert "nnU-Net planning and training need at least one labelled training case" in broken_label_conversion.stdout
+
+
+def test_cli_says_when_the_dataset_has_no_labelled_training_case(
+    broken_label_conversion, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(["-i", str(broken_label_conversion.tree), "-d", "994", "--raw-folder", str(tmp_path),
+              "--test-patients", "UCSF-BR-96"])  # fmt: skip
+    last_lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert last_lines[0].startswith("dataset written to")
+    assert last_lines[1].startswith("note: no labelled training case: nnU-Net planning and training need")

@@ -14,7 +14,6 @@ from torch import nn
 
 import nnunet_dkm.diffusion.checkpoint as checkpoint_module
 from nnunet_dkm.diffusion import (
-    SMALL_PRESET_PREDICTION_TYPE,
     DiffusionCheckpoint,
     DiffusionCheckpointError,
     DiffusionConfig,
@@ -30,10 +29,12 @@ from nnunet_dkm.diffusion import (
     make_ddim_scheduler,
     make_ddpm_scheduler,
     plans_identity,
+    preset_network,
     save_checkpoint,
     synthesise_post_contrast,
     training_target,
 )
+from nnunet_dkm.paths import dm_checkpoint_location, missing_dm_message
 
 
 def nnunet_plans() -> dict:
@@ -93,23 +94,23 @@ def nnunet_plans() -> dict:
 
 
 def test_presets_match_the_paper_and_the_cpu_demo() -> None:
-    paper = DiffusionConfig.from_preset("paper")
+    paper = preset_network("paper")
     assert paper.channels == (128, 256, 256, 256)
     assert paper.attention_levels == (False, False, False, True)
     assert paper.prediction_type == "epsilon"
     assert (paper.num_train_timesteps, paper.beta_start, paper.beta_end) == (1000, 1e-4, 1e-2)
     assert (paper.in_channels, paper.out_channels, paper.spatial_dims) == (2, 1, 2)
 
-    small = DiffusionConfig.from_preset("small")
+    small = preset_network("small")
     assert small.channels == (32, 64, 64, 64)
     assert small.attention_levels == (False, False, False, True)
     assert small.num_res_blocks == 1
-    assert small.prediction_type == SMALL_PRESET_PREDICTION_TYPE
+    assert small.prediction_type == "v_prediction"  # chosen by benchmarks/dm_evidence.py
     assert sum(p.numel() for p in build_network(small).parameters()) < 3_000_000
 
 
 def test_preset_overrides_and_derived_channels() -> None:
-    config = DiffusionConfig.from_preset("paper", prediction_type="v_prediction", num_post_phases=3)
+    config = preset_network("paper", prediction_type="v_prediction", num_post_phases=3)
     assert config.prediction_type == "v_prediction"
     assert (config.in_channels, config.out_channels) == (4, 3)
     network = build_network(config)
@@ -136,9 +137,9 @@ def test_inconsistent_config_is_refused_naming_the_field(overrides: dict, messag
 
 def test_unknown_preset_or_field_is_refused() -> None:
     with pytest.raises(DiffusionConfigError, match="paper"):
-        DiffusionConfig.from_preset("huge")
+        preset_network("huge")
     with pytest.raises(DiffusionConfigError, match="num_channels"):
-        DiffusionConfig.from_preset("small", num_channels=(8, 8, 8, 8))
+        preset_network("small", num_channels=(8, 8, 8, 8))
 
 
 def test_config_round_trips_through_json() -> None:
@@ -177,7 +178,7 @@ def test_training_target_is_what_monai_schedulers_invert(prediction_type: str) -
 
 
 def test_schedule_is_linear_beta_1e4_to_1e2_with_1000_steps() -> None:
-    scheduler = make_ddpm_scheduler(DiffusionConfig.from_preset("paper"))
+    scheduler = make_ddpm_scheduler(preset_network("paper"))
     assert scheduler.betas.shape == (1000,)
     assert math.isclose(scheduler.betas[0].item(), 1e-4, rel_tol=1e-6)
     assert math.isclose(scheduler.betas[-1].item(), 1e-2, rel_tol=1e-6)
@@ -295,7 +296,7 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, monkeypatc
 
 
 def test_unreadable_checkpoints_are_refused_naming_the_file(tmp_path: Path) -> None:
-    with pytest.raises(DiffusionCheckpointError, match=r"missing\.pt.*nnUNetv2_dkm_pretrain"):
+    with pytest.raises(DiffusionCheckpointError, match=r"missing\.pt: no DM checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
 
     garbage = tmp_path / "garbage.pt"
@@ -392,3 +393,18 @@ def test_tampered_identity_hash_is_refused() -> None:
     identity["preprocessing_sha256"] = "0" * 64
     with pytest.raises(PlansMismatchError, match="preprocessing_sha256"):
         check_plans_identity(identity, nnunet_plans(), "2d")
+
+
+def test_missing_dm_messages_name_the_real_command_and_the_variable(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("nnUNet_dkm_checkpoint", raising=False)
+    default = dm_checkpoint_location(tmp_path / "Dataset990_X", "2d")
+    assert default.path == tmp_path / "Dataset990_X" / "dkm" / "2d" / "dm_checkpoint.pt"
+    message = missing_dm_message(default, "Dataset990_X", "2d", "nnUNetPlansResEnc")
+    assert "nnUNetv2_dkm_pretrain -d 990 -c 2d -p nnUNetPlansResEnc" in message and "DATASET" not in message
+
+    monkeypatch.setenv("nnUNet_dkm_checkpoint", str(tmp_path / "elsewhere.pt"))
+    overridden = dm_checkpoint_location(tmp_path / "Dataset990_X", "2d")
+    assert overridden.from_environment and overridden.path == tmp_path / "elsewhere.pt"
+    message = missing_dm_message(overridden, "Dataset990_X", "2d")
+    assert "$nnUNet_dkm_checkpoint=" in message and "unset nnUNet_dkm_checkpoint" in message

@@ -10,15 +10,15 @@ import pytest
 from conftest import PHANTOM_ID, use_nnunet_folders
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
-from nnunet_dkm.diffusion.preprocessed_space import PreprocessedSpaceError, find_pretraining_exams, load_plans
-from pretrain_dm.cache import build_cache, dkm_folder
+from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError, find_pretraining_exams
+from pretrain_dm.cache import build_cache
 
 
 def test_precontrast_channel_equals_nnunet_preprocessing(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    cache = build_cache(PHANTOM_ID, "2d", progress=False)
+    cache = build_cache(PlannedDataset.load(PHANTOM_ID, "2d"), progress=False)
 
     preprocessed = next(planned_phantom["nnUNet_preprocessed"].glob(f"Dataset{PHANTOM_ID}_*"))
     nnunet_data = nnUNetDatasetBlosc2(str(preprocessed / "nnUNetPlans_2d"))
@@ -38,7 +38,7 @@ def test_postcontrast_is_normalised_with_precontrast_statistics(
 ) -> None:
     """``post - pre`` is the enhancement: tumours enhance far more than the rest of the breast."""
     use_nnunet_folders(planned_phantom, monkeypatch)
-    cache = build_cache(PHANTOM_ID, "2d", progress=False)
+    cache = build_cache(PlannedDataset.load(PHANTOM_ID, "2d"), progress=False)
     for exam in cache.exams:
         images, seg = exam.load()
         enhancement = images[1] - images[0]
@@ -52,30 +52,31 @@ def test_cache_holds_unlabelled_exams_but_never_the_test_split(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    cache = build_cache(PHANTOM_ID, "2d", progress=False)
+    cache = build_cache(PlannedDataset.load(PHANTOM_ID, "2d"), progress=False)
     raw = next(planned_phantom["nnUNet_raw"].glob(f"Dataset{PHANTOM_ID}_*"))
     test_cases = {p.name.split("_0000")[0] for p in (raw / "imagesTs").iterdir()}
     sources = [exam.source for exam in cache.exams]
     assert sources.count("labelled") == 3 and sources.count("unlabelled") == 2
     assert not test_cases & {exam.case_id for exam in cache.exams}
-    assert cache.folder == dkm_folder(PHANTOM_ID, "2d") / "cache"
+    preprocessed = next(planned_phantom["nnUNet_preprocessed"].glob(f"Dataset{PHANTOM_ID}_*"))
+    assert cache.folder == preprocessed / "dkm" / "2d" / "cache"
 
 
 def test_cache_is_rebuilt_for_other_plans(planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    cache = build_cache(PHANTOM_ID, "2d", progress=False)
+    cache = build_cache(PlannedDataset.load(PHANTOM_ID, "2d"), progress=False)
     manifest = cache.folder / "manifest.json"
     meta = json.loads(manifest.read_text())
     meta["plans_identity"]["configuration"] = "something_else"
     manifest.write_text(json.dumps(meta))
-    rebuilt = build_cache(PHANTOM_ID, "2d", progress=False)
+    rebuilt = build_cache(PlannedDataset.load(PHANTOM_ID, "2d"), progress=False)
     assert rebuilt.plans_identity["configuration"] == "2d"
 
 
 def test_missing_planning_and_kinetics_are_explained(nnunet_folders: dict[str, Path], tmp_path: Path) -> None:
     (nnunet_folders["nnUNet_preprocessed"] / "Dataset123_Nothing").mkdir()
     with pytest.raises(PreprocessedSpaceError, match="nnUNetv2_plan_and_preprocess -d 123 -c 2d"):
-        load_plans(123, "2d")
+        PlannedDataset.load(123, "2d")
     raw = tmp_path / "Dataset124_NoKinetics"
     (raw / "imagesTr").mkdir(parents=True)
     (raw / "dataset.json").write_text(json.dumps({"file_ending": ".nii.gz"}))

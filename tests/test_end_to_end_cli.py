@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import plan_and_preprocess
 
-from dataset_conversion.synthesize import synthesize_dataset
+from dataset_conversion.phantom.synthesize import synthesize_dataset
 from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
 
 BIN = Path(sys.executable).parent
@@ -47,11 +47,13 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process: no worker start-up cost (planning needs > 0)
     untrained = run([str(BIN / "nnUNetv2_train"), str(DATASET), "2d", "0", "-tr", TRAINER, "-device", "cpu"], env,
                     expect_ok=False)
+    left_by_refusal = sorted(str(p) for p in (root / "nnUNet_results").rglob("*"))
     run([str(BIN / "nnUNetv2_dkm_pretrain"), "-d", str(DATASET), "-c", "2d", "--steps", "3", "--batch-size", "2",
          "--patch-size", "32", "32", "--channels", "16", "32", "32", "32"], env)
     run([str(BIN / "nnUNetv2_train"), str(DATASET), "2d", "0", "-tr", TRAINER, "-device", "cpu"], env)
     results = next((root / "nnUNet_results").glob(f"Dataset{DATASET}_*")) / f"{TRAINER}__nnUNetPlans__2d"
-    return {"root": root, "env": env, "raw": raw, "results": results, "untrained": untrained}
+    return {"root": root, "env": env, "raw": raw, "results": results, "untrained": untrained,
+            "left_by_refusal": left_by_refusal}
 
 
 def predict(journey: dict, output: Path) -> None:
@@ -64,6 +66,7 @@ def test_training_without_a_dm_names_the_pretraining_command(journey: dict) -> N
     result = journey["untrained"]
     assert result.returncode != 0
     assert f"nnUNetv2_dkm_pretrain -d {DATASET} -c 2d" in result.stdout + result.stderr
+    assert journey["left_by_refusal"] == []  # no empty fold folder, no log
 
 
 def test_training_writes_nnunet_outputs_with_the_dm_inside(journey: dict) -> None:

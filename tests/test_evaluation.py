@@ -144,7 +144,7 @@ def test_summary_pools_folds_and_cases() -> None:
 
 @pytest.fixture
 def tiny_raw(tmp_path):
-    from dataset_conversion.synthesize import synthesize_dataset
+    from dataset_conversion.phantom.synthesize import synthesize_dataset
 
     raw = tmp_path / "nnUNet_raw"
     return synthesize_dataset(994, seed=5, num_train=3, num_test=1, num_unlabelled=0, shape=(32, 32, 3),
@@ -194,7 +194,7 @@ def test_oracle_split_must_match_the_source_split(tmp_path) -> None:
 
 
 def test_benchmark_of_an_unplanned_dataset_names_the_planning_command(tiny_raw, monkeypatch, tmp_path) -> None:
-    from nnunet_dkm.evaluation.benchmark import main
+    from nnunet_dkm.evaluation.benchmark.cli import main
 
     monkeypatch.setenv("nnUNet_raw", str(tiny_raw.parent))
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
@@ -207,7 +207,7 @@ def test_benchmark_of_an_unplanned_dataset_names_the_planning_command(tiny_raw, 
 def test_benchmark_without_a_dm_names_the_pretraining_command(planned_phantom, monkeypatch, tmp_path) -> None:
     from conftest import PHANTOM_ID, use_nnunet_folders
 
-    from nnunet_dkm.evaluation.benchmark import main
+    from nnunet_dkm.evaluation.benchmark.cli import main
 
     use_nnunet_folders(planned_phantom, monkeypatch)
     monkeypatch.setenv("nnUNet_dkm_checkpoint", str(tmp_path / "absent.pt"))
@@ -216,7 +216,7 @@ def test_benchmark_without_a_dm_names_the_pretraining_command(planned_phantom, m
 
 
 def test_ablation_levels_are_checked() -> None:
-    from nnunet_dkm.evaluation.benchmark import parse_args
+    from nnunet_dkm.evaluation.benchmark.cli import parse_args
 
     assert parse_args(["-d", "1", "--ablation", "-device", "cpu"]).ablation == ["1", "2", "3", "4", "1234"]
     with pytest.raises(SystemExit):
@@ -226,7 +226,7 @@ def test_ablation_levels_are_checked() -> None:
 def test_without_a_test_split_each_fold_is_scored_on_its_validation_cases(tiny_raw) -> None:
     import shutil
 
-    from nnunet_dkm.evaluation.benchmark import evaluation_cases
+    from nnunet_dkm.evaluation.benchmark.cases import evaluation_cases
 
     ids = sorted(p.name[: -len(".nii.gz")] for p in (tiny_raw / "labelsTr").glob("*.nii.gz"))
     splits = [{"train": ids[1:], "val": ids[:1]}, {"train": ids[:1] + ids[2:], "val": ids[1:2]}]
@@ -242,7 +242,7 @@ def test_without_a_test_split_each_fold_is_scored_on_its_validation_cases(tiny_r
 
 
 def test_a_gain_counts_only_when_significant_and_in_every_fold() -> None:
-    from nnunet_dkm.evaluation.benchmark import gain_verdict
+    from nnunet_dkm.evaluation.benchmark.verdicts import gain_verdict
 
     assert gain_verdict(0.04, 0.001, np.array([0.03, 0.05]), "better", "no gain") == "better"
     assert gain_verdict(0.04, 0.2, np.array([0.03, 0.05]), "better", "no gain") == "no gain"

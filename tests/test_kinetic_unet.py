@@ -17,15 +17,17 @@ from nnunet_dkm.architecture.builder import DKM_PLANS_KEY, MissingDkmBlockError,
 from nnunet_dkm.architecture.kinetic_unet import KineticUNet
 from nnunet_dkm.architecture.paper_network import PaperKineticNet
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity
-from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling, KineticFeatureConfig
+from nnunet_dkm.diffusion.config import InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.network import build_network
-from nnunet_dkm.training import nnUNetTrainerDKM, nnUNetTrainerDKMPaper
+from nnunet_dkm.diffusion.presets import preset_network
+from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM, trainable_parameters
+from nnunet_dkm.training.variants.paper import nnUNetTrainerDKMPaper
 
 BIN = Path(sys.executable).parent
 
 
 def plans_with_dkm_block(plans: dict, levels=(3, 4), source="decoder", **block_options) -> PlansManager:
-    config = DiffusionConfig.from_preset("small", num_post_phases=2, **TINY_DM)
+    config = preset_network("small", num_post_phases=2, **TINY_DM)
     checkpoint = DiffusionCheckpoint(config, build_network(config).state_dict(), InputScaling(0.5, 0.0),
                                      plans_identity(plans, "2d"))
     block = make_plans_block(checkpoint, KineticFeatureConfig(levels=levels, source=source), "test", **block_options)
@@ -102,8 +104,9 @@ def test_residual_encoder_presets_work(resenc_plans: dict) -> None:
 def test_frozen_dm_is_unchanged_by_training_and_stays_in_eval(phantom_plans: dict) -> None:
     network = build(plans_with_dkm_block(phantom_plans), deep_supervision=False)
     dm_before = {k: v.clone() for k, v in network.kinetic.state_dict().items()}
-    trainable = [p for p in network.parameters() if p.requires_grad]
-    assert len(trainable) == len(network.segmentation_parameters())
+    trainable = trainable_parameters(network)
+    dm_parameters = {id(p) for p in network.kinetic.parameters()}
+    assert trainable and not dm_parameters & {id(p) for p in trainable}  # what the optimisers get
     assert not any(p.requires_grad for p in network.kinetic.parameters())
     optimizer = torch.optim.SGD(trainable, lr=0.1, momentum=0.9)
     network.train()

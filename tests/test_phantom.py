@@ -14,19 +14,19 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from dataset_conversion.phantom_case import generate_anatomy_for, generate_case
-from dataset_conversion.phantom_kinetics import ContrastProtocol, ExtendedToftsLookup, spgr_signal
-from dataset_conversion.phantom_label import MIN_NEIGHBOURS, ftv_label, neighbour_count, percent_enhancement
-from dataset_conversion.phantom_parameters import (
+from dataset_conversion.phantom.case import generate_anatomy_for, generate_case
+from dataset_conversion.phantom.kinetics import ContrastProtocol, ExtendedToftsLookup, spgr_signal
+from dataset_conversion.phantom.parameters import (
     CALIBRATION_TARGETS,
     PRESETS,
     SAGITTAL_DIRECTION,
     PhantomParameters,
     preset_parameters,
 )
-from dataset_conversion.phantom_stats import PhantomDataset, PhantomExam, case_statistics, measure_dataset, summarise
+from dataset_conversion.phantom.stats import PhantomDataset, PhantomExam, case_statistics, measure_dataset, summarise
+from dataset_conversion.phantom.synthesize import LABEL_SOURCE, synthesize_dataset
 from dataset_conversion.raw_dataset import DatasetConversionError, RawDatasetWriter
-from dataset_conversion.synthesize import LABEL_SOURCE, synthesize_dataset
+from nnunet_dkm.ftv_rule import MIN_NEIGHBOURS, ftv_label, neighbour_count, percent_enhancement
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"shape": (64, 64, 6), "num_train": 2, "num_test": 1, "num_unlabelled": 1, "verbose": False}
@@ -142,7 +142,7 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_cli_writes_dataset_with_custom_phases_and_stats_cli_measures_it(nnunet_folders, tmp_path: Path):
     result = run_module(
-        "dataset_conversion.synthesize", "-d", "903", "--shape", "64", "64", "6", "--num-train", "2",
+        "dataset_conversion.phantom.synthesize", "-d", "903", "--shape", "64", "64", "6", "--num-train", "2",
         "--num-test", "0", "--num-unlabelled", "1", "--phase-times", "-100", "120", "300", "600", "--seed", "3",
     )
     assert result.returncode == 0, result.stderr
@@ -155,7 +155,7 @@ def test_cli_writes_dataset_with_custom_phases_and_stats_cli_measures_it(nnunet_
     assert dkm["num_post_contrast_phases"] == 3
 
     montage = tmp_path / "montage.png"
-    stats = run_module("dataset_conversion.phantom_stats", "-d", "903", "-o", str(montage))
+    stats = run_module("dataset_conversion.phantom.stats", "-d", "903", "-o", str(montage))
     assert stats.returncode == 0, stats.stderr
     assert "tumour early enhancement PE1 (%)" in stats.stdout and "target" in stats.stdout
     assert montage.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -167,16 +167,37 @@ def test_cli_writes_dataset_with_custom_phases_and_stats_cli_measures_it(nnunet_
         (["--phase-times", "100"], "at least 3 phase times"),
         (["--phase-times", "-230", "500", "150"], "increase strictly"),
         (["--phase-times", "-10", "1", "2"], "too early"),
-        (["--num-train", "0"], "at least 1"),
     ],
 )
 def test_cli_rejects_bad_arguments_with_a_clear_error(nnunet_folders, arguments, message):
-    result = run_module("dataset_conversion.synthesize", "-d", "904", "--shape", "48", "48", "4",
+    result = run_module("dataset_conversion.phantom.synthesize", "-d", "904", "--shape", "48", "48", "4",
                         "--num-train", "1", "--num-test", "0", "--num-unlabelled", "0", *arguments)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error:")
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not any(nnunet_folders["nnUNet_raw"].iterdir())
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--num-train", "0"], "argument --num-train: must be >= 1, got 0"),
+        (["--pre-contrast-cue", "nan"], "argument --pre-contrast-cue: must be a finite number"),
+        (["--pre-contrast-cue", "inf"], "argument --pre-contrast-cue: must be a finite number"),
+        (["--phase-times", "-230", "nan", "531"], "argument --phase-times: must be a finite number"),
+        (["--seed", "-1"], "argument --seed: must be >= 0"),
+    ],
+)
+def test_cli_refuses_bad_numbers_in_the_parser(nnunet_folders, arguments, message):
+    result = run_module("dataset_conversion.phantom.synthesize", "-d", "904", *arguments)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert not any(nnunet_folders["nnUNet_raw"].iterdir())
+
+
+def test_scarce_preset_is_the_demo_grid_with_few_labels_and_many_unlabelled_exams():
+    scarce = PRESETS["scarce"]
+    assert (scarce.num_train, scarce.num_test) == (32, 24) and scarce.num_unlabelled >= 200
+    assert scarce.phantom == preset_parameters("demo", shape=(64, 64, 12))  # same exams as make demo's phantom
 
 
 def test_stats_refuses_a_dataset_that_is_not_a_phantom(tmp_path: Path):

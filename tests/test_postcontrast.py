@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import PHANTOM_ID, use_nnunet_folders
 
-from nnunet_dkm.diffusion.preprocessed_space import (
-    load_plans,
-    preprocess_like_precontrast,
-    preprocessed_to_original_space,
-)
+from nnunet_dkm.preprocessing import PlannedDataset, preprocess_like_precontrast, preprocessed_to_original_space
 from pretrain_dm.training import DmPretrainer, PretrainSettings
 
 BIN = Path(sys.executable).parent
@@ -26,9 +23,9 @@ def tiny_dm(planned_phantom: dict[str, Path], tmp_path_factory: pytest.TempPathF
     """A DM pretrained for two steps on the planned phantom."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         use_nnunet_folders(planned_phantom, monkeypatch)
-        checkpoint = tmp_path_factory.mktemp("tiny_dm") / "dm.pt"
+        monkeypatch.setenv("nnUNet_dkm_checkpoint", str(tmp_path_factory.mktemp("tiny_dm") / "dm.pt"))
         settings = PretrainSettings(dataset_id=PHANTOM_ID, config_overrides={"channels": (16, 32, 32, 32)}, steps=2,
-                                    batch_size=2, patch_size=(32, 32), checkpoint=checkpoint, sample_ddim_steps=1)
+                                    batch_size=2, patch_size=(32, 32), sample_ddim_steps=1)
         return DmPretrainer(settings, progress=False).run()
 
 
@@ -36,7 +33,8 @@ def test_preprocessing_round_trip_restores_the_image(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    plans_manager, configuration_manager, _, _ = load_plans(PHANTOM_ID, "2d")
+    dataset = PlannedDataset.load(PHANTOM_ID, "2d")
+    plans_manager, configuration_manager = dataset.plans_manager, dataset.configuration_manager
     raw = next(planned_phantom["nnUNet_raw"].glob(f"Dataset{PHANTOM_ID}_*"))
     reader = plans_manager.image_reader_writer_class()
     data, properties = reader.read_images([str(next((raw / "imagesTs").iterdir()))])
@@ -90,3 +88,57 @@ def test_cli_explains_a_missing_checkpoint(
                      str(tmp_path / "missing.pt"))
     assert result.returncode != 0
     assert "nnUNetv2_dkm_pretrain" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_folder_is_read_for_its_precontrast_images_only(
+    planned_phantom: dict[str, Path], tiny_dm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A folder holding case_0000 and case_0001 (kinetics layout) gives phases of case only, not of case_0001."""
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    raw = next(planned_phantom["nnUNet_raw"].glob(f"Dataset{PHANTOM_ID}_*"))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    case = sorted((raw / "imagesTs").iterdir())[0].name.replace("_0000.nii.gz", "")
+    shutil.copy(raw / "imagesTs" / f"{case}_0000.nii.gz", mixed)
+    shutil.copy(raw / "kineticsTs" / f"{case}_0001.nii.gz", mixed)
+    result = run_cli("-i", str(mixed), "-o", str(tmp_path / "out"), "-d", str(PHANTOM_ID), "-chk", str(tiny_dm),
+                     "--ddim-steps", "1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{case}_0001.nii.gz", f"{case}_0002.nii.gz"]
+    assert "not an nnU-Net input folder" in result.stdout
+
+
+def test_outputs_are_never_written_where_nnunet_would_read_them_as_channels(
+    planned_phantom: dict[str, Path], tiny_dm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    images = tmp_path / "images"
+    shutil.copytree(next(planned_phantom["nnUNet_raw"].glob(f"Dataset{PHANTOM_ID}_*")) / "imagesTs", images)
+    before = sorted(p.name for p in images.iterdir())
+    for output in (images, images / ".." / "images"):
+        result = run_cli("-i", str(images), "-o", str(output), "-d", str(PHANTOM_ID), "-chk", str(tiny_dm))
+        assert result.returncode != 0 and "is the input folder" in result.stderr and "Traceback" not in result.stderr
+    other_inputs = tmp_path / "other_inputs"
+    shutil.copytree(images, other_inputs)
+    result = run_cli("-i", str(images), "-o", str(other_inputs), "-d", str(PHANTOM_ID), "-chk", str(tiny_dm))
+    assert result.returncode != 0 and "holds pre-contrast images" in result.stderr
+    assert sorted(p.name for p in images.iterdir()) == before
+
+
+def test_missing_dm_message_names_this_dataset_and_the_variable(
+    planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    images = next(planned_phantom["nnUNet_raw"].glob(f"Dataset{PHANTOM_ID}_*")) / "imagesTs"
+    monkeypatch.setenv("nnUNet_dkm_checkpoint", str(tmp_path / "nowhere.pt"))
+    result = run_cli("-i", str(images), "-o", str(tmp_path / "out"), "-d", str(PHANTOM_ID))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"nnUNetv2_dkm_pretrain -d {PHANTOM_ID} -c 2d" in result.stderr and "DATASET" not in result.stderr
+    assert "$nnUNet_dkm_checkpoint=" in result.stderr and "unset nnUNet_dkm_checkpoint" in result.stderr
+
+
+@pytest.mark.parametrize("arguments", [["--ddim-steps", "0"], ["--ddim-steps", "-5"], ["--seed", "-1"]])
+def test_bad_numbers_are_refused_by_the_parser(arguments: list[str], tmp_path: Path) -> None:
+    result = run_cli("-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "1", *arguments)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {arguments[0]}" in result.stderr

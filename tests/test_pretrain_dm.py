@@ -13,6 +13,8 @@ import torch
 from conftest import PHANTOM_ID, use_nnunet_folders
 
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint, load_network
+from nnunet_dkm.diffusion.presets import DM_PRESETS
+from nnunet_dkm.preprocessing import PlannedDataset
 from pretrain_dm.cache import build_cache
 from pretrain_dm.slices import PatchSampler, crop_around
 from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings, enhancement_weights, weighted_mse
@@ -21,10 +23,11 @@ BIN = Path(sys.executable).parent
 TINY = {"channels": (16, 32, 32, 32)}
 
 
-def tiny_settings(checkpoint: Path, steps: int, **changes) -> PretrainSettings:
+def tiny_settings(monkeypatch: pytest.MonkeyPatch, checkpoint: Path, steps: int, **changes) -> PretrainSettings:
+    """Tiny settings for a run that writes ``checkpoint`` (through ``$nnUNet_dkm_checkpoint``, as a user would)."""
+    monkeypatch.setenv("nnUNet_dkm_checkpoint", str(checkpoint))
     values = dict(dataset_id=PHANTOM_ID, config_overrides=dict(TINY), steps=steps, batch_size=2, patch_size=(32, 32),
-                  validate_every=2, save_every=2, ema_decay=0.9, sample_ddim_steps=2, checkpoint=checkpoint,
-                  warmup_steps=2)
+                  validate_every=2, save_every=2, ema_decay=0.9, sample_ddim_steps=2, warmup_steps=2)
     values.update(changes)
     return PretrainSettings(**values)
 
@@ -33,7 +36,7 @@ def test_pretraining_writes_a_self_contained_checkpoint_and_figures(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    path = DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=4), progress=False).run()
+    path = DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=4), progress=False).run()
 
     network, checkpoint = load_network(path)
     assert checkpoint.weights_are_ema and checkpoint.config.channels == TINY["channels"]
@@ -51,9 +54,10 @@ def test_pretraining_writes_a_self_contained_checkpoint_and_figures(
 def test_continue_resumes_exactly(planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                                   tmp_path: Path) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    straight = DmPretrainer(tiny_settings(tmp_path / "straight.pt", steps=4), progress=False).run()
-    DmPretrainer(tiny_settings(tmp_path / "resumed.pt", steps=2), progress=False).run()
-    resumed = DmPretrainer(tiny_settings(tmp_path / "resumed.pt", steps=4), resume=True, progress=False).run()
+    straight = DmPretrainer(tiny_settings(monkeypatch, tmp_path / "straight.pt", steps=4), progress=False).run()
+    DmPretrainer(tiny_settings(monkeypatch, tmp_path / "resumed.pt", steps=2), progress=False).run()
+    resumed = DmPretrainer(tiny_settings(monkeypatch, tmp_path / "resumed.pt", steps=4), resume=True,
+                           progress=False).run()
 
     a, b = load_checkpoint(straight), load_checkpoint(resumed)
     for key in a.weights:
@@ -68,12 +72,14 @@ def test_existing_checkpoint_needs_continue_or_overwrite(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=2), progress=False).run()
+    DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=2), progress=False).run()
     with pytest.raises(PretrainingError, match="already exists.*--continue.*--overwrite"):
-        DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=2), progress=False)
+        DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=2), progress=False)
     with pytest.raises(PretrainingError, match="settings that differ.*batch_size"):
-        DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=4, batch_size=3), resume=True, progress=False)
-    DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=2, seed=5), overwrite=True, progress=False).run()
+        DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=4, batch_size=3), resume=True,
+                     progress=False)
+    DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=2, seed=5), overwrite=True,
+                 progress=False).run()
     assert load_checkpoint(tmp_path / "dm.pt").training_state["settings"]["seed"] == 5
 
 
@@ -81,7 +87,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    pretrainer = DmPretrainer(tiny_settings(tmp_path / "dm.pt", steps=6), progress=False)
+    pretrainer = DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=6), progress=False)
     real_loss = pretrainer._loss
     calls = {"n": 0}
 
@@ -100,7 +106,8 @@ def test_foreground_sampling_finds_the_tumour(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     use_nnunet_folders(planned_phantom, monkeypatch)
-    labelled = [exam for exam in build_cache(PHANTOM_ID, "2d", progress=False).exams if exam.source == "labelled"]
+    cache = build_cache(PlannedDataset.load(PHANTOM_ID, "2d"), progress=False)
+    labelled = [exam for exam in cache.exams if exam.source == "labelled"]
 
     def share_with_tumour(fraction: float) -> float:
         sampler = PatchSampler(labelled, (16, 16), fraction, np.random.default_rng(0))
@@ -124,16 +131,59 @@ def test_enhancement_weighting_favours_enhancing_pixels_and_is_off_by_default() 
                          torch.tensor(4.0 / 7.0))  # mean(w * e^2) / mean(w) = (4 * 2 / 8) / (7 / 4)
 
 
-def test_preset_defaults_follow_the_evidence_and_flags_override_them() -> None:
+def test_each_preset_recipe_has_one_source_that_settings_and_cli_read() -> None:
     from pretrain_dm.cli import build_parser, settings_from_args
 
-    small = settings_from_args(build_parser().parse_args(["-d", "990"]))
+    for name, preset in DM_PRESETS.items():
+        from_cli = settings_from_args(build_parser().parse_args(["-d", "990", "--preset", name]))
+        assert from_cli.recipe == preset.recipe == PretrainSettings(dataset_id=990, preset=name).recipe
+        assert from_cli.max_minutes is None  # the recipe is a step count; minutes are only an optional cap
+    small = DM_PRESETS["small"].recipe
     assert (small.foreground_fraction, small.enhancement_weight, small.high_noise_fraction) == (0.9, 2.0, 0.5)
-    paper = settings_from_args(build_parser().parse_args(["-d", "990", "--preset", "paper"]))
-    assert (paper.foreground_fraction, paper.enhancement_weight, paper.high_noise_fraction) == (0.5, 0.0, 0.0)
     plain = settings_from_args(build_parser().parse_args(["-d", "990", "--enhancement-weight", "0",
-                                                          "--foreground-fraction", "0.5"]))
-    assert (plain.foreground_fraction, plain.enhancement_weight) == (0.5, 0.0)
+                                                          "--foreground-fraction", "0.5", "--steps", "7"]))
+    assert (plain.foreground_fraction, plain.enhancement_weight, plain.steps) == (0.5, 0.0, 7)
+    assert plain.batch_size == small.batch_size
+
+
+@pytest.mark.parametrize("arguments", [["--steps", "0"], ["--batch-size", "0"], ["--steps", "-5"],
+                                       ["--foreground-fraction", "1.5"], ["--lr", "nan"], ["--max-minutes", "inf"],
+                                       ["--patch-size", "0", "64"]])
+def test_bad_numbers_get_a_one_line_error(arguments: list[str], capsys: pytest.CaptureFixture) -> None:
+    from pretrain_dm.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["-d", "990", *arguments])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("nnUNetv2_dkm_pretrain: error: argument") and arguments[0] in error
+
+
+def test_kept_snapshots_hold_the_weights_of_their_step(planned_phantom: dict[str, Path],
+                                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    pretrainer = DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=3, keep_steps=(0, 2), ema_decay=0),
+                              progress=False)
+    initial = {k: v.clone() for k, v in pretrainer.network.state_dict().items()}
+    pretrainer.run()
+    untrained, two = load_checkpoint(tmp_path / "dm.step0.pt"), load_checkpoint(tmp_path / "dm.step2.pt")
+    assert (untrained.metadata["steps"], two.metadata["steps"]) == (0, 2)
+    assert untrained.training_state is None and not (tmp_path / "dm.step3.pt").exists()
+    for key, value in initial.items():
+        torch.testing.assert_close(untrained.weights[key], value, rtol=0, atol=0)
+    final = load_checkpoint(tmp_path / "dm.pt")
+    assert any(not torch.equal(two.weights[k], final.weights[k]) for k in final.weights)
+
+
+def test_label_free_pretraining_never_sees_a_tumour_label(planned_phantom: dict[str, Path],
+                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    pretrainer = DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=1, patch_centring="enhancement"),
+                              progress=False)
+    assert all(exam.seg_file is None and not exam.tumour_slices for exam in pretrainer.cache.exams)
+    assert {exam.source for exam in pretrainer.cache.exams} == {"labelled", "unlabelled"}  # still every exam
+    pretrainer.run()
+    metadata = load_checkpoint(tmp_path / "dm.pt").metadata
+    assert metadata["label_free"] is True and metadata["recipe"]["patch_centring"] == "enhancement"
 
 
 def test_crop_keeps_the_centre_and_pads_small_slices() -> None:
@@ -161,8 +211,9 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(
     command = [
         str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "pretrain_dm",
         "-d", str(PHANTOM_ID), "-c", "2d", "--steps", "3", "--batch-size", "2", "--patch-size", "32", "32",
-        "--channels", "16", "32", "32", "32", "--checkpoint", str(tmp_path / "ddp.pt"), "--validate-every", "3",
+        "--channels", "16", "32", "32", "32", "--validate-every", "3",
     ]  # fmt: skip
+    env["nnUNet_dkm_checkpoint"] = str(tmp_path / "ddp.pt")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     checkpoint = load_checkpoint(tmp_path / "ddp.pt")

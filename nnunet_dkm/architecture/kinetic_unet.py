@@ -120,7 +120,3 @@ class KineticUNet(nn.Module):
                 hidden = self.fusions[str(index)](hidden, dm_features[self.level_of_stage[index]])
             skips.append(hidden)
         return self.decoder(skips)
-
-    def segmentation_parameters(self) -> list[nn.Parameter]:
-        """The trainable parameters: everything but the frozen DM."""
-        return [p for name, p in self.named_parameters() if not name.startswith("kinetic.") and p.requires_grad]

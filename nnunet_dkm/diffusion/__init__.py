@@ -1,4 +1,4 @@
-"""Diffusion module (DM): MONAI network and schedules, checkpoint I/O, kinetic feature extraction."""
+"""Diffusion module (DM): MONAI network and schedules, presets, checkpoint I/O, kinetic feature extraction."""
 
 from nnunet_dkm.diffusion.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -10,13 +10,10 @@ from nnunet_dkm.diffusion.checkpoint import (
     load_checkpoint,
     load_network,
     plans_identity,
-    pretrain_command,
     save_checkpoint,
 )
 from nnunet_dkm.diffusion.config import (
     PREDICTION_TYPES,
-    PRESET_NAMES,
-    SMALL_PRESET_PREDICTION_TYPE,
     DiffusionConfig,
     DiffusionConfigError,
     InputScaling,
@@ -31,31 +28,42 @@ from nnunet_dkm.diffusion.network import (
     synthesise_post_contrast,
     training_target,
 )
+from nnunet_dkm.diffusion.presets import (
+    DM_PRESETS,
+    PRESET_NAMES,
+    DmPreset,
+    PretrainingRecipe,
+    dm_preset,
+    preset_network,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_FORMAT_VERSION",
+    "DM_PRESETS",
     "PREDICTION_TYPES",
     "PRESET_NAMES",
-    "SMALL_PRESET_PREDICTION_TYPE",
     "DiffusionCheckpoint",
     "DiffusionCheckpointError",
     "DiffusionConfig",
     "DiffusionConfigError",
+    "DmPreset",
     "InputScaling",
     "KineticFeatureConfig",
     "KineticFeatureExtractor",
     "PlansMismatchError",
+    "PretrainingRecipe",
     "UNetWalk",
     "build_network",
     "check_plans_identity",
     "ddim_timesteps",
+    "dm_preset",
     "load_checkpoint",
     "load_network",
     "make_ddim_scheduler",
     "make_ddpm_scheduler",
     "plans_identity",
-    "pretrain_command",
+    "preset_network",
     "save_checkpoint",
     "synthesise_post_contrast",
     "training_target",

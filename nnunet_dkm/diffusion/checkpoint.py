@@ -26,8 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +35,10 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.diffusion.config import DiffusionConfig, DiffusionConfigError, InputScaling
 from nnunet_dkm.diffusion.network import build_network
+from nnunet_dkm.paths import pretrain_command
 
 CHECKPOINT_FORMAT = "nnunet_dkm.diffusion_module"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -110,16 +110,6 @@ def plans_identity(plans: Mapping[str, Any], configuration: str) -> dict[str, An
         "preprocessing": preprocessing,
         "preprocessing_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
     }
-
-
-def pretrain_command(dataset_name: str, configuration: str, plans_name: str) -> str:
-    """The command that pretrains a DM for these plans, e.g. ``nnUNetv2_dkm_pretrain -d 990 -c 2d``."""
-    match = re.fullmatch(r"Dataset(\d+)_.*", dataset_name)
-    dataset = str(int(match.group(1))) if match else dataset_name
-    command = f"nnUNetv2_dkm_pretrain -d {dataset} -c {configuration}"
-    if plans_name != "nnUNetPlans":
-        command += f" -p {plans_name}"
-    return command
 
 
 def check_plans_identity(
@@ -249,32 +239,24 @@ class DiffusionCheckpoint:
 
 
 def save_checkpoint(checkpoint: DiffusionCheckpoint, path: str | Path) -> Path:
-    """Write atomically: to a temporary file in the target folder, then ``os.replace`` onto ``path``.
+    """Write atomically (a temporary file in the target folder, then a rename onto ``path``), with the user's
+    normal file permissions. An interrupted save leaves any previous file at ``path`` intact. Parent folders are
+    created."""
 
-    An interrupted save leaves any previous file at ``path`` intact. Parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as stream:
             torch.save(checkpoint.to_payload(), stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_atomically(Path(path), write)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionCheckpoint:
     """Read a checkpoint written by ``save_checkpoint`` (tensors mapped to ``map_location``)."""
     path = Path(path)
     if not path.is_file():
-        raise DiffusionCheckpointError(
-            f"{path}: no DM checkpoint there; pretrain one with nnUNetv2_dkm_pretrain -d DATASET -c CONFIGURATION"
-        )
+        raise DiffusionCheckpointError(f"{path}: no DM checkpoint there")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)

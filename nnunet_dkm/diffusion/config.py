@@ -12,19 +12,11 @@ by the pre-contrast image) and its output has ``num_post_phases`` channels (nois
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
-
-# Training target of the "small" CPU preset, chosen by benchmarks/dm_evidence.py (results_dm_evidence.md): within 10
-# CPU minutes v_prediction (with half the steps at high noise) came closest to the true post-contrast tumour signal;
-# epsilon and sample did not move from the pre-contrast baseline. The "paper" preset stays on epsilon, as in the paper.
-SMALL_PRESET_PREDICTION_TYPE: PredictionType = "v_prediction"
-
-PRESET_NAMES: tuple[str, ...] = ("paper", "small")
-
 
 class DiffusionConfigError(ValueError):
     """A diffusion or feature configuration is inconsistent; the message names the field and the problem."""
@@ -133,17 +125,6 @@ class DiffusionConfig:
         """Every spatial input size must be a multiple of this (2^(num_levels-1))."""
         return 2 ** (self.num_levels - 1)
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> DiffusionConfig:
-        """A named preset ("paper" or "small"), with any field overridden by keyword.
-
-        Example: ``DiffusionConfig.from_preset("small", prediction_type="v_prediction", num_post_phases=3)``.
-        """
-        if name not in _PRESETS:
-            raise DiffusionConfigError(f"unknown DM preset {name!r}; choose one of {PRESET_NAMES}")
-        _reject_unknown_fields(overrides, f"override of preset {name!r}")
-        return replace(_PRESETS[name], **overrides)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible dict (tuples become lists); ``from_dict`` inverts it."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -151,39 +132,13 @@ class DiffusionConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DiffusionConfig:
         """Rebuild a config written by ``to_dict``; unknown keys are an error (they mean another code version)."""
-        _reject_unknown_fields(values, "diffusion config")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise DiffusionConfigError(
+                f"diffusion config: unknown field(s) {unknown}; valid fields are {sorted(known)}"
+            )
         return cls(**values)
-
-
-def _reject_unknown_fields(values: dict[str, Any], what: str) -> None:
-    known = {f.name for f in fields(DiffusionConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise DiffusionConfigError(f"{what}: unknown field(s) {unknown}; valid fields are {sorted(known)}")
-
-
-_PRESETS: dict[str, DiffusionConfig] = {
-    # The paper's DM: 4 levels of 128-256-256-256 channels, attention at the lowest level, epsilon prediction.
-    "paper": DiffusionConfig(
-        preset="paper",
-        channels=(128, 256, 256, 256),
-        attention_levels=(False, False, False, True),
-        num_res_blocks=2,
-        num_head_channels=32,
-        norm_num_groups=32,
-        prediction_type="epsilon",
-    ),
-    # Sized for the 2-core CPU demo: 1.5 M parameters.
-    "small": DiffusionConfig(
-        preset="small",
-        channels=(32, 64, 64, 64),
-        attention_levels=(False, False, False, True),
-        num_res_blocks=1,
-        num_head_channels=32,
-        norm_num_groups=16,
-        prediction_type=SMALL_PRESET_PREDICTION_TYPE,
-    ),
-}
 
 
 @dataclass(frozen=True)

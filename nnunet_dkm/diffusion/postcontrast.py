@@ -7,13 +7,15 @@ the inverse pipeline to the input's original geometry and intensity scale::
     nnUNetv2_dkm_synthesize_postcontrast -i case_0000.nii.gz -o synthetic/ -d 990 -c 2d
     nnUNetv2_dkm_synthesize_postcontrast -i imagesTs/ -o synthetic/ -d 990 -c 2d -device cuda --ddim-steps 50
 
-Writes ``{case}_{phase:04d}.nii.gz`` (phase 1 = first post-contrast) per input.
+From a folder only the pre-contrast images (``*_0000``) are read, so a folder that also holds post-contrast phases
+(``kineticsTs`` layout) works. Writes ``{case}_{phase:04d}`` (phase 1 = first post-contrast) per input: the
+``kinetics{Tr,Ts}`` layout. nnU-Net would read those names as extra input channels, so the output folder must not
+be the input folder or any folder of pre-contrast images that nnU-Net predicts from.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,13 +25,14 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
+from nnunet_dkm.atomic import remove_stale_temporaries, report_removed, write_atomically
+from nnunet_dkm.cli_types import non_negative_int, positive_int
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, check_plans_identity, load_network
 from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
-from nnunet_dkm.diffusion.locations import dm_checkpoint_path
-from nnunet_dkm.diffusion.preprocessed_space import (
+from nnunet_dkm.paths import DmCheckpointLocation, missing_dm_message
+from nnunet_dkm.preprocessing import (
+    PlannedDataset,
     PreprocessedSpaceError,
-    find_dataset_folder,
-    load_plans,
     preprocess_like_precontrast,
     preprocessed_to_original_space,
 )
@@ -37,16 +40,46 @@ from nnunet_dkm.diffusion.preprocessed_space import (
 PRE_SUFFIX = "_0000"
 
 
+class SynthesisError(Exception):
+    """Bad input or output for synthesis; the message names the file or folder and what to do."""
+
+
 def input_cases(path: Path, file_ending: str) -> list[tuple[str, Path]]:
-    """(case id, file) for a single image or every ``*{file_ending}`` in a folder (``_0000`` is dropped)."""
-    files = [path] if path.is_file() else sorted(path.glob(f"*{file_ending}")) if path.is_dir() else []
-    if not files:
-        raise PreprocessedSpaceError(f"{path}: no {file_ending} image there")
+    """(case id, file) for a single image, or for every pre-contrast image ``*_0000{file_ending}`` of a folder.
+
+    The case id is the file name without ``_0000`` and the ending.
+    """
+    if path.is_dir():
+        files = sorted(path.glob(f"*{PRE_SUFFIX}{file_ending}"))
+        if not files:
+            others = sorted(p.name for p in path.glob(f"*{file_ending}"))[:3]
+            hint = f" (it holds {', '.join(others)}, ...: rename pre-contrast images to <case>_0000{file_ending})" \
+                if others else ""
+            raise SynthesisError(f"{path}: no pre-contrast image *{PRE_SUFFIX}{file_ending} there{hint}")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise SynthesisError(f"{path}: no such file or folder")
     cases = []
     for file in files:
         name = file.name[: -len(file_ending)] if file.name.endswith(file_ending) else file.stem
-        cases.append((name[: -len(PRE_SUFFIX)] if name.endswith(PRE_SUFFIX) else name, file))
+        cases.append((name.removesuffix(PRE_SUFFIX), file))
     return cases
+
+
+def check_output_folder(inputs: Path, output_folder: Path, file_ending: str) -> None:
+    """Refuse to write phase files where nnU-Net would take them for input channels."""
+    input_folder = inputs if inputs.is_dir() else inputs.parent
+    if output_folder.resolve() == input_folder.resolve():
+        raise SynthesisError(
+            f"-o {output_folder} is the input folder: the outputs ({{case}}_0001{file_ending}, ...) would sit beside "
+            f"the pre-contrast images and nnU-Net would read them as extra input channels. Choose another -o"
+        )
+    if output_folder.is_dir() and any(output_folder.glob(f"*{PRE_SUFFIX}{file_ending}")):
+        raise SynthesisError(
+            f"-o {output_folder} holds pre-contrast images (*{PRE_SUFFIX}{file_ending}): nnU-Net would read the "
+            f"synthetic phases written there as extra input channels. Choose an empty or separate -o"
+        )
 
 
 def pad_to_multiple(slices: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -88,9 +121,18 @@ def write_image(array: np.ndarray, reference: dict, path: Path) -> None:
     image.SetSpacing(stuff["spacing"])
     image.SetOrigin(stuff["origin"])
     image.SetDirection(stuff["direction"])
-    temporary = path.with_name(f".tmp_{path.name}")
-    sitk.WriteImage(image, str(temporary), useCompression=True)
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: sitk.WriteImage(image, str(temporary), useCompression=True))
+
+
+def dm_checkpoint_for(dataset: PlannedDataset, checkpoint_file: Path | None) -> DmCheckpointLocation:
+    """``-chk`` where given, else the dataset's DM (``$nnUNet_dkm_checkpoint`` or its dkm folder); it must exist."""
+    location = dataset.dm_checkpoint if checkpoint_file is None else DmCheckpointLocation(checkpoint_file, False)
+    if not location.path.is_file():
+        message = missing_dm_message(location, dataset.name, dataset.configuration, dataset.plans_identifier)
+        if checkpoint_file is not None:
+            message = f"-chk {checkpoint_file}: no such file. {message}"
+        raise SynthesisError(message)
+    return location
 
 
 def synthesize_postcontrast(
@@ -106,32 +148,35 @@ def synthesize_postcontrast(
     seed: int = 0,
     overwrite: bool = False,
 ) -> list[Path]:
-    """Synthesise post-contrast phases for one image or a folder of images; returns the written files."""
-    plans_manager, configuration_manager, dataset_json, preprocessed = load_plans(dataset_id, configuration,
-                                                                                  plans_identifier)
-    if len(configuration_manager.patch_size) != 2:
-        raise PreprocessedSpaceError(f"configuration {configuration} is 3D; the DM works on 2D slices: use -c 2d")
-    checkpoint_file = checkpoint_file or dm_checkpoint_path(preprocessed, configuration)
-    network, checkpoint = load_network(checkpoint_file, map_location=device)
-    check_plans_identity(checkpoint.plans_identity, plans_manager.plans, configuration)
-    network = network.to(device)
-    file_ending = dataset_json.get("file_ending", ".nii.gz")
+    """Synthesise post-contrast phases for one image or a folder of pre-contrast images; returns the written
+    files."""
+    dataset = PlannedDataset.load(dataset_id, configuration, plans_identifier)
+    if dataset.spatial_dims != 2:
+        raise SynthesisError(f"configuration {configuration} is 3D; the DM works on 2D slices: use -c 2d")
+    file_ending = dataset.file_ending
     cases = input_cases(inputs, file_ending)
-    output_folder.mkdir(parents=True, exist_ok=True)
+    check_output_folder(inputs, output_folder, file_ending)
+    location = dm_checkpoint_for(dataset, checkpoint_file)
+    network, checkpoint = load_network(location.path, map_location=device)
+    check_plans_identity(checkpoint.plans_identity, dataset.plans_manager.plans, configuration, location.path)
+    network = network.to(device)
     phases = range(1, checkpoint.config.num_post_phases + 1)
     targets = {case: [output_folder / f"{case}_{p:04d}{file_ending}" for p in phases] for case, _ in cases}
     existing = [str(t) for files in targets.values() for t in files if t.exists()]
     if existing and not overwrite:
-        raise PreprocessedSpaceError(f"{existing[0]} exists ({len(existing)} outputs in all); pass --overwrite")
+        raise SynthesisError(f"{existing[0]} exists ({len(existing)} outputs in all); pass --overwrite to replace")
+    output_folder.mkdir(parents=True, exist_ok=True)
+    report_removed(remove_stale_temporaries(output_folder), "partly written image")
+    plans_manager, configuration_manager = dataset.plans_manager, dataset.configuration_manager
     reader = plans_manager.image_reader_writer_class()
     written = []
     for case, file in tqdm(cases, desc="synthesising post-contrast", unit="case"):
         try:
             data, properties = reader.read_images([str(file)])
         except Exception as error:  # readers raise many types; name the file
-            raise PreprocessedSpaceError(f"{file}: cannot read it as an image ({error})") from error
+            raise SynthesisError(f"{file}: cannot read it as an image ({error})") from error
         if "sitk_stuff" not in properties:
-            raise PreprocessedSpaceError(f"{file}: writing needs the SimpleITK reader; the plans use {type(reader)}")
+            raise SynthesisError(f"{file}: writing needs the SimpleITK reader; the plans use {type(reader)}")
         stack, stats, geometry = preprocess_like_precontrast([data], properties["spacing"], plans_manager,
                                                              configuration_manager)
         estimate = synthesize_case(stack[0], network, checkpoint, method, ddim_steps, seed, torch.device(device))
@@ -145,29 +190,33 @@ def synthesize_postcontrast(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nnUNetv2_dkm_synthesize_postcontrast", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-i", "--input", type=Path, required=True, help="a pre-contrast image or a folder of them")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument("-i", "--input", type=Path, required=True,
+                        help="a pre-contrast image, or a folder: then only its *_0000 files (pre-contrast) are read")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="output folder for {case}_{phase:04d} files; not the input folder")
     parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset whose plans and DM to use")
     parser.add_argument("-c", "--configuration", default="2d")
     parser.add_argument("-p", "--plans", default="nnUNetPlans")
-    parser.add_argument("-chk", "--checkpoint", type=Path, help="DM checkpoint (default: the dataset's dkm folder)")
+    parser.add_argument("-chk", "--checkpoint", type=Path,
+                        help="DM checkpoint (default: $nnUNet_dkm_checkpoint, else the dataset's dkm folder)")
     parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--method", default="ddim", choices=("ddim", "one_step"),
                         help="DDIM sampling (default) or the one-step estimate from the noised pre-contrast image")
-    parser.add_argument("--ddim-steps", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial noise (same seed, same output)")
+    parser.add_argument("--ddim-steps", type=positive_int, default=20, help="DDIM steps (network evaluations)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the initial noise (same seed, same output)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
     try:
-        find_dataset_folder("nnUNet_preprocessed", args.dataset)
         written = synthesize_postcontrast(args.input, args.output, args.dataset, args.configuration, args.plans,
                                           args.checkpoint, args.device, args.method, args.ddim_steps, args.seed,
                                           args.overwrite)
-    except (PreprocessedSpaceError, DiffusionCheckpointError) as error:
+    except (SynthesisError, PreprocessedSpaceError, DiffusionCheckpointError) as error:
         sys.exit(f"error: {error}")
-    print(f"wrote {len(written)} post-contrast image(s) to {args.output}")
+    print(f"wrote {len(written)} post-contrast image(s) to {args.output} as {{case}}_{{phase:04d}} (the kinetics "
+          f"folder layout; not an nnU-Net input folder: nnU-Net would read these names as extra input channels)")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from dataset_conversion.phantom_label import ftv_label
+from nnunet_dkm.ftv_rule import ftv_label
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

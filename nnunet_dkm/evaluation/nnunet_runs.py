@@ -14,7 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
+from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+from nnunet_dkm.ext_trainer_path import add_to_environment
 
 
 class NnunetRunError(Exception):
@@ -29,11 +31,7 @@ def nnunet_command(name: str) -> str:
 
 def child_environment() -> dict[str, str]:
     """The environment for nnU-Net children: ours, with ``nnUNet_extTrainer`` naming the DKM trainers."""
-    env = dict(os.environ)
-    folders = [p for p in env.get("nnUNet_extTrainer", "").split(os.pathsep) if p.strip()]
-    if str(EXT_TRAINER_FOLDER) not in folders:
-        env["nnUNet_extTrainer"] = os.pathsep.join([str(EXT_TRAINER_FOLDER), *folders])
-    return env
+    return dict(add_to_environment(dict(os.environ)))
 
 
 def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] = ()) -> None:
@@ -58,10 +56,10 @@ class TrainedModel:
 
     @property
     def model_folder(self) -> Path:
-        results = os.environ.get("nnUNet_results")
-        if not results:
+        """nnU-Net's output folder of this trainer, plans and configuration (``get_output_folder``)."""
+        if not os.environ.get("nnUNet_results"):
             raise NnunetRunError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results")
-        return Path(results) / self.dataset_name / f"{self.trainer}__{self.plans}__{self.configuration}"
+        return Path(get_output_folder(self.dataset_name, self.trainer, self.plans, self.configuration))
 
     @property
     def fold_folder(self) -> Path:

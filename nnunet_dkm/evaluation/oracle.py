@@ -9,12 +9,11 @@ later runs find and reuse it. It is written to a hidden temporary folder and ren
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from dataset_conversion.raw_dataset import dataset_id_of, existing_datasets_with_id
+from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+from nnunet_dkm.paths import dataset_id
 
 ORACLE_SUFFIX = "PostContrastOracle"
 
@@ -25,7 +24,7 @@ class OracleDatasetError(Exception):
 
 def dataset_ids_in(raw_folder: Path) -> set[int]:
     """Ids of every ``DatasetXXX_*`` folder in ``raw_folder``."""
-    return {dataset_id_of(p) for p in raw_folder.glob("Dataset*_*") if p.is_dir() and dataset_id_of(p) is not None}
+    return {dataset_id(p.name) for p in raw_folder.glob("Dataset[0-9][0-9][0-9]_*") if p.is_dir()}
 
 
 def find_oracle_dataset(raw_folder: Path, source: Path) -> Path | None:
@@ -79,15 +78,16 @@ def make_oracle_dataset(source: Path, oracle_id: int | None = None, phase: int =
     if existing is not None and (oracle_id is None or existing.name.startswith(f"Dataset{oracle_id:03d}_")):
         return existing
     if oracle_id is None:
-        oracle_id = free_dataset_id(raw_folder, dataset_id_of(source))
-    elif existing_datasets_with_id(raw_folder, oracle_id):
+        oracle_id = free_dataset_id(raw_folder, dataset_id(source.name))
+    elif oracle_id in dataset_ids_in(raw_folder):
         raise OracleDatasetError(
             f"dataset id {oracle_id} is taken in {raw_folder} by another dataset; choose another --oracle-id"
         )
     info = json.loads((source / "dataset.json").read_text())
     file_ending = info["file_ending"]
     name = f"Dataset{oracle_id:03d}_{source.name.split('_', 1)[1]}{ORACLE_SUFFIX}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp_{name}_", dir=raw_folder))
+    report_removed(remove_stale_temporaries(raw_folder), "dataset")
+    tmp = make_temporary_folder(raw_folder, name)
     try:
         training = _copy_split(source, tmp, "Tr", phase, file_ending)
         test = _copy_split(source, tmp, "Ts", phase, file_ending)
@@ -107,7 +107,7 @@ def make_oracle_dataset(source: Path, oracle_id: int | None = None, phase: int =
                         f"phase {phase}. Made by nnUNetv2_dkm_benchmark.",
             converted_by="nnunet-dkm", dkm=dkm,
         )
-        os.replace(tmp, raw_folder / name)
+        publish(tmp, raw_folder / name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,16 +1,20 @@
 """nnUNetTrainerDKM: nnU-Net's trainer with the KineticUNet, a frozen pretrained DM and the DC + CE + SSIM loss.
 
-Used through nnU-Net's own commands (with ``export nnUNet_extTrainer=$(nnUNetv2_dkm_trainer_path)``)::
+Used through nnU-Net's own commands::
 
     nnUNetv2_train 990 2d 0 -tr nnUNetTrainerDKM [-device cpu] [--c] [--val]
     nnUNetv2_predict -i imagesTs -o out -d 990 -c 2d -f 0 -tr nnUNetTrainerDKM
 
-The DM checkpoint is found without flags in ``nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/`` (or at
-``$nnUNet_dkm_checkpoint``); one made for other plans is refused. Everything else (logging, validation,
-checkpoints, ``--c``, DDP, mirroring at prediction) is nnU-Net's.
+The DM checkpoint is found without flags (``nnunet_dkm.paths.dm_checkpoint_location``:
+``nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/dm_checkpoint.pt``, or ``$nnUNet_dkm_checkpoint``); one made for
+other plans is refused. Both checks run before nnU-Net creates the model's output folder, so a refused training
+leaves nothing behind. Everything else (logging, validation, checkpoints, ``--c``, DDP, mirroring at prediction) is
+nnU-Net's.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
@@ -21,21 +25,21 @@ from torch import nn
 
 from nnunet_dkm.architecture.builder import DKM_PLANS_KEY, build_kinetic_unet, make_plans_block
 from nnunet_dkm.architecture.kinetic_unet import DEFAULT_MERGE_KERNEL_SIZE, KineticUNet
-from nnunet_dkm.diffusion.checkpoint import (
-    DiffusionCheckpoint,
-    check_plans_identity,
-    load_checkpoint,
-    pretrain_command,
-)
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, check_plans_identity, load_checkpoint
 from nnunet_dkm.diffusion.config import KineticFeatureConfig
-from nnunet_dkm.diffusion.locations import dm_checkpoint_path
 from nnunet_dkm.loss.dc_ce_ssim import SSIM_WEIGHT, DC_CE_SSIM_loss, SSIMLoss
+from nnunet_dkm.paths import DmCheckpointLocation, dm_checkpoint_location, missing_dm_message
 
 DEFAULT_DEVICE = torch.device("cuda")  # nnU-Net's default; -device cpu|cuda overrides it
 
 
 class DkmSetupError(RuntimeError):
     """DKM training cannot start; the message names the command that fixes it."""
+
+
+def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:
+    """The parameters an optimiser may change: everything but the frozen DM (which has ``requires_grad`` off)."""
+    return [parameter for parameter in network.parameters() if parameter.requires_grad]
 
 
 class nnUNetTrainerDKM(nnUNetTrainer):
@@ -55,32 +59,41 @@ class nnUNetTrainerDKM(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = DEFAULT_DEVICE):
+        # checked before nnU-Net's __init__, which creates the output folder and its log
+        self.dm_checkpoint_location, self.dm_checkpoint = self.find_dm_checkpoint(PlansManager(plans), configuration,
+                                                                                  fold)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.dm_checkpoint_file, self.dm_checkpoint = self._find_dm_checkpoint()
-        block = make_plans_block(self.dm_checkpoint, self.kinetic_features, str(self.dm_checkpoint_file),
+        block = make_plans_block(self.dm_checkpoint, self.kinetic_features, str(self.dm_checkpoint_location.path),
                                  self.fusion_merge_kernel_size)
         block["use_pretrained_dm"] = self.use_pretrained_dm
         # nnU-Net saves these plans next to the model; nnUNetv2_predict rebuilds the network from them
         self.plans_manager.plans["configurations"][configuration][DKM_PLANS_KEY] = block
         self.configuration_manager.configuration[DKM_PLANS_KEY] = block
 
-    def _find_dm_checkpoint(self) -> tuple[str, DiffusionCheckpoint]:
-        configuration = self.configuration_name
-        dataset = self.plans_manager.dataset_name
-        command = pretrain_command(dataset, configuration, self.plans_manager.plans_name)
-        if len(self.configuration_manager.patch_size) != 2:
+    @classmethod
+    def check_configuration(cls, plans_manager: PlansManager, configuration: str, fold: int) -> None:
+        """Refuse a configuration this trainer cannot train (``DkmSetupError`` naming the command to use)."""
+        if len(plans_manager.get_configuration(configuration).patch_size) != 2:
             raise DkmSetupError(
                 f"configuration {configuration} is 3D, but the DKM diffusion module works on 2D slices. Train the 2d "
-                f"configuration: nnUNetv2_train {dataset} 2d {self.fold} -tr {self.__class__.__name__}"
+                f"configuration: nnUNetv2_train {plans_manager.dataset_name} 2d {fold} -tr {cls.__name__}"
             )
-        if self.preprocessed_dataset_folder_base is None:
+
+    @classmethod
+    def find_dm_checkpoint(cls, plans_manager: PlansManager, configuration: str,
+                           fold: int) -> tuple[DmCheckpointLocation, DiffusionCheckpoint]:
+        """The DM checkpoint of this dataset and configuration, checked against the plans in use."""
+        cls.check_configuration(plans_manager, configuration, fold)
+        preprocessed_root = os.environ.get("nnUNet_preprocessed")
+        if not preprocessed_root:
             raise DkmSetupError("nnUNet_preprocessed is not set: export nnUNet_preprocessed=/path/to/preprocessed")
-        path = dm_checkpoint_path(self.preprocessed_dataset_folder_base, configuration)
-        if not path.is_file():
-            raise DkmSetupError(f"no DM checkpoint at {path}. Pretrain the diffusion module first: {command}")
-        checkpoint = load_checkpoint(path)
-        check_plans_identity(checkpoint.plans_identity, self.plans_manager.plans, configuration, path)
-        return str(path), checkpoint
+        dataset = plans_manager.dataset_name
+        location = dm_checkpoint_location(os.path.join(preprocessed_root, dataset), configuration)
+        if not location.path.is_file():
+            raise DkmSetupError(missing_dm_message(location, dataset, configuration, plans_manager.plans_name))
+        checkpoint = load_checkpoint(location.path)
+        check_plans_identity(checkpoint.plans_identity, plans_manager.plans, configuration, location.path)
+        return location, checkpoint
 
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
@@ -100,16 +113,15 @@ class nnUNetTrainerDKM(nnUNetTrainer):
         if self.use_pretrained_dm:
             self.unwrapped_network().kinetic.network.load_state_dict(self.dm_checkpoint.weights)
         self.print_to_log_file(
-            f"DKM: DM from {self.dm_checkpoint_file} ({'pretrained' if self.use_pretrained_dm else 'UNTRAINED control'}"
-            f", {self.dm_checkpoint.config.preset} preset), features {self.kinetic_features}, SSIM weight "
-            f"{self.ssim_weight}"
+            f"DKM: DM from {self.dm_checkpoint_location.describe()} "
+            f"({'pretrained' if self.use_pretrained_dm else 'UNTRAINED control'}, {self.dm_checkpoint.config.preset} "
+            f"preset), features {self.kinetic_features}, SSIM weight {self.ssim_weight}"
         )
 
     def configure_optimizers(self):
         """nnU-Net's SGD + poly schedule over the trainable parameters only (the frozen DM stays out)."""
-        parameters = [p for p in self.network.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(parameters, self.initial_lr, weight_decay=self.weight_decay, momentum=0.99,
-                                    nesterov=True)
+        optimizer = torch.optim.SGD(trainable_parameters(self.network), self.initial_lr,
+                                    weight_decay=self.weight_decay, momentum=0.99, nesterov=True)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _build_loss(self) -> nn.Module:

@@ -14,7 +14,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunet_dkm.architecture.builder import build_paper_network
-from nnunet_dkm.training.nnUNetTrainerDKM import DEFAULT_DEVICE, nnUNetTrainerDKM
+from nnunet_dkm.training.nnUNetTrainerDKM import DEFAULT_DEVICE, nnUNetTrainerDKM, trainable_parameters
 
 PAPER_LEARNING_RATE = 2e-5
 PAPER_WEIGHT_DECAY = 1e-6
@@ -37,6 +37,6 @@ class nnUNetTrainerDKMPaper(nnUNetTrainerDKM, nnUNetTrainerNoDA):
         return build_paper_network(configuration_manager, num_input_channels, num_output_channels)
 
     def configure_optimizers(self):
-        parameters = [p for p in self.network.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(parameters, lr=self.initial_lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.Adam(trainable_parameters(self.network), lr=self.initial_lr,
+                                     weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs, exponent=0.0)  # constant

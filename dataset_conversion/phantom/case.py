@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from dataset_conversion.phantom_anatomy import Anatomy, generate_anatomy
-from dataset_conversion.phantom_kinetics import dynamic_signal
-from dataset_conversion.phantom_label import ftv_label
-from dataset_conversion.phantom_parameters import PhantomParameters
-from dataset_conversion.phantom_scanner import acquire, bias_field, draw_scanner_settings
+from dataset_conversion.phantom.anatomy import Anatomy, generate_anatomy
+from dataset_conversion.phantom.kinetics import dynamic_signal
+from dataset_conversion.phantom.parameters import PhantomParameters
+from dataset_conversion.phantom.scanner import acquire, bias_field, draw_scanner_settings
 from dataset_conversion.raw_dataset import DatasetConversionError
+from nnunet_dkm.ftv_rule import ftv_label
 
 Array = np.ndarray
 

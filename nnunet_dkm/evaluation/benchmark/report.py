@@ -1,38 +1,27 @@
 """Benchmark outputs: the markdown and CSV tables, the Dice bar chart and the overlay figure.
 
-Every file is written to a temporary name and renamed, so a reader never sees half a table.
+Every file is written to a temporary name and renamed (``nnunet_dkm.atomic``), so a reader never sees half a
+table. Figures use matplotlib's object-oriented ``Figure`` (no pyplot, no global backend switch).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from nnunet_dkm.evaluation.statistics import PairedComparison  # noqa: E402
+from nnunet_dkm.atomic import write_atomically
+from nnunet_dkm.evaluation.benchmark.methods import MethodInfo
+from nnunet_dkm.evaluation.statistics import PairedComparison
 
 ROLE_COLOURS = {"pre-contrast network": "#1f77b4", "control": "#9467bd", "pre-contrast baseline": "#7f7f7f",
                 "post-contrast ceiling": "#2ca02c"}
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """How a row of the tables was made."""
-
-    key: str
-    label: str
-    role: str  # one of ROLE_COLOURS
-    input: str
-    made_by: str  # trainer name or rule
 
 
 @dataclass
@@ -49,17 +38,6 @@ class BenchmarkContext:
     date: str
     machine: str
     notes: list[str] = field(default_factory=list)
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, then rename the result to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _pm(mean: float, std: float, digits: int) -> str:
@@ -131,7 +109,8 @@ def dice_bar_chart(summary: pd.DataFrame, methods: Sequence[MethodInfo], path: P
     """Horizontal bars of mean Dice ± std per method, coloured by role."""
     by_key = {m.key: m for m in methods}
     rows = list(summary.itertuples(index=False))
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.9))
+    fig = Figure(figsize=(8, 0.45 * len(rows) + 1.9))
+    ax = fig.subplots()
     y = np.arange(len(rows))[::-1]
     colours = [ROLE_COLOURS[by_key[r.method].role] for r in rows]
     ax.barh(y, [r.dice_mean for r in rows], xerr=[r.dice_std for r in rows], color=colours, capsize=3)
@@ -141,11 +120,10 @@ def dice_bar_chart(summary: pd.DataFrame, methods: Sequence[MethodInfo], path: P
     ax.set_xlim(0, 1)
     ax.set_xlabel("Dice (mean ± std over folds x cases)")
     ax.set_title(title, fontsize=10)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ROLE_COLOURS.values()]
+    handles = [Rectangle((0, 0), 1, 1, color=c) for c in ROLE_COLOURS.values()]
     fig.legend(handles, list(ROLE_COLOURS), loc="lower center", ncol=len(ROLE_COLOURS), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
-    plt.close(fig)
 
 
 def overlay_figure(rows: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: Path) -> None:
@@ -155,7 +133,8 @@ def overlay_figure(rows: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]]
     the first mask by convention.
     """
     columns = 1 + max(len(masks) for _, _, masks in rows)
-    fig, axes = plt.subplots(len(rows), columns, figsize=(2.4 * columns, 2.5 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(2.4 * columns, 2.5 * len(rows)))
+    axes = fig.subplots(len(rows), columns, squeeze=False)
     for axes_row, (title, image, masks) in zip(axes, rows, strict=True):
         low, high = np.percentile(image, (1, 99.5))
         axes_row[0].imshow(image, cmap="gray", vmin=low, vmax=high)
@@ -170,4 +149,3 @@ def overlay_figure(rows: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]]
             ax.axis("off")
     fig.tight_layout()
     write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)

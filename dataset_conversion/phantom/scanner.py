@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dataset_conversion.phantom_anatomy import Grid, smooth_random_field
-from dataset_conversion.phantom_parameters import PhantomParameters
+from dataset_conversion.phantom.anatomy import Grid, smooth_random_field
+from dataset_conversion.phantom.parameters import PhantomParameters
 
 Array = np.ndarray
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dataset_conversion.phantom_case import generate_case, to_image
-from dataset_conversion.phantom_parameters import PRESETS, preset_parameters
+from dataset_conversion.phantom.case import generate_case, to_image
+from dataset_conversion.phantom.parameters import PRESETS, preset_parameters
 from dataset_conversion.raw_dataset import (
     ConversionSummary,
     DatasetConversionError,
@@ -33,6 +33,7 @@ from dataset_conversion.raw_dataset import (
     exit_on_conversion_error,
     nnunet_raw_folder,
 )
+from nnunet_dkm.cli_types import finite_float, non_negative_int, positive_int
 
 LABEL_SOURCE = "synthetic: PE1>=70% within tumour, >=4/26 neighbours (TCIA FTV rule)"
 #: bump when a code change alters the exams a (preset, seed) produces
@@ -160,16 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-d", "--dataset-id", type=int, required=True, help="nnU-Net dataset id, e.g. 990")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
-                        help="demo: 128x128x12 for a 2-core CPU; nact: 256x256x60 like the real protocol")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset)")
-    parser.add_argument("--num-train", type=int, default=None, help="labelled training exams")
-    parser.add_argument("--num-test", type=int, default=None, help="labelled test exams (imagesTs)")
-    parser.add_argument("--num-unlabelled", type=int, default=None, help="exams without label (unlabelledTr)")
-    parser.add_argument("--shape", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None,
+                        help="demo: 128x128x12 for a 2-core CPU; scarce: make demo's 64x64x12 grid with few labels "
+                             "(32 train, 24 test) and many unlabelled exams (240); nact: 256x256x60 like the real "
+                             "protocol")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (same seed, same dataset)")
+    parser.add_argument("--num-train", type=positive_int, default=None, help="labelled training exams")
+    parser.add_argument("--num-test", type=non_negative_int, default=None, help="labelled test exams (imagesTs)")
+    parser.add_argument("--num-unlabelled", type=non_negative_int, default=None,
+                        help="exams without label (unlabelledTr)")
+    parser.add_argument("--shape", type=positive_int, nargs=3, metavar=("X", "Y", "Z"), default=None,
                         help="grid in voxels (same field of view)")
-    parser.add_argument("--phase-times", type=float, nargs="+", metavar="T", default=None,
+    parser.add_argument("--phase-times", type=finite_float, nargs="+", metavar="T", default=None,
                         help="k-space-centre times in s after injection: pre-contrast (<= 0) then >= 2 post-contrast")
-    parser.add_argument("--pre-contrast-cue", type=float, default=None,
+    parser.add_argument("--pre-contrast-cue", type=finite_float, default=None,
                         help="tumour-minus-fibroglandular contrast on the pre-contrast image, in noise sigmas")
     parser.add_argument("--no-vessels", action="store_true", help="leave out enhancing vessels")
     parser.add_argument("--name", default="DKMPhantom", help="dataset name (default DKMPhantom)")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import dcmri
 import numpy as np
 
-from dataset_conversion.phantom_anatomy import Anatomy, smooth_random_field
-from dataset_conversion.phantom_parameters import PhantomParameters, TissueProperties
+from dataset_conversion.phantom.anatomy import Anatomy, smooth_random_field
+from dataset_conversion.phantom.parameters import PhantomParameters, TissueProperties
 
 Array = np.ndarray
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from dataset_conversion.phantom_parameters import PhantomParameters
+from dataset_conversion.phantom.parameters import PhantomParameters
 
 Array = np.ndarray
 

@@ -37,10 +37,9 @@ import SimpleITK as sitk
 from scipy import ndimage
 from tqdm import tqdm
 
-from dataset_conversion.phantom_anatomy import Anatomy
-from dataset_conversion.phantom_case import generate_anatomy_for
-from dataset_conversion.phantom_label import percent_enhancement
-from dataset_conversion.phantom_parameters import CALIBRATION_TARGETS, PhantomParameters
+from dataset_conversion.phantom.anatomy import Anatomy
+from dataset_conversion.phantom.case import generate_anatomy_for
+from dataset_conversion.phantom.parameters import CALIBRATION_TARGETS, PhantomParameters
 from dataset_conversion.raw_dataset import (
     FILE_ENDING,
     DatasetConversionError,
@@ -48,6 +47,7 @@ from dataset_conversion.raw_dataset import (
     exit_on_conversion_error,
     nnunet_raw_folder,
 )
+from nnunet_dkm.ftv_rule import percent_enhancement
 
 Array = np.ndarray
 

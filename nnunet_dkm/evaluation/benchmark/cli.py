@@ -1,0 +1,173 @@
+"""``nnUNetv2_dkm_benchmark``: DKM against vanilla nnU-Net on one split, with controls, ceilings and baselines.
+
+    nnUNetv2_dkm_benchmark -d 990 -c 2d -f 0 1 2            # full nnU-Net schedules (GPU)
+    nnUNetv2_dkm_benchmark -d 990 -c 2d -f 0 1 --schedule demo -device cpu
+    nnUNetv2_dkm_benchmark -d 990 -c 2d -f 0 --ablation     # + the paper's Table 2 over DM feature levels
+
+Methods (``methods.py``), all evaluated on the same cases (the test split ``imagesTs/labelsTs``; without one, each
+fold's validation cases): vanilla nnU-Net, DKM, the untrained-DM control, optional DM-level ablations, the
+post-contrast ceilings and pre-contrast baselines without a network. Stages (``stages.py``): train what is missing,
+predict, apply the rules, score. Verdicts (``verdicts.py``) and outputs (``outputs.py``): ``results.md``,
+``per_case.csv``, ``summary.csv``, ``paired.csv``, ``dice_bars.png`` and ``overlays.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from nnunet_dkm.cli_types import positive_int
+from nnunet_dkm.evaluation.benchmark.cases import BenchmarkError, evaluation_cases, has_test_split, load_splits
+from nnunet_dkm.evaluation.benchmark.methods import DEFAULT_ABLATION, TrainerChoice, plan_methods
+from nnunet_dkm.evaluation.benchmark.outputs import machine_description, write_outputs
+from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext
+from nnunet_dkm.evaluation.benchmark.stages import (
+    ensure_planned,
+    predict,
+    rule_baselines,
+    score,
+    stage,
+    train_models,
+)
+from nnunet_dkm.evaluation.nnunet_runs import NnunetRunError
+from nnunet_dkm.evaluation.oracle import OracleDatasetError, copy_split_file, make_oracle_dataset
+from nnunet_dkm.paths import (
+    DatasetLocationError,
+    dataset_folder,
+    dm_checkpoint_location,
+    missing_dm_message,
+    nnunet_folder,
+)
+
+
+def locate(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(raw, preprocessed) folders of the dataset; errors name the command that makes what is missing."""
+    raw = dataset_folder("nnUNet_raw", args.dataset)
+    plan_first = f"run `nnUNetv2_plan_and_preprocess -d {args.dataset} -c {args.configuration}` first"
+    try:
+        preprocessed = dataset_folder("nnUNet_preprocessed", args.dataset)
+    except DatasetLocationError as error:
+        raise BenchmarkError(f"{error}: {plan_first}") from error
+    if not (preprocessed / f"{args.plans}.json").is_file():
+        raise BenchmarkError(f"{preprocessed / (args.plans + '.json')} not found: {plan_first}")
+    return raw, preprocessed
+
+
+def run_benchmark(args: argparse.Namespace) -> Path:
+    raw, preprocessed = locate(args)
+    info = json.loads((raw / "dataset.json").read_text())
+    file_ending = info["file_ending"]
+    label_source = info.get("dkm", {}).get("label_source", "unknown")
+    trainers = TrainerChoice(args.schedule, args.vanilla_trainer, args.dkm_trainer, args.control_trainer,
+                             args.oracle_trainer)
+    methods = plan_methods(trainers, args.post_phase, not args.no_control, not args.no_oracle,
+                           tuple(args.ablation or ()))
+    location = dm_checkpoint_location(preprocessed, args.configuration)
+    if any(m.uses_dm for m in methods) and not location.path.is_file():
+        raise BenchmarkError(missing_dm_message(location, raw.name, args.configuration, args.plans))
+    output = Path(args.output) if args.output else (
+        nnunet_folder("nnUNet_results") / raw.name / f"dkm_benchmark__{args.plans}__{args.configuration}")
+    output.mkdir(parents=True, exist_ok=True)
+    network_methods = [m for m in methods if m.trainer and not m.on_oracle_dataset]
+
+    stage("1/5 nnU-Net models (trained where missing)")
+    # vanilla first: it writes the split file the others share
+    train_models(network_methods, args.folds, raw, None, args.plans, args.configuration, args.device)
+    oracle_raw = None
+    if not args.no_oracle:
+        oracle_raw = make_oracle_dataset(raw, args.oracle_id, args.post_phase)
+        print(f"post-contrast oracle dataset: {oracle_raw}", flush=True)
+        copy_split_file(preprocessed, ensure_planned(oracle_raw, args.configuration, args.plans))
+        train_models([m for m in methods if m.on_oracle_dataset], args.folds, raw, oracle_raw, args.plans,
+                     args.configuration, args.device)
+    splits = load_splits(preprocessed)
+    split_text, cases = evaluation_cases(raw, splits, args.folds, file_ending, args.post_phase)
+
+    stage("2/5 predictions")
+    predictions = predict(methods, cases, raw, oracle_raw, args.plans, args.configuration, args.device, output,
+                          has_test_split(raw, file_ending), file_ending)
+    stage("3/5 baselines without a network")
+    predictions.update(rule_baselines(cases, {fold: splits[fold]["train"] for fold in args.folds}, raw, output,
+                                      file_ending))
+    stage("4/5 metrics")
+    per_case = score(cases, predictions, file_ending)
+
+    stage("5/5 tables and figures")
+    context = BenchmarkContext(
+        dataset=raw.name, label_source=label_source, configuration=args.configuration, plans=args.plans,
+        split=split_text, folds=args.folds, command=args.command,
+        date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine_description(args.device),
+    )
+    if oracle_raw is not None:
+        context.notes.append(f"post-contrast oracle dataset: {oracle_raw.name} (made by this benchmark)")
+    if "threshold" in label_source.lower() or "ftv" in label_source.lower() or label_source == "synthetic":
+        context.notes.append("the labels are (or follow) a post-contrast threshold rule, so methods that see the "
+                             "post-contrast phase score near 1 by construction")
+    text = write_outputs(output, context, [m.info for m in methods], per_case, cases, predictions, file_ending,
+                         args.overlays)
+    print(text)
+    print(f"written to {output}")
+    return output
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="nnUNetv2_dkm_benchmark",
+        description="Benchmark DKM against vanilla nnU-Net on the pre-contrast image, with the untrained-DM "
+                    "control, the post-contrast ceiling and baselines without a network. Trains missing models "
+                    "with nnUNetv2_train, reuses existing ones.",
+    )
+    parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset id, e.g. 990")
+    parser.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
+    parser.add_argument("-f", "--folds", type=int, nargs="+", default=[0],
+                        help="folds to train and evaluate; several folds give paired statistics that include "
+                             "training noise (default 0)")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("--schedule", choices=("full", "demo", "debug"), default="full",
+                        help="append _demo / _debug to every default trainer name (short CPU schedules)")
+    parser.add_argument("--vanilla-trainer", default=None, help="vanilla trainer (default nnUNetTrainer)")
+    parser.add_argument("--dkm-trainer", default=None, help="DKM trainer (default nnUNetTrainerDKM)")
+    parser.add_argument("--control-trainer", default=None,
+                        help="untrained-DM control (default nnUNetTrainerDKM_untrainedDM)")
+    parser.add_argument("--oracle-trainer", default=None, help="trainer of the post-contrast oracle (nnUNetTrainer)")
+    parser.add_argument("--ablation", nargs="*", default=None, metavar="LEVELS",
+                        help="also DKM with these DM feature levels, e.g. 1 2 3 4 1234 (no value: those five)")
+    parser.add_argument("--no-control", action="store_true", help="leave out the untrained-DM control")
+    parser.add_argument("--no-oracle", action="store_true", help="leave out the post-contrast nnU-Net oracle")
+    parser.add_argument("--oracle-id", type=positive_int, default=None,
+                        help="dataset id of the oracle companion (default: reuse one, else the highest free id)")
+    parser.add_argument("--post-phase", type=positive_int, default=1,
+                        help="post-contrast phase of the ceiling (default 1)")
+    parser.add_argument("--overlays", type=positive_int, default=3, help="cases shown in overlays.png (default 3)")
+    parser.add_argument("-o", "--output", default=None,
+                        help="output folder (default $nnUNet_results/DatasetXXX/dkm_benchmark__<plans>__<cfg>)")
+    parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default=None,
+                        help="device for training and prediction (default cuda if available, else cpu)")
+    args = parser.parse_args(argv)
+    if args.ablation is not None and not args.ablation:
+        args.ablation = list(DEFAULT_ABLATION)
+    for levels in args.ablation or ():
+        if not levels or any(c not in "1234" for c in levels) or sorted(set(levels)) != list(levels):
+            parser.error(f"--ablation {levels!r}: give increasing DM levels from 1 to 4, e.g. 1 34 1234")
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    args.command = shlex.join(["nnUNetv2_dkm_benchmark", *(sys.argv[1:] if argv is None else argv)])
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        run_benchmark(args)
+    except (BenchmarkError, NnunetRunError, OracleDatasetError, DatasetLocationError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

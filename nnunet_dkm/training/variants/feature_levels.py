@@ -1,0 +1,88 @@
+"""DKM with other DM feature levels: every non-empty subset of f1..f4 (the paper's Table 2).
+
+Level l is read at 1 / 2^(l-1) of the patch size; ``nnUNetTrainerDKM`` itself uses f3 + f4 (``_f34`` is the same
+network under its ablation name).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
+
+_DEFAULT = nnUNetTrainerDKM.kinetic_features
+
+class nnUNetTrainerDKM_f1(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f1."""
+
+    kinetic_features = replace(_DEFAULT, levels=(1,))
+
+class nnUNetTrainerDKM_f2(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f2."""
+
+    kinetic_features = replace(_DEFAULT, levels=(2,))
+
+class nnUNetTrainerDKM_f3(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f3."""
+
+    kinetic_features = replace(_DEFAULT, levels=(3,))
+
+class nnUNetTrainerDKM_f4(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f4."""
+
+    kinetic_features = replace(_DEFAULT, levels=(4,))
+
+class nnUNetTrainerDKM_f12(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f1 + f2."""
+
+    kinetic_features = replace(_DEFAULT, levels=(1, 2))
+
+class nnUNetTrainerDKM_f13(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f1 + f3."""
+
+    kinetic_features = replace(_DEFAULT, levels=(1, 3))
+
+class nnUNetTrainerDKM_f14(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f1 + f4."""
+
+    kinetic_features = replace(_DEFAULT, levels=(1, 4))
+
+class nnUNetTrainerDKM_f23(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f2 + f3."""
+
+    kinetic_features = replace(_DEFAULT, levels=(2, 3))
+
+class nnUNetTrainerDKM_f24(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f2 + f4."""
+
+    kinetic_features = replace(_DEFAULT, levels=(2, 4))
+
+class nnUNetTrainerDKM_f34(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f3 + f4."""
+
+    kinetic_features = replace(_DEFAULT, levels=(3, 4))
+
+class nnUNetTrainerDKM_f123(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f1 + f2 + f3."""
+
+    kinetic_features = replace(_DEFAULT, levels=(1, 2, 3))
+
+class nnUNetTrainerDKM_f124(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f1 + f2 + f4."""
+
+    kinetic_features = replace(_DEFAULT, levels=(1, 2, 4))
+
+class nnUNetTrainerDKM_f134(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f1 + f3 + f4."""
+
+    kinetic_features = replace(_DEFAULT, levels=(1, 3, 4))
+
+class nnUNetTrainerDKM_f234(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f2 + f3 + f4."""
+
+    kinetic_features = replace(_DEFAULT, levels=(2, 3, 4))
+
+class nnUNetTrainerDKM_f1234(nnUNetTrainerDKM):
+    """DKM fed by DM feature level(s) f1 + f2 + f3 + f4."""
+
+    kinetic_features = replace(_DEFAULT, levels=(1, 2, 3, 4))
