@@ -27,6 +27,7 @@ setup(
         "scipy",
         "tqdm",
         "matplotlib",
+        "scikit-learn",
     ],
     extras_require={"test": ["pytest", "ruff"]},
     entry_points={
@@ -39,6 +40,7 @@ setup(
             "nnUNetv2_dkm_synthesize_postcontrast=nnunet_dkm.diffusion.postcontrast:main",
             "nnUNetv2_dkm_trainer_path=nnunet_dkm.ext_trainer_path:main",
             "nnUNetv2_dkm_benchmark=nnunet_dkm.evaluation.benchmark.cli:main",
+            "nnUNetv2_dkm_probe=nnunet_dkm.probe.cli:main",
         ]
     },
 )

@@ -1,0 +1,110 @@
+"""``nnUNetv2_dkm_probe``: do the DM's frozen features know where tumours are?
+
+Pixel classifiers (logistic regression and a small MLP) on frozen, upsampled DM features (as in label-efficient
+diffusion segmentation, Baranchuk et al., ICLR 2022), against the same classifiers on the untrained DM (same
+architecture, random frozen weights), the pre-contrast intensity, a fixed filter bank and the real enhancement
+(ceiling)::
+
+    nnUNetv2_dkm_probe -d 990 -c 2d
+    nnUNetv2_dkm_probe -d 990 -c 2d --settings A250:decoder:34 B:decoder:34 C5:encoder:3 --num-labelled 8
+    nnUNetv2_dkm_probe -d 990 -c 2d --settings all -device cuda
+
+Fit: labelled training cases; selection (held-out training cases): each row's threshold and the best setting;
+report: the test split. Writes results.md, results.csv and probe.png to
+``$nnUNet_results/DatasetXXX/dkm_probe__<plans>__<configuration>/`` (or ``-o``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from nnunet_dkm.cli_types import non_negative_int, positive_int
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
+from nnunet_dkm.paths import DatasetLocationError
+from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError
+from nnunet_dkm.probe.classifiers import CLASSIFIERS, ClassifierSettings
+from nnunet_dkm.probe.errors import ProbeError
+from nnunet_dkm.probe.outputs import ProbeFiles, classifier_description, machine_description, write_results
+from nnunet_dkm.probe.paths import probe_checkpoint, probe_output_folder
+from nnunet_dkm.probe.results import ProbeOptions
+from nnunet_dkm.probe.run import run_probe
+from nnunet_dkm.probe.settings import SYNTAX_HELP, parse_settings
+from nnunet_dkm.probe.tables import ReportContext
+
+PROG = "nnUNetv2_dkm_probe"
+
+
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(prog=PROG, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    result.add_argument("-d", "--dataset", required=True, help="dataset id or name")
+    result.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
+    result.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier")
+    result.add_argument("-chk", "--checkpoint", type=Path,
+                        help="DM checkpoint (default: $nnUNet_dkm_checkpoint, else the dataset's dkm folder)")
+    result.add_argument("--settings", nargs="+", default=["default"], metavar="SETTING",
+                        help=f"DM settings: {SYNTAX_HELP} (default: nnUNetTrainerDKM's setting)")
+    result.add_argument("--num-labelled", type=positive_int,
+                        help="labelled training cases to fit on (default: all outside the selection set)")
+    result.add_argument("--num-selection", type=positive_int,
+                        help="held-out training cases that choose thresholds and the setting (default: a quarter, "
+                             "at least 2)")
+    result.add_argument("--pixels-per-class", type=positive_int, default=1000,
+                        help="cap on tumour (and as many non-tumour) body pixels per fit case (1000)")
+    result.add_argument("--classifiers", nargs="+", choices=CLASSIFIERS, default=list(CLASSIFIERS))
+    result.add_argument("-o", "--output", type=Path,
+                        help="output folder (default: $nnUNet_results/DatasetXXX/dkm_probe__<plans>__<cfg>/)")
+    result.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the split, pixels, untrained DM and classifiers (same seed, same table)")
+    result.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"), help="where the DMs run")
+    return result
+
+
+def probe(args: argparse.Namespace, command: str) -> Path:
+    """Run the probe for parsed arguments; returns the output folder."""
+    settings = parse_settings(args.settings)
+    dataset = PlannedDataset.load(args.dataset, args.configuration, args.plans)
+    checkpoint = probe_checkpoint(dataset, args.checkpoint)
+    output = args.output if args.output is not None else probe_output_folder(dataset)
+    options = ProbeOptions(num_labelled=args.num_labelled, num_selection=args.num_selection, seed=args.seed,
+                           pixels_per_class=args.pixels_per_class, classifiers=tuple(args.classifiers),
+                           classifier_settings=ClassifierSettings(), device=args.device)
+    started = time.perf_counter()
+    result = run_probe(dataset, {"pretrained": checkpoint}, settings, options=options)
+    print(result.split.describe())
+    for note in result.notes:
+        print(f"note: {note}")
+    context = ReportContext(
+        title=f"DM feature probe: {dataset.name}, {dataset.configuration}", command=command,
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine_description(args.device),
+        dataset=dataset.name, configuration=dataset.configuration, plans=dataset.plans_identifier, seed=args.seed,
+        classifier_description=classifier_description(options),
+    )
+    table = write_results(result, context, ProbeFiles.in_folder(output))
+    print(table)
+    print(f"probe done in {time.perf_counter() - started:.0f} s: wrote {output / 'results.md'}, results.csv and "
+          "probe.png")
+    return output
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
+    try:
+        probe(args, " ".join([PROG, shlex.join(argv)]))
+    except (ProbeError, PreprocessedSpaceError, DiffusionCheckpointError, DatasetLocationError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
