@@ -188,6 +188,72 @@ def test_oracle_split_must_match_the_source_split(tmp_path) -> None:
     (oracle / "splits_final.json").write_text(json.dumps([{"train": ["a"], "val": ["b", "c"]}]))
     with pytest.raises(OracleDatasetError, match="differs"):
         copy_split_file(source, oracle)
+    # folds appended to the source (label subsets) reach an oracle whose folds are the source's first ones
+    (oracle / "splits_final.json").write_text(json.dumps(split))
+    longer = [*split, {"train": ["a"], "val": ["c"]}]
+    (source / "splits_final.json").write_text(json.dumps(longer))
+    copy_split_file(source, oracle)
+    assert json.loads((oracle / "splits_final.json").read_text()) == longer
+
+
+# -- label efficiency ------------------------------------------------------------------------------------------------
+
+
+def test_label_subsets_are_nested_appended_once_and_leave_existing_folds_alone(tmp_path) -> None:
+    from nnunet_dkm.evaluation.benchmark.cases import BenchmarkError
+    from nnunet_dkm.evaluation.benchmark.label_subsets import label_runs, parse_num_labelled
+
+    cases = [f"case_{i:02d}" for i in range(12)]
+    splits = [{"train": cases[:8], "val": cases[8:]}, {"train": cases[4:], "val": cases[:4]}]
+    (tmp_path / "splits_final.json").write_text(json.dumps(splits))
+    wanted = parse_num_labelled(["8", "2", "all", "4"])
+    assert wanted == [2, 4, 8, None]
+    runs = label_runs(tmp_path, "unused", [0, 1], wanted)
+    written = json.loads((tmp_path / "splits_final.json").read_text())
+    assert written[:2] == splits  # existing folds unchanged
+    by_fold = {fold: [r for r in runs if r.fold == fold] for fold in (0, 1)}
+    for fold, fold_runs in by_fold.items():
+        subsets = [set(r.train_cases) for r in fold_runs]
+        assert [len(s) for s in subsets] == [2, 4, 8]  # 8 of 8 is "all", the fold itself
+        assert subsets[0] < subsets[1] < subsets[2] == set(splits[fold]["train"])
+        assert fold_runs[-1].nnunet_fold == fold and fold_runs[-1].label == "all"
+        for run in fold_runs[:-1]:
+            assert written[run.nnunet_fold] == {"train": sorted(run.train_cases), "val": sorted(splits[fold]["val"])}
+    assert len(written) == 2 + 4  # two subsets (2 and 4 cases) per fold
+    again = label_runs(tmp_path, "unused", [0, 1], wanted)
+    assert again == runs and json.loads((tmp_path / "splits_final.json").read_text()) == written
+    with pytest.raises(BenchmarkError, match="only 8 labelled training cases"):
+        label_runs(tmp_path, "unused", [0], [9])
+    with pytest.raises(ValueError, match="--num-labelled"):
+        parse_num_labelled(["0"])
+
+
+def test_label_efficiency_overview_states_the_goal_per_n(tmp_path) -> None:
+    from nnunet_dkm.evaluation.benchmark.label_efficiency import dkm_against, write_label_efficiency
+    from nnunet_dkm.evaluation.benchmark.methods import MethodInfo
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, gain in (("4", 0.08), ("8", 0.0), ("all", 0.01)):
+        for fold in (0, 1, 2):
+            for case in range(10):
+                base = rng.uniform(0.3, 0.6)
+                for method, dice in (("vanilla", base - 0.02), ("untrained_dm_control", base),
+                                     ("dkm", base + gain + rng.normal(0, 0.005))):
+                    rows.append({"method": method, "fold": fold, "case": f"c{case}", "num_labelled": label,
+                                 "labelled_cases": {"4": 4, "8": 8, "all": 20}[label], "dice": dice})
+    per_case = pd.DataFrame(rows)
+    against = dkm_against(per_case, "untrained_dm_control").set_index("num_labelled")
+    assert bool(against.loc["4", "goal_met"]) and against.loc["4", "verdict"] == "gain"
+    assert not against.loc["8", "goal_met"] and not against.loc["all", "goal_met"]  # no gain; N > 8
+    methods = [MethodInfo(k, k, "pre-contrast network", "pre-contrast", k)
+               for k in ("vanilla", "dkm", "untrained_dm_control")]
+    text = write_label_efficiency(tmp_path, per_case, methods, ["# header"], "title")
+    control_section = text.split("## DKM − untrained-DM control")[1].split("## DKM − vanilla")[0]
+    row_of_4 = next(line for line in control_section.splitlines() if line.startswith("| 4 |"))
+    assert row_of_4.startswith("| 4 | 30 | +0.08") and row_of_4.endswith("| gain | yes |")
+    assert (tmp_path / "label_efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    assert "goal met" in text and "| 4 | 4 | dkm |" in text
 
 
 # -- command-line errors --------------------------------------------------------------------------------------------

@@ -12,7 +12,13 @@ import json
 import shutil
 from pathlib import Path
 
-from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+from nnunet_dkm.atomic import (
+    make_temporary_folder,
+    publish,
+    remove_stale_temporaries,
+    report_removed,
+    write_atomically,
+)
 from nnunet_dkm.paths import dataset_id
 
 ORACLE_SUFFIX = "PostContrastOracle"
@@ -117,17 +123,21 @@ def make_oracle_dataset(source: Path, oracle_id: int | None = None, phase: int =
 def copy_split_file(source_preprocessed: Path, oracle_preprocessed: Path) -> None:
     """Give the oracle the source's ``splits_final.json`` so that fold k holds the same cases in both.
 
-    An oracle split file that differs from the source's is an error (its models were trained on other folds).
+    An oracle split file whose folds are the source's first folds is brought up to date (the benchmark appends
+    label-subset folds); one that differs in a common fold is an error (its models were trained on other folds).
     """
     source_split = source_preprocessed / "splits_final.json"
     if not source_split.is_file():
         raise OracleDatasetError(f"{source_split} is missing; train a model of the source dataset first")
+    source = json.loads(source_split.read_text())
     target = oracle_preprocessed / "splits_final.json"
     if target.is_file():
-        if json.loads(target.read_text()) != json.loads(source_split.read_text()):
+        existing = json.loads(target.read_text())
+        if existing != source[: len(existing)]:
             raise OracleDatasetError(
                 f"{target} differs from {source_split}: the oracle was trained on other folds; delete the oracle's "
                 f"results and split file, or pass another --oracle-id"
             )
-        return
-    shutil.copyfile(source_split, target)
+        if existing == source:
+            return
+    write_atomically(target, lambda temporary: shutil.copyfile(source_split, temporary))

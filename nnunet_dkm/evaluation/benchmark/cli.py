@@ -20,10 +20,19 @@ import shlex
 import sys
 from pathlib import Path
 
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
 from nnunet_dkm.cli_types import positive_int
-from nnunet_dkm.evaluation.benchmark.cases import BenchmarkError, evaluation_cases, has_test_split, load_splits
-from nnunet_dkm.evaluation.benchmark.methods import DEFAULT_ABLATION, TrainerChoice, plan_methods
-from nnunet_dkm.evaluation.benchmark.outputs import machine_description, write_outputs
+from nnunet_dkm.diffusion.checkpoint import load_checkpoint
+from nnunet_dkm.evaluation.benchmark.cases import (
+    BenchmarkError,
+    evaluation_cases,
+    has_test_split,
+    load_splits,
+)
+from nnunet_dkm.evaluation.benchmark.label_subsets import label_runs, parse_num_labelled
+from nnunet_dkm.evaluation.benchmark.methods import DEFAULT_ABLATION, Method, TrainerChoice, plan_methods
+from nnunet_dkm.evaluation.benchmark.outputs import machine_description, write_label_runs, write_outputs
 from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext
 from nnunet_dkm.evaluation.benchmark.stages import (
     ensure_planned,
@@ -41,6 +50,7 @@ from nnunet_dkm.paths import (
     dm_checkpoint_location,
     missing_dm_message,
     nnunet_folder,
+    pretrain_command,
 )
 
 
@@ -57,6 +67,37 @@ def locate(args: argparse.Namespace) -> tuple[Path, Path]:
     return raw, preprocessed
 
 
+def checked_dm(args: argparse.Namespace, raw: Path, preprocessed: Path, methods: list[Method]) -> dict | None:
+    """The DM checkpoint's metadata where a method uses the DM (None otherwise); refuses a missing DM, and for
+    ``--num-labelled`` a DM pretrained with tumour labels (DKM would then see more labels than N)."""
+    if not any(m.uses_dm for m in methods):
+        return None
+    location = dm_checkpoint_location(preprocessed, args.configuration)
+    label_free_hint = " --label-free" if args.num_labelled else ""
+    if not location.path.is_file():
+        raise BenchmarkError(missing_dm_message(location, raw.name, args.configuration, args.plans)
+                             + label_free_hint)
+    metadata = load_checkpoint(location.path).metadata
+    if args.num_labelled and not metadata.get("label_free") and not args.allow_labelled_dm:
+        raise BenchmarkError(
+            f"--num-labelled: the DM at {location.describe()} was pretrained with tumour labels (patches centred on "
+            f"the training cases' tumours), so DKM would see more labels than N. Pretrain a label-free DM: "
+            f"{pretrain_command(raw.name, args.configuration, args.plans)} --label-free (with --overwrite to "
+            f"replace this one, or export nnUNet_dkm_checkpoint=<file> to keep both), or pass --allow-labelled-dm"
+        )
+    return metadata
+
+
+def dm_note(metadata: dict | None) -> str | None:
+    """How the benchmark's DM was pretrained, from its checkpoint."""
+    if metadata is None:
+        return None
+    labels = "label-free (patches centred by enhancement, never by a tumour label)" if metadata.get("label_free") \
+        else "patches centred on the training cases' tumours and on enhancement"
+    return (f"DM: {metadata.get('preset', '?')} preset, {metadata.get('steps', '?')} pretraining steps, {labels}; "
+            f"{len(metadata.get('train_exams', []))} training exams")
+
+
 def run_benchmark(args: argparse.Namespace) -> Path:
     raw, preprocessed = locate(args)
     info = json.loads((raw / "dataset.json").read_text())
@@ -66,32 +107,33 @@ def run_benchmark(args: argparse.Namespace) -> Path:
                              args.oracle_trainer)
     methods = plan_methods(trainers, args.post_phase, not args.no_control, not args.no_oracle,
                            tuple(args.ablation or ()))
-    location = dm_checkpoint_location(preprocessed, args.configuration)
-    if any(m.uses_dm for m in methods) and not location.path.is_file():
-        raise BenchmarkError(missing_dm_message(location, raw.name, args.configuration, args.plans))
+    dm_metadata = checked_dm(args, raw, preprocessed, methods)
     output = Path(args.output) if args.output else (
         nnunet_folder("nnUNet_results") / raw.name / f"dkm_benchmark__{args.plans}__{args.configuration}")
     output.mkdir(parents=True, exist_ok=True)
+    plans = PlansManager(str(preprocessed / f"{args.plans}.json"))
+    runs = label_runs(preprocessed, plans.get_configuration(args.configuration).data_identifier, args.folds,
+                      args.num_labelled or [None])
+    folds = list(dict.fromkeys(run.nnunet_fold for run in runs))
     network_methods = [m for m in methods if m.trainer and not m.on_oracle_dataset]
 
     stage("1/5 nnU-Net models (trained where missing)")
-    # vanilla first: it writes the split file the others share
-    train_models(network_methods, args.folds, raw, None, args.plans, args.configuration, args.device)
+    train_models(network_methods, folds, raw, None, args.plans, args.configuration, args.device)
     oracle_raw = None
     if not args.no_oracle:
         oracle_raw = make_oracle_dataset(raw, args.oracle_id, args.post_phase)
         print(f"post-contrast oracle dataset: {oracle_raw}", flush=True)
         copy_split_file(preprocessed, ensure_planned(oracle_raw, args.configuration, args.plans))
-        train_models([m for m in methods if m.on_oracle_dataset], args.folds, raw, oracle_raw, args.plans,
+        train_models([m for m in methods if m.on_oracle_dataset], folds, raw, oracle_raw, args.plans,
                      args.configuration, args.device)
     splits = load_splits(preprocessed)
-    split_text, cases = evaluation_cases(raw, splits, args.folds, file_ending, args.post_phase)
+    split_text, cases = evaluation_cases(raw, splits, folds, file_ending, args.post_phase)
 
     stage("2/5 predictions")
     predictions = predict(methods, cases, raw, oracle_raw, args.plans, args.configuration, args.device, output,
                           has_test_split(raw, file_ending), file_ending)
     stage("3/5 baselines without a network")
-    predictions.update(rule_baselines(cases, {fold: splits[fold]["train"] for fold in args.folds}, raw, output,
+    predictions.update(rule_baselines(cases, {fold: splits[fold]["train"] for fold in folds}, raw, output,
                                       file_ending))
     stage("4/5 metrics")
     per_case = score(cases, predictions, file_ending)
@@ -102,13 +144,18 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         split=split_text, folds=args.folds, command=args.command,
         date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine_description(args.device),
     )
+    context.notes += [note for note in (dm_note(dm_metadata),) if note]
     if oracle_raw is not None:
         context.notes.append(f"post-contrast oracle dataset: {oracle_raw.name} (made by this benchmark)")
     if "threshold" in label_source.lower() or "ftv" in label_source.lower() or label_source == "synthetic":
         context.notes.append("the labels are (or follow) a post-contrast threshold rule, so methods that see the "
                              "post-contrast phase score near 1 by construction")
-    text = write_outputs(output, context, [m.info for m in methods], per_case, cases, predictions, file_ending,
-                         args.overlays)
+    infos = [m.info for m in methods]
+    if args.num_labelled:
+        text = write_label_runs(output, context, infos, runs, per_case, cases, predictions, file_ending,
+                                args.overlays)
+    else:
+        text = write_outputs(output, context, infos, per_case, cases, predictions, file_ending, args.overlays)
     print(text)
     print(f"written to {output}")
     return output
@@ -143,6 +190,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--post-phase", type=positive_int, default=1,
                         help="post-contrast phase of the ceiling (default 1)")
     parser.add_argument("--overlays", type=positive_int, default=3, help="cases shown in overlays.png (default 3)")
+    parser.add_argument("--num-labelled", nargs="+", default=None, metavar="N",
+                        help="label efficiency: train every method on N labelled cases of each fold's training split "
+                             "(nested subsets, appended to splits_final.json as extra folds), e.g. 4 8 16 all; needs "
+                             "a DM pretrained with --label-free")
+    parser.add_argument("--allow-labelled-dm", action="store_true",
+                        help="with --num-labelled, accept a DM that was pretrained with tumour labels")
     parser.add_argument("-o", "--output", default=None,
                         help="output folder (default $nnUNet_results/DatasetXXX/dkm_benchmark__<plans>__<cfg>)")
     parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default=None,
@@ -153,6 +206,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for levels in args.ablation or ():
         if not levels or any(c not in "1234" for c in levels) or sorted(set(levels)) != list(levels):
             parser.error(f"--ablation {levels!r}: give increasing DM levels from 1 to 4, e.g. 1 34 1234")
+    if args.num_labelled is not None:
+        try:
+            args.num_labelled = parse_num_labelled(args.num_labelled)
+        except ValueError as error:
+            parser.error(str(error))
     if args.device is None:
         import torch
 

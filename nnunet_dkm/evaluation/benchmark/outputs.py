@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pandas as pd
 
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.evaluation.benchmark.cases import Case, read_array
+from nnunet_dkm.evaluation.benchmark.label_efficiency import write_label_efficiency
+from nnunet_dkm.evaluation.benchmark.label_subsets import LabelRun
 from nnunet_dkm.evaluation.benchmark.methods import RULES, MethodInfo
 from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext, dice_bar_chart, markdown_report, overlay_figure
 from nnunet_dkm.evaluation.benchmark.verdicts import findings_of
@@ -84,3 +87,34 @@ def write_outputs(output: Path, context: BenchmarkContext, methods: list[MethodI
     text = markdown_report(context, methods, summary, per_fold, list(comparisons.values()), findings, figures)
     write_atomically(output / "results.md", lambda tmp: tmp.write_text(text))
     return text
+
+
+def write_label_runs(output: Path, context: BenchmarkContext, methods: list[MethodInfo], runs: list[LabelRun],
+                     per_case: pd.DataFrame, cases: dict[int, list[Case]], predictions: dict[tuple[str, int], Path],
+                     file_ending: str, overlays: int) -> str:
+    """One full report per N (``n_<N>/``, folds named by their base fold) and the overview across N."""
+    by_fold = {run.nnunet_fold: run for run in runs}
+    per_case = per_case.assign(
+        num_labelled=[by_fold[f].label for f in per_case["fold"]],
+        labelled_cases=[len(by_fold[f].train_cases) for f in per_case["fold"]],
+        fold=[by_fold[f].fold for f in per_case["fold"]],
+    )
+    for label in dict.fromkeys(run.label for run in runs):
+        of_n = [run for run in runs if run.label == label]
+        sub_context = replace(context, folds=[run.fold for run in of_n], notes=[
+            *context.notes, f"{label} labelled training case(s) per fold: nnU-Net folds "
+            + ", ".join(f"{run.nnunet_fold} (fold {run.fold}: {', '.join(run.train_cases)})" for run in of_n)])
+        write_outputs(output / f"n_{label}", sub_context, methods,
+                      per_case[per_case["num_labelled"] == label].drop(columns=["num_labelled", "labelled_cases"]),
+                      {run.fold: cases[run.nnunet_fold] for run in of_n},
+                      {(key, run.fold): folder for run in of_n for (key, fold), folder in predictions.items()
+                       if fold == run.nnunet_fold}, file_ending, overlays)
+    write_atomically(output / "per_case_label_efficiency.csv",
+                     lambda temporary: per_case.to_csv(temporary, index=False))
+    header = [f"# DKM label efficiency: {context.dataset}, {context.configuration}", "",
+              f"- **Command:** `{context.command}`", f"- **Date / machine:** {context.date}; {context.machine}",
+              f"- **Dataset:** {context.dataset}; label source: {context.label_source}",
+              f"- **Split:** {context.split}; base folds {', '.join(map(str, context.folds))}; every method is trained "
+              f"on the same nested subsets of each fold's labelled training cases (reports per N in `n_<N>/`)",
+              *[f"- {note}" for note in context.notes]]
+    return write_label_efficiency(output, per_case, methods, header, f"{context.dataset} ({context.configuration})")
