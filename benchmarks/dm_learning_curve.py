@@ -29,11 +29,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from nnunet_dkm.atomic import write_atomically
-from nnunet_dkm.cli_types import non_negative_int, positive_int
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, load_checkpoint
-from nnunet_dkm.paths import DatasetLocationError, missing_dm_message
-from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError
+from nnunet_dkm.diffusion.checkpoint import load_checkpoint
+from nnunet_dkm.paths import missing_dm_message
+from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe import ProbeError, ProbeOptions, comparisons, parse_settings, run_probe, summary_table
+from nnunet_dkm.probe.cli import PROBE_ERRORS, add_split_arguments
 from nnunet_dkm.probe.features import FILTER_BANK
 from nnunet_dkm.probe.outputs import classifier_description, machine_description
 from nnunet_dkm.probe.results import UNTRAINED, ProbeResult
@@ -184,16 +184,10 @@ def run_curve(dataset_id: str, configuration: str, plans: str, checkpoints: Sequ
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-d", "--dataset", default="990", help="dataset id or name (990)")
-    parser.add_argument("-c", "--configuration", default="2d")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans")
+    add_split_arguments(parser, dataset_default="990")
     parser.add_argument("--checkpoints", type=Path, nargs="+",
                         help="checkpoints to probe (default: the dataset's DM and its dm_checkpoint.step<N>.pt)")
     parser.add_argument("--setting", default="default", help="one DM setting (default: nnUNetTrainerDKM's)")
-    parser.add_argument("--num-labelled", type=positive_int)
-    parser.add_argument("--num-selection", type=positive_int)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="markdown file; the CSV and the figure go next to it")
     args = parser.parse_args(argv)
@@ -204,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         run_curve(args.dataset, args.configuration, args.plans, args.checkpoints, args.setting, options, args.output,
                   command)
-    except (ProbeError, PreprocessedSpaceError, DiffusionCheckpointError, DatasetLocationError) as error:
+    except PROBE_ERRORS as error:
         sys.exit(f"error: {error}")
     print(f"done in {time.perf_counter() - started:.0f} s")
 

@@ -27,12 +27,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from nnunet_dkm.atomic import write_atomically
-from nnunet_dkm.cli_types import non_negative_int, positive_int
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
-from nnunet_dkm.paths import DatasetLocationError
-from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError
+from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe import (
-    ProbeError,
     ProbeFiles,
     ProbeOptions,
     ReportContext,
@@ -40,6 +36,7 @@ from nnunet_dkm.probe import (
     run_probe,
     write_results,
 )
+from nnunet_dkm.probe.cli import PROBE_ERRORS, add_split_arguments
 from nnunet_dkm.probe.outputs import classifier_description, machine_description
 from nnunet_dkm.probe.paths import probe_checkpoint
 from nnunet_dkm.probe.results import ProbeResult
@@ -131,15 +128,9 @@ def run_study(dataset_id: str, configuration: str, plans: str, checkpoint: Path 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-d", "--dataset", default="990", help="dataset id or name (990)")
-    parser.add_argument("-c", "--configuration", default="2d")
-    parser.add_argument("-p", "--plans", default="nnUNetPlans")
+    add_split_arguments(parser, dataset_default="990")
     parser.add_argument("-chk", "--checkpoint", type=Path, help="DM checkpoint (default: the dataset's)")
     parser.add_argument("--settings", nargs="+", default=["all"], help="DM settings (default: all 84)")
-    parser.add_argument("--num-labelled", type=positive_int)
-    parser.add_argument("--num-selection", type=positive_int)
-    parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="markdown file; the CSV and figures go next to it")
     args = parser.parse_args(argv)
@@ -150,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         run_study(args.dataset, args.configuration, args.plans, args.checkpoint, args.settings, options, args.output,
                   command)
-    except (ProbeError, PreprocessedSpaceError, DiffusionCheckpointError, DatasetLocationError) as error:
+    except PROBE_ERRORS as error:
         sys.exit(f"error: {error}")
     print(f"done in {time.perf_counter() - started:.0f} s")
 

@@ -4,7 +4,7 @@ Breast-MRI-NACT-Pilot (Newitt & Hylton, TCIA 2016, doi:10.7937/K9/TCIA.2016.QHSY
 under neoadjuvant chemotherapy, sagittal fat-suppressed 3D FGRE DCE-MRI at up to four visits
 (ClinicalTrialTimePointDescription ``MRI_1`` .. ``MRI_4``), with UCSF parametric maps and SEGs.
 
-What is written, per patient (see DESIGN.md for the layout)::
+What is written, per patient (the layout of ``raw_dataset.py``)::
 
     imagesTr/<PatientID>_0000.nii.gz       pre-contrast phase of the baseline visit (network input)
     kineticsTr/<PatientID>_000{1..K}.nii.gz first K post-contrast phases, same grid

@@ -1,7 +1,7 @@
 """Writing DKM datasets in nnU-Net v2 raw format, atomically.
 
 Every converter (synthetic phantom, TCIA Breast-MRI-NACT-Pilot, MAMA-MIA) writes through
-:class:`RawDatasetWriter`, which owns the layout decided in DESIGN.md::
+:class:`RawDatasetWriter`, which owns the layout (README, "The raw dataset layout")::
 
     nnUNet_raw/DatasetXXX_Name/
         imagesTr/{case}_0000.nii.gz         pre-contrast image (the network input)
@@ -263,27 +263,17 @@ class RawDatasetWriter:
             raise DatasetConversionError(f"case {case_id}: label holds values {values.tolist()}, expected only 0 and 1")
         if not (label_array > 0).any():
             raise DatasetConversionError(f"case {case_id}: label is empty (no tumour voxel)")
-        self._set_num_post(case_id, len(post))
         label = sitk.Cast(label, sitk.sitkUInt8)
         label.CopyInformation(pre)
-        self._write(pre, f"images{split}/{case_id}_0000{FILE_ENDING}")
+        self._write_exam(case_id, pre, post, f"images{split}", f"kinetics{split}")
         self._write(label, f"labels{split}/{case_id}{FILE_ENDING}")
-        for index, phase in enumerate(post, start=1):
-            phase = sitk.Image(phase)
-            phase.CopyInformation(pre)  # identical within tolerance; make it exact for nnU-Net
-            self._write(phase, f"kinetics{split}/{case_id}_{index:04d}{FILE_ENDING}")
         self.cases[split].append(case_id)
 
     def add_unlabelled(self, case_id: str, pre: sitk.Image, post: Sequence[sitk.Image]) -> None:
         """Write one DCE exam without tumour label to ``unlabelledTr/`` (used only for DM pretraining)."""
         self._check_case_id(case_id)
         self._check_phases(case_id, pre, post)
-        self._set_num_post(case_id, len(post))
-        self._write(pre, f"unlabelledTr/{case_id}_0000{FILE_ENDING}")
-        for index, phase in enumerate(post, start=1):
-            phase = sitk.Image(phase)
-            phase.CopyInformation(pre)
-            self._write(phase, f"unlabelledTr/{case_id}_{index:04d}{FILE_ENDING}")
+        self._write_exam(case_id, pre, post, "unlabelledTr", "unlabelledTr")
         self.cases["unlabelled"].append(case_id)
 
     def add_test_images(self, case_id: str, pre: sitk.Image, post: Sequence[sitk.Image]) -> None:
@@ -294,13 +284,18 @@ class RawDatasetWriter:
         """
         self._check_case_id(case_id)
         self._check_phases(case_id, pre, post)
+        self._write_exam(case_id, pre, post, "imagesTs", "kineticsTs")
+        self.cases[TEST_WITHOUT_LABEL].append(case_id)
+
+    def _write_exam(self, case_id: str, pre: sitk.Image, post: Sequence[sitk.Image], pre_folder: str,
+                    post_folder: str) -> None:
+        """``{pre_folder}/{case}_0000`` and ``{post_folder}/{case}_{k:04d}``, the phases on ``pre``'s exact grid."""
         self._set_num_post(case_id, len(post))
-        self._write(pre, f"imagesTs/{case_id}_0000{FILE_ENDING}")
+        self._write(pre, f"{pre_folder}/{case_id}_0000{FILE_ENDING}")
         for index, phase in enumerate(post, start=1):
             phase = sitk.Image(phase)
-            phase.CopyInformation(pre)
-            self._write(phase, f"kineticsTs/{case_id}_{index:04d}{FILE_ENDING}")
-        self.cases[TEST_WITHOUT_LABEL].append(case_id)
+            phase.CopyInformation(pre)  # identical within tolerance; make it exact for nnU-Net
+            self._write(phase, f"{post_folder}/{case_id}_{index:04d}{FILE_ENDING}")
 
     def _set_num_post(self, case_id: str, count: int) -> None:
         if self.num_post_phases is None:

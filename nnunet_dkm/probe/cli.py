@@ -40,31 +40,38 @@ from nnunet_dkm.probe.settings import SYNTAX_HELP, parse_settings
 from nnunet_dkm.probe.tables import ReportContext
 
 PROG = "nnUNetv2_dkm_probe"
+PROBE_ERRORS = (ProbeError, PreprocessedSpaceError, DiffusionCheckpointError, DatasetLocationError)
+
+
+def add_split_arguments(parser: argparse.ArgumentParser, dataset_default: str | None = None) -> None:
+    """The arguments every probe command shares: the dataset, the split of its cases, the seed and the device."""
+    parser.add_argument("-d", "--dataset", required=dataset_default is None, default=dataset_default,
+                        help="dataset id or name" + (f" ({dataset_default})" if dataset_default else ""))
+    parser.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier")
+    parser.add_argument("--num-labelled", type=positive_int,
+                        help="labelled training cases to fit on (default: all outside the selection set)")
+    parser.add_argument("--num-selection", type=positive_int,
+                        help="held-out training cases that choose thresholds and the setting (default: a quarter, "
+                             "at least 2)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the split, pixels, untrained DM and classifiers (same seed, same table)")
+    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"), help="where the DMs run")
 
 
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    result.add_argument("-d", "--dataset", required=True, help="dataset id or name")
-    result.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
-    result.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier")
+    add_split_arguments(result)
     result.add_argument("-chk", "--checkpoint", type=Path,
                         help="DM checkpoint (default: $nnUNet_dkm_checkpoint, else the dataset's dkm folder)")
     result.add_argument("--settings", nargs="+", default=["default"], metavar="SETTING",
                         help=f"DM settings: {SYNTAX_HELP} (default: nnUNetTrainerDKM's setting)")
-    result.add_argument("--num-labelled", type=positive_int,
-                        help="labelled training cases to fit on (default: all outside the selection set)")
-    result.add_argument("--num-selection", type=positive_int,
-                        help="held-out training cases that choose thresholds and the setting (default: a quarter, "
-                             "at least 2)")
     result.add_argument("--pixels-per-class", type=positive_int, default=1000,
                         help="cap on tumour (and as many non-tumour) body pixels per fit case (1000)")
     result.add_argument("--classifiers", nargs="+", choices=CLASSIFIERS, default=list(CLASSIFIERS))
     result.add_argument("-o", "--output", type=Path,
                         help="output folder (default: $nnUNet_results/DatasetXXX/dkm_probe__<plans>__<cfg>/)")
-    result.add_argument("--seed", type=non_negative_int, default=0,
-                        help="seed of the split, pixels, untrained DM and classifiers (same seed, same table)")
-    result.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"), help="where the DMs run")
     return result
 
 
@@ -102,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
     try:
         probe(args, " ".join([PROG, shlex.join(argv)]))
-    except (ProbeError, PreprocessedSpaceError, DiffusionCheckpointError, DatasetLocationError) as error:
+    except PROBE_ERRORS as error:
         sys.exit(f"error: {error}")
 
 
