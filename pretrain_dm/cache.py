@@ -7,6 +7,11 @@ pre-contrast statistics; ``{case}_seg.npy`` (z, y, x) int8 holds the tumour labe
 exams in the same space. ``manifest.json`` records the plans identity the cache was built for,
 per-exam statistics and per-slice facts used for sampling (tumour present; enhancement).
 A cache built for other plans is rebuilt, never reused.
+
+The manifest's per-slice facts are along axis 0, the axis nnU-Net's 2d configuration slices along and the default
+slicing axis of 3D configurations (the lowest-resolution one after nnU-Net's ``transpose_forward``). A DM
+pretrained across another axis (``--slice-axis 1|2`` on an isotropic 3D configuration) reads the same arrays through
+``DmCache.along_axis``, which moves that axis first and recomputes the facts.
 """
 
 from __future__ import annotations
@@ -38,8 +43,11 @@ ENHANCEMENT_QUANTILE = 0.99
 class CachedExam:
     """One exam of the cache: where its arrays are and what the sampler needs to know about its slices.
 
-    ``tumour_slices``: indices along axis 0 (the 2D slicing axis) holding tumour voxels (labelled exams).
-    ``slice_enhancement``: per slice, the 99th percentile of ``post_1 - pre`` inside the nonzero region.
+    ``slice_axis``: the axis of the stored (z, y, x) arrays that the 2D slices are cut across (0 as stored);
+    ``load`` returns the arrays with that axis first, and ``shape``, ``tumour_slices`` and ``slice_enhancement`` are
+    along it.
+    ``tumour_slices``: indices along the slicing axis holding tumour voxels (labelled exams).
+    ``slice_enhancement``: per slice, the 99th percentile of ``post_1 - pre``.
     """
 
     case_id: str
@@ -49,13 +57,41 @@ class CachedExam:
     shape: tuple[int, ...]
     tumour_slices: tuple[int, ...]
     slice_enhancement: tuple[float, ...]
+    slice_axis: int = 0
 
     def load(self, mmap: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """(images (1 + K, z, y, x) float32, seg (z, y, x) int8 or None)."""
+        """(images (1 + K, s, a, b) float32, seg (s, a, b) int8 or None): the stored (z, y, x) arrays with the
+        slicing axis first (views, no copy)."""
         mode = "r" if mmap else None
         images = np.load(self.images_file, mmap_mode=mode)
         seg = np.load(self.seg_file, mmap_mode=mode) if self.seg_file is not None else None
+        if self.slice_axis:
+            images = np.moveaxis(images, 1 + self.slice_axis, 1)
+            seg = np.moveaxis(seg, self.slice_axis, 0) if seg is not None else None
         return images, seg
+
+    def along_axis(self, axis: int) -> CachedExam:
+        """The same exam sliced across ``axis`` (0, 1 or 2) of the stored (z, y, x) arrays, its facts recomputed."""
+        if axis not in (0, 1, 2):
+            raise ValueError(f"slice axis must be 0, 1 or 2, got {axis}")
+        if axis == self.slice_axis:
+            return self
+        moved = replace(self, slice_axis=axis)
+        images, seg = moved.load(mmap=True)
+        tumour_slices, slice_enhancement = slice_facts(images, seg)
+        return replace(moved, shape=tuple(images.shape), tumour_slices=tuple(tumour_slices),
+                       slice_enhancement=tuple(slice_enhancement))
+
+
+def slice_facts(images: np.ndarray, seg: np.ndarray | None) -> tuple[list[int], list[float]]:
+    """(slices holding tumour, per-slice 99th percentile of ``post_1 - pre``) along axis 0 of (1 + K, s, a, b)
+    images and their (s, a, b) label (None: no tumour slices)."""
+    tumour_slices = [] if seg is None else [int(i) for i in np.flatnonzero(
+        np.asarray(seg).reshape(seg.shape[0], -1).any(axis=1))]
+    enhancement = np.asarray(images[1], dtype=np.float32) - np.asarray(images[0], dtype=np.float32)
+    slice_enhancement = [float(np.quantile(slice_, ENHANCEMENT_QUANTILE))
+                         for slice_ in enhancement.reshape(enhancement.shape[0], -1)]
+    return tumour_slices, slice_enhancement
 
 
 @dataclass(frozen=True)
@@ -70,6 +106,10 @@ class DmCache:
     def without_labels(self) -> DmCache:
         """The same exams with their tumour labels hidden: what label-free pretraining may see."""
         return replace(self, exams=tuple(replace(exam, seg_file=None, tumour_slices=()) for exam in self.exams))
+
+    def along_axis(self, axis: int) -> DmCache:
+        """The same exams sliced across ``axis`` of the stored (z, y, x) arrays (``CachedExam.along_axis``)."""
+        return replace(self, exams=tuple(exam.along_axis(axis) for exam in self.exams))
 
 
 def _identity(dataset: PlannedDataset) -> dict:
@@ -99,11 +139,9 @@ def cache_exam(exam: DceExam, out_folder: Path, dataset: PlannedDataset) -> dict
         seg = mask_to_preprocessed_space(label, properties, plans_manager, configuration_manager, list(stack.shape[1:]))
         np.save(out_folder / f"{exam.case_id}_seg.npy", seg)
         entry["seg"] = f"{exam.case_id}_seg.npy"
-        entry["tumour_slices"] = [int(i) for i in np.flatnonzero(seg.reshape(seg.shape[0], -1).any(axis=1))]
-    enhancement = stack[1] - stack[0]
-    entry["slice_enhancement"] = [
-        float(np.quantile(slice_, ENHANCEMENT_QUANTILE)) for slice_ in enhancement.reshape(enhancement.shape[0], -1)
-    ]
+    else:
+        seg = None
+    entry["tumour_slices"], entry["slice_enhancement"] = slice_facts(stack, seg)
     return entry
 
 

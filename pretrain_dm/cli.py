@@ -5,6 +5,7 @@ Examples::
     nnUNetv2_dkm_pretrain -d 990 -c 2d                           # small preset, its step-based CPU recipe
     nnUNetv2_dkm_pretrain -d 990 -c 2d --preset paper -device cuda --steps 100000 --ema 0.9999
     nnUNetv2_dkm_pretrain -d 990 -c 2d --continue                # resume where it stopped
+    nnUNetv2_dkm_pretrain -d 990 -c 3d_fullres                   # the 2D DM on slices of the 3d_fullres volumes
     torchrun --nproc_per_node 4 -m pretrain_dm -d 990 -c 2d -device cuda --preset paper
 
 The checkpoint goes where ``nnUNetTrainerDKM`` looks for it (``nnunet_dkm.paths.dm_checkpoint_location``):
@@ -52,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the same DM on any machine.",
     )
     parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset id, e.g. 990")
-    parser.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
+    parser.add_argument("-c", "--configuration", default="2d",
+                        help="nnU-Net configuration (default 2d). The DM is 2D; for a 3D configuration (3d_fullres, "
+                             "3d_lowres) it learns from 2D slices of that configuration's preprocessed volumes, the "
+                             "slices nnUNetTrainerDKM feeds it inside the 3D patch")
+    parser.add_argument("--slice-axis", type=int, choices=(0, 1, 2), default=0,
+                        help="3D configurations: axis of nnU-Net's preprocessed (transposed) volumes the 2D slices are "
+                             "cut across (default 0: the lowest-resolution axis, which nnU-Net's transpose puts first "
+                             "and its 2d configuration slices along; for isotropic data any axis may be chosen). "
+                             "Recorded in the checkpoint; nnUNetTrainerDKM slices its 3D patches the same way")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"),
                         help="device (with torchrun, each rank uses cuda:LOCAL_RANK)")
@@ -70,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="EMA decay of the saved weights (0 = no EMA)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--patch-size", type=positive_int, nargs=2,
-                        help=f"DM patch size ({preset_values('patch_size')})")
+                        help=f"DM patch size ({preset_values('patch_size')}; for a 3D configuration the in-plane "
+                             f"patch size, the configuration's without its slicing axis)")
     parser.add_argument("--foreground-fraction", type=fraction,
                         help=f"share of patches centred on tumour / strong enhancement "
                              f"({preset_values('foreground_fraction')})")
@@ -118,7 +128,7 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
         enhancement_weight=args.enhancement_weight, patch_centring="enhancement" if args.label_free else None,
         input_scale=args.input_scale, augmentation=not args.no_augmentation, device=args.device,
         precision=args.precision, validate_every=args.validate_every, save_every=args.save_every,
-        keep_steps=tuple(args.keep_steps), max_minutes=args.max_minutes or None,
+        keep_steps=tuple(args.keep_steps), max_minutes=args.max_minutes or None, slice_axis=args.slice_axis,
     )
 
 

@@ -1,7 +1,9 @@
 """2D training patches for the DM: foreground-aware slice sampling from the cache, cropping and padding.
 
 A patch is a (1 + K, H, W) stack: the pre-contrast slice and its K post-contrast phases, cut at the
-same place. With probability ``foreground_fraction`` the slice and the crop centre come from the
+same place. Slices are taken along axis 0 of the arrays an exam's ``load`` returns: nnU-Net's 2d slices, or for a 3D
+configuration the slices across the exam's ``slice_axis`` (``CachedExam.along_axis``).
+With probability ``foreground_fraction`` the slice and the crop centre come from the
 tumour (labelled exams) or from the most enhancing voxels (unlabelled exams), so that the DM sees
 the strong kinetics it must learn; otherwise slice and crop are uniform.
 """

@@ -1,5 +1,12 @@
 """Conditional DDPM pretraining of the DM: pre-contrast -> post-contrast, in nnU-Net's preprocessed space.
 
+The DM is 2D whatever the configuration. For ``2d`` its slices are nnU-Net's 2d slices (axis 0 of the preprocessed
+arrays). For a 3D configuration (``3d_fullres``, ``3d_lowres``) they are cut from that configuration's preprocessed
+volumes across ``slice_axis`` (default 0: the axis nnU-Net's ``transpose_forward`` puts first, the lowest-resolution
+one, which is also the first axis of nnU-Net's 3D patch), so that the DM sees exactly the slices ``KineticUNet3D``
+feeds it; the in-plane axes of the 3D patch are the DM's 2D axes. The axis is recorded in the checkpoint's metadata
+(``slice_axis``) and read by the trainer.
+
 Per step: draw 2D patches (pre-contrast + K post-contrast phases) from the cache, augment them,
 map them to the DM's input range with the fixed ``InputScaling``, draw ``t ~ U[0, T)`` and noise,
 ``x_t = add_noise(x_post, eps, t)``, predict with ``UNet(cat[x_t, x_pre], t)`` and regress the
@@ -31,6 +38,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint, save_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
@@ -79,6 +87,7 @@ class PretrainSettings:
     validate_every: int = 200
     save_every: int = 200
     keep_steps: tuple[int, ...] = ()  # also keep a copy of the checkpoint at these steps (0 = before training)
+    slice_axis: int = 0  # 3D configurations: the axis of the preprocessed volumes the 2D slices are cut across
     input_scale: float = DEFAULT_INPUT_SCALING.scale
     input_offset: float = DEFAULT_INPUT_SCALING.offset
     augmentation: bool = True
@@ -108,7 +117,7 @@ class PretrainSettings:
     def compatible_with(self, other: PretrainSettings) -> list[str]:
         """Settings that must not change when a run is continued; returns the differences."""
         keys = ("dataset_id", "configuration", "plans_identifier", "preset", "config_overrides", "batch_size",
-                "seed", "input_scale", "input_offset", "patch_size", "ema_decay", "patch_centring")
+                "seed", "input_scale", "input_offset", "patch_size", "ema_decay", "patch_centring", "slice_axis")
         return [f"{k}: {getattr(other, k)!r} -> {getattr(self, k)!r}" for k in keys
                 if _plain(getattr(self, k)) != _plain(getattr(other, k))]
 
@@ -210,17 +219,17 @@ class DmPretrainer:
         self.context = context or RunContext(device=torch.device(settings.device))
         self.progress = progress and self.context.is_main
         self.dataset = PlannedDataset.load(settings.dataset_id, settings.configuration, settings.plans_identifier)
-        if self.dataset.spatial_dims != 2:
-            raise PretrainingError(
-                f"configuration {settings.configuration} is {self.dataset.spatial_dims}D; the DM works on 2D slices: "
-                f"use -c 2d"
-            )
+        self._check_slice_axis()
         self.checkpoint_path = self.dataset.dm_checkpoint.path
+        if self.context.is_main:
+            report_removed(remove_stale_temporaries(self.checkpoint_path.parent), "partly written file")
         self._check_existing(resume, overwrite)
         self.cache: DmCache = self._shared_cache()
+        if settings.slice_axis:
+            self.cache = self.cache.along_axis(settings.slice_axis)
         if settings.label_free:
             self.cache = self.cache.without_labels()
-        self.patch_size = tuple(settings.patch_size or self.dataset.configuration_manager.patch_size)
+        self.patch_size = tuple(settings.patch_size or self.in_plane_patch_size())
         self.config = preset_network(settings.preset,
                                      **{"num_post_phases": self.cache.num_post_phases, **settings.config_overrides})
         if any(size % self.config.size_divisor for size in self.patch_size):
@@ -248,6 +257,24 @@ class DmPretrainer:
             self.training_network = torch.nn.parallel.DistributedDataParallel(self.network, device_ids=device_ids)
         self.opened_arrays: dict = {}
         self.validation_batch = self._validation_batch()
+
+    def _check_slice_axis(self) -> None:
+        """2d configurations slice along axis 0 only; 3D ones along any of their three axes."""
+        settings = self.settings
+        if settings.slice_axis not in (0, 1, 2):
+            raise PretrainingError(f"--slice-axis must be 0, 1 or 2, got {settings.slice_axis}")
+        if self.dataset.spatial_dims == 2 and settings.slice_axis != 0:
+            raise PretrainingError(
+                f"--slice-axis {settings.slice_axis}: configuration {settings.configuration} is 2d, whose slices are "
+                f"nnU-Net's 2d slices (axis 0); the option chooses the slicing axis of a 3D configuration "
+                f"(e.g. -c 3d_fullres)")
+
+    def in_plane_patch_size(self) -> tuple[int, ...]:
+        """The configuration's patch size seen by the 2D DM: the 2d patch, or a 3D patch without its slicing axis."""
+        patch = list(self.dataset.configuration_manager.patch_size)
+        if len(patch) == 3:
+            del patch[self.settings.slice_axis]
+        return tuple(int(size) for size in patch)
 
     def _shared_cache(self) -> DmCache:
         """Build the cache on rank 0 while the other ranks wait, then everyone reads it."""
@@ -313,6 +340,9 @@ class DmPretrainer:
                 "preset": self.settings.preset,
                 "recipe": {**asdict(self.settings.recipe), "patch_size": list(self.patch_size)},
                 "label_free": self.settings.label_free,
+                "configuration": self.settings.configuration,
+                "configuration_spatial_dims": self.dataset.spatial_dims,
+                "slice_axis": self.settings.slice_axis,
             },
             training_state={
                 "step": self.step,

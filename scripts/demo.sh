@@ -3,14 +3,14 @@
 #
 # Every step is a command from the README. Output goes to demo_output/ (git-ignored); re-running reuses what exists
 # (the dataset, the plans, the DM and every trained model) and only redoes what is missing.
-# Knobs: DEMO_OUTPUT (folder), DEMO_DATASET (id, 990), DEMO_FOLDS ("0 1"), DEMO_DM_STEPS (500: a step count, so the
-# same DM on any machine whatever its load).
+# Knobs: DEMO_OUTPUT (folder), DEMO_DATASET (id, 990), DEMO_FOLDS ("0 1"), DEMO_DM_STEPS (1000, the small preset's
+# recipe: a step count, so the same DM on any machine whatever its load).
 set -euo pipefail
 
 OUT=${DEMO_OUTPUT:-demo_output}
 DATASET=${DEMO_DATASET:-990}
 FOLDS=${DEMO_FOLDS:-0 1}
-DM_STEPS=${DEMO_DM_STEPS:-500}
+DM_STEPS=${DEMO_DM_STEPS:-1000}
 START=$(date +%s)
 
 mkdir -p "$OUT"

@@ -6,6 +6,7 @@ on pre-contrast images only -> --val -> --c -> nnUNetv2_dkm_benchmark (trains th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -149,3 +150,27 @@ def test_benchmark_trains_what_is_missing_reports_every_method_and_resumes(journ
     again = run(command, journey["env"])
     assert "$ " not in again.stdout  # no nnU-Net command: every model and prediction is reused
     pd.testing.assert_frame_equal(pd.read_csv(output / "per_case.csv"), per_case)
+
+
+def test_label_efficiency_trains_every_method_on_nested_subsets(journey: dict) -> None:
+    output = journey["root"] / "label_efficiency"
+    command = [str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET), "-c", "2d", "-f", "0", "--schedule", "debug",
+               "-device", "cpu", "-o", str(output), "--num-labelled", "2", "all"]
+    refused = run(command, journey["env"], expect_ok=False)
+    assert refused.returncode != 0 and "--label-free" in refused.stderr and "Traceback" not in refused.stderr
+
+    result = run([*command, "--allow-labelled-dm"], journey["env"])
+    splits_file = next((journey["root"] / "nnUNet_preprocessed").glob(f"Dataset{DATASET}_*")) / "splits_final.json"
+    splits = json.loads(splits_file.read_text())
+    assert len(splits) == 6 and len(splits[5]["train"]) == 2
+    assert set(splits[5]["train"]) < set(splits[0]["train"]) and splits[5]["val"] == sorted(splits[0]["val"])
+    assert f"reusing {journey['results'] / 'fold_0'}" in result.stdout  # N = all is fold 0, trained above
+    assert (journey["results"] / "fold_5" / "checkpoint_final.pth").is_file()
+    per_case = pd.read_csv(output / "per_case_label_efficiency.csv", dtype={"num_labelled": str})
+    assert set(per_case["num_labelled"]) == {"2", "all"} and set(per_case["fold"]) == {0}
+    assert {"vanilla", "dkm", "untrained_dm_control", "oracle_post_contrast"} <= set(per_case["method"])
+    overview = (output / "label_efficiency.md").read_text()
+    assert "DKM − untrained-DM control" in overview and "| 2 | 2 |" in overview
+    assert (output / "label_efficiency.png").read_bytes()[:4] == b"\x89PNG"
+    for label in ("2", "all"):
+        assert "Wilcoxon" in (output / f"n_{label}" / "results.md").read_text()

@@ -35,7 +35,7 @@ def test_setting_syntax_grid_and_default() -> None:
     assert (setting.mode, setting.number, setting.source, setting.levels) == ("A", 250, "decoder", (3, 4))
     assert parse_setting("B:decoder:1234").code == "B:decoder:1234"
     assert parse_setting("C5:encoder:3").feature_config().ddim_steps == 5
-    assert parse_setting("A:encoder:43").code == "A250:encoder:34"
+    assert parse_setting("A:encoder:43").code == "A50:encoder:34"  # the default t*
     for bad in ("A250:decoder", "D1:decoder:3", "B7:decoder:3", "A250:middle:3", "A250:decoder:0", "C0:decoder:3"):
         with pytest.raises(ProbeError, match="unknown DM setting"):
             parse_setting(bad)
@@ -44,7 +44,7 @@ def test_setting_syntax_grid_and_default() -> None:
     assert len(group_by_forward(grid)) == 14  # one DM forward per (mode, t*, source)
     default = parse_settings(["default"])
     assert [s.feature_config() for s in default][0].levels == nnUNetTrainerDKM.kinetic_features.levels
-    assert default[0].code == "A250:decoder:34"
+    assert default[0].code == "A50:decoder:2"  # nnUNetTrainerDKM's, chosen by the probe
     assert len(parse_settings(["default", "all"])) == 84
 
 

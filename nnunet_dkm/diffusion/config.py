@@ -165,6 +165,7 @@ class InputScaling:
 
 
 ExtractionMode = Literal["A", "B", "C"]
+DEFAULT_SLICE_CHUNK_PIXELS = 2**19
 FeatureSource = Literal["decoder", "encoder"]
 
 
@@ -175,7 +176,11 @@ class KineticFeatureConfig:
     Attributes:
         mode: "A" noised pre-contrast at ``timestep`` (default); "B" pure noise at t = T-1; "C" synthesise the
             post-contrast image with ``ddim_steps`` DDIM steps, then read features at t = 0.
-        levels: resolution levels to return (1 = full size, 2 = 1/2, ... ); default f3 + f4, the paper's best.
+        levels: resolution levels to return (1 = full size, 2 = 1/2, ... ); default f2.
+            The defaults (mode A, t* = 50, decoder, f2) are the setting whose frozen features told tumour from
+            tissue best in the pixel probe on training cases held out from its fit (``nnUNetv2_dkm_probe``,
+            ``benchmarks/results_feature_probe.md``); the paper's best, f3 + f4 at t* = 250, carried no more tumour
+            information than an untrained DM there.
         source: "decoder" (default) or "encoder" features.
         timestep: t* of mode A.
         ddim_steps: K, DDIM steps of mode C.
@@ -183,20 +188,27 @@ class KineticFeatureConfig:
         autocast: run the DM under bfloat16 autocast (features are returned in the input's dtype).
         channels_last: run the DM in channels-last memory format (default: faster on CPU and GPU; features equal
             the contiguous-format ones to float rounding, ``benchmarks/results_feature_extraction_speed.md``).
+        slice_chunk_pixels: 3D configurations only (the 2D DM runs slice by slice inside the 3D patch): at most this
+            many pixels (slices x in-plane pixels) per DM call, at least one slice; 0 runs every slice of the batch
+            in one call. Bounds the DM's activation memory whatever the patch size; features do not depend on it
+            (up to the float rounding of batched kernels). Default 2^19: 128 slices of 64x64, 20 of 160x160.
     """
 
     mode: ExtractionMode = "A"
-    levels: tuple[int, ...] = (3, 4)
+    levels: tuple[int, ...] = (2,)
     source: FeatureSource = "decoder"
-    timestep: int = 250
+    timestep: int = 50
     ddim_steps: int = 5
     noise_seed: int = 0
     autocast: bool = False
     channels_last: bool = True
+    slice_chunk_pixels: int = DEFAULT_SLICE_CHUNK_PIXELS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "levels", tuple(sorted({int(level) for level in self.levels})))
         problems = []
+        if self.slice_chunk_pixels < 0:
+            problems.append(f"slice_chunk_pixels must be >= 0 (0: no chunking), got {self.slice_chunk_pixels}")
         if self.mode not in ("A", "B", "C"):
             problems.append(f"mode must be 'A', 'B' or 'C', got {self.mode!r}")
         if self.source not in ("decoder", "encoder"):

@@ -9,6 +9,9 @@ The walk calls the network's own submodules (``time_embed``, ``conv_in``, ``down
 residual / attention blocks and upsamplers of ``up_blocks``, ``out``) in the order MONAI's ``forward`` does, and
 stops once the deepest level needed is read: for encoder features after the down block of the deepest requested
 level; for decoder features after the up block of the shallowest requested level.
+
+For 3D configurations ``slicewise_kinetic_features`` runs the 2D extractor on the slices of a 3D patch, in chunks of
+at most ``KineticFeatureConfig.slice_chunk_pixels`` pixels, and stacks each level back into the patch's axis order.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ class KineticFeatureExtractor(nn.Module):
         Args:
             diffusion_config: the DM's config.
             input_scaling: the DM's input scaling (from its checkpoint).
-            feature_config: extraction options; defaults to mode A, decoder f3 + f4, fp32.
+            feature_config: extraction options; defaults to ``KineticFeatureConfig()`` (mode A, t* = 50, decoder f2).
             network: the pretrained DM; None builds a freshly initialised one (an untrained-DM control, or a
                 container whose weights come from a state dict later).
         """
@@ -219,3 +222,62 @@ class KineticFeatureExtractor(nn.Module):
             t_batch = torch.full((batch,), timestep, dtype=torch.long, device=x.device)
             walk = walk_unet(self.network, network_input, t_batch, options.levels, options.source)
         return {level: walk.features[level].to(x.dtype).contiguous() for level in options.levels}
+
+
+def slices_per_chunk(slice_shape: tuple[int, ...], chunk_pixels: int, num_slices: int) -> int:
+    """Slices per DM call: as many as fit in ``chunk_pixels`` pixels (at least one); all of them for 0."""
+    if chunk_pixels <= 0:
+        return max(1, num_slices)
+    pixels = 1
+    for size in slice_shape:
+        pixels *= int(size)
+    return max(1, min(num_slices, chunk_pixels // max(1, pixels)))
+
+
+def slicewise_kinetic_features(
+    extractor: KineticFeatureExtractor,
+    x: torch.Tensor,
+    slice_axis: int = 0,
+    chunk_pixels: int | None = None,
+) -> dict[int, torch.Tensor]:
+    """Kinetic features of a 3D patch from a 2D DM, slice by slice.
+
+    The patch is cut into 2D slices across ``slice_axis`` (0 = the first spatial axis, which nnU-Net's
+    ``transpose_forward`` makes the lowest-resolution one); the other two axes, in their order, are the DM's 2D axes.
+    The B * S slices go through the (frozen, truncated) 2D extractor in chunks of at most ``chunk_pixels`` pixels,
+    and each level's features are stacked back into the patch's axis order.
+
+    Args:
+        extractor: a 2D ``KineticFeatureExtractor``.
+        x: [B, 1, S0, S1, S2] nnU-Net-normalised pre-contrast patches; the two in-plane sizes divisible by the DM's
+            ``size_divisor``.
+        slice_axis: spatial axis (0, 1 or 2) the slices are taken across.
+        chunk_pixels: pixel budget per DM call (``KineticFeatureConfig.slice_chunk_pixels`` where None; 0: all
+            slices in one call).
+
+    Returns:
+        ``{level: [B, C_l, *shape]}`` where ``shape`` is the patch's spatial shape with the two in-plane sizes divided
+        by 2^(level-1) and the slice axis at full size; e.g. for ``slice_axis=0``: [B, C_l, S0, S1 / 2^(l-1),
+        S2 / 2^(l-1)]. A slice's features are the 2D extractor's features of that slice (chunking changes nothing but
+        the float rounding of batched kernels).
+    """
+    if extractor.diffusion_config.spatial_dims != 2:
+        raise ValueError("slice-wise features need a 2D DM")
+    if x.ndim != 5 or x.shape[1] != 1:
+        raise ValueError(f"expected 3D pre-contrast patches of shape [B, 1, D, H, W], got {tuple(x.shape)}")
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis}")
+    if chunk_pixels is None:
+        chunk_pixels = extractor.feature_config.slice_chunk_pixels
+    batch = x.shape[0]
+    moved = x.movedim(2 + slice_axis, 2)  # [B, 1, S, A, C]
+    num_slices, plane = moved.shape[2], tuple(moved.shape[3:])
+    slices = moved.permute(0, 2, 1, 3, 4).reshape(batch * num_slices, 1, *plane)
+    step = slices_per_chunk(plane, chunk_pixels, len(slices))
+    chunks = [extractor(slices[start:start + step]) for start in range(0, len(slices), step)]
+    features = {}
+    for level in extractor.feature_config.levels:
+        stacked = chunks[0][level] if len(chunks) == 1 else torch.cat([chunk[level] for chunk in chunks])
+        stacked = stacked.reshape(batch, num_slices, *stacked.shape[1:]).permute(0, 2, 1, 3, 4)  # [B, C, S, a, c]
+        features[level] = stacked.movedim(2, 2 + slice_axis).contiguous()
+    return features

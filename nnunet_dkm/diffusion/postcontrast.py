@@ -2,7 +2,8 @@
 
 The pre-contrast image goes through the dataset's nnU-Net preprocessing (the space the DM was trained
 in), every 2D slice is synthesised by DDIM (or the one-step estimate), and the result goes back through
-the inverse pipeline to the input's original geometry and intensity scale::
+the inverse pipeline to the input's original geometry and intensity scale. For a 3D configuration (``-c 3d_fullres``)
+the slices are cut across the axis the DM was pretrained on (its checkpoint's ``slice_axis``, default 0)::
 
     nnUNetv2_dkm_synthesize_postcontrast -i case_0000.nii.gz -o synthetic/ -d 990 -c 2d
     nnUNetv2_dkm_synthesize_postcontrast -i imagesTs/ -o synthetic/ -d 990 -c 2d -device cuda --ddim-steps 50
@@ -91,16 +92,21 @@ def pad_to_multiple(slices: torch.Tensor, divisor: int) -> tuple[torch.Tensor, t
 
 def synthesize_case(
     pre: np.ndarray, network: torch.nn.Module, checkpoint, method: str, ddim_steps: int, seed: int,
-    device: torch.device, batch_size: int = 8,
+    device: torch.device, batch_size: int = 8, slice_axis: int = 0,
 ) -> np.ndarray:
     """DM estimate of the post-contrast phases for every slice of a preprocessed pre-contrast volume.
 
     Args:
-        pre: (z', y', x') nnU-Net-normalised pre-contrast image (2D configuration: slices along axis 0).
+        pre: (z', y', x') nnU-Net-normalised pre-contrast image.
+        slice_axis: the axis the 2D slices are cut across (2d configurations: 0; 3D ones: the DM's ``slice_axis``).
 
     Returns:
         (K, z', y', x') estimated post-contrast phases, normalised like ``pre``.
     """
+    if slice_axis:
+        moved = synthesize_case(np.moveaxis(pre, slice_axis, 0), network, checkpoint, method, ddim_steps, seed,
+                                device, batch_size)
+        return np.ascontiguousarray(np.moveaxis(moved, 1, 1 + slice_axis))
     slices, (height, width) = pad_to_multiple(torch.from_numpy(pre[:, None].astype(np.float32)),
                                               checkpoint.config.size_divisor)
     out = []
@@ -151,8 +157,6 @@ def synthesize_postcontrast(
     """Synthesise post-contrast phases for one image or a folder of pre-contrast images; returns the written
     files."""
     dataset = PlannedDataset.load(dataset_id, configuration, plans_identifier)
-    if dataset.spatial_dims != 2:
-        raise SynthesisError(f"configuration {configuration} is 3D; the DM works on 2D slices: use -c 2d")
     file_ending = dataset.file_ending
     cases = input_cases(inputs, file_ending)
     check_output_folder(inputs, output_folder, file_ending)
@@ -160,6 +164,10 @@ def synthesize_postcontrast(
     network, checkpoint = load_network(location.path, map_location=device)
     check_plans_identity(checkpoint.plans_identity, dataset.plans_manager.plans, configuration, location.path)
     network = network.to(device)
+    if checkpoint.config.spatial_dims != 2:
+        raise SynthesisError(f"{location.path}: the DM is {checkpoint.config.spatial_dims}D; synthesis runs a 2D DM "
+                             f"slice by slice")
+    slice_axis = int(checkpoint.metadata.get("slice_axis", 0)) if dataset.spatial_dims == 3 else 0
     phases = range(1, checkpoint.config.num_post_phases + 1)
     targets = {case: [output_folder / f"{case}_{p:04d}{file_ending}" for p in phases] for case, _ in cases}
     existing = [str(t) for files in targets.values() for t in files if t.exists()]
@@ -179,7 +187,8 @@ def synthesize_postcontrast(
             raise SynthesisError(f"{file}: writing needs the SimpleITK reader; the plans use {type(reader)}")
         stack, stats, geometry = preprocess_like_precontrast([data], properties["spacing"], plans_manager,
                                                              configuration_manager)
-        estimate = synthesize_case(stack[0], network, checkpoint, method, ddim_steps, seed, torch.device(device))
+        estimate = synthesize_case(stack[0], network, checkpoint, method, ddim_steps, seed, torch.device(device),
+                                   slice_axis=slice_axis)
         original = preprocessed_to_original_space(estimate, stats, geometry, plans_manager, configuration_manager)
         for phase_image, target in zip(original, targets[case], strict=True):
             write_image(phase_image, properties, target)

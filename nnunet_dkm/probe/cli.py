@@ -6,7 +6,7 @@ architecture, random frozen weights), the pre-contrast intensity, a fixed filter
 (ceiling)::
 
     nnUNetv2_dkm_probe -d 990 -c 2d
-    nnUNetv2_dkm_probe -d 990 -c 2d --settings A250:decoder:34 B:decoder:34 C5:encoder:3 --num-labelled 8
+    nnUNetv2_dkm_probe -d 990 -c 2d --settings A50:decoder:2 A250:decoder:34 B:decoder:34 --num-labelled 8
     nnUNetv2_dkm_probe -d 990 -c 2d --settings all -device cuda
 
 Fit: labelled training cases; selection (held-out training cases): each row's threshold and the best setting;

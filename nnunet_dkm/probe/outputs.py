@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nnunet_dkm.atomic import write_atomically
+from nnunet_dkm.atomic import remove_stale_temporaries, report_removed, write_atomically
 from nnunet_dkm.probe.figure import probe_figure
 from nnunet_dkm.probe.results import ProbeOptions, ProbeResult
 from nnunet_dkm.probe.tables import (
@@ -41,6 +41,7 @@ def per_case_csv(result: ProbeResult) -> pd.DataFrame:
 
 def write_results(result: ProbeResult, context: ReportContext, files: ProbeFiles) -> str:
     """Write the three files; returns the summary table as markdown (for printing)."""
+    report_removed(remove_stale_temporaries(files.markdown.parent), "partly written file")
     summary = summary_table(result)
     chosen = chosen_settings(summary)
     items = comparisons(result)

@@ -4,7 +4,8 @@
 - ``B:decoder:1234``: mode B (pure noise at t = T-1), decoder, f1..f4;
 - ``C5:encoder:3``: mode C (post-contrast synthesised with 5 DDIM steps, read at t = 0), encoder, f3.
 
-``A`` without a number means t* = 250, ``C`` without one 5 DDIM steps. ``default`` is the setting of
+``A`` without a number means the default t* (``KineticFeatureConfig``'s, 50), ``C`` without one 5 DDIM steps.
+``default`` is the setting of
 ``nnUNetTrainerDKM`` and ``all`` the grid: mode A at t* in {50, 150, 250, 500, 750}, mode B and mode C5, each from
 the decoder and the encoder, with levels f1, f2, f3, f4, f3+f4 and f1..f4 (84 settings). Settings that share mode,
 t* (or DDIM steps) and source share one DM forward (:attr:`DmSetting.forward_key`).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from nnunet_dkm.diffusion.config import DiffusionConfig, KineticFeatureConfig
 from nnunet_dkm.probe.errors import ProbeError
 
-DEFAULT_TIMESTEP = 250
+DEFAULT_TIMESTEP = KineticFeatureConfig().timestep  # the trainer's t* (50)
 DEFAULT_DDIM_STEPS = 5
 GRID_TIMESTEPS = (50, 150, 250, 500, 750)
 GRID_LEVELS = ((1,), (2,), (3,), (4,), (3, 4), (1, 2, 3, 4))

@@ -4,6 +4,7 @@ Used through nnU-Net's own commands::
 
     nnUNetv2_train 990 2d 0 -tr nnUNetTrainerDKM [-device cpu] [--c] [--val]
     nnUNetv2_predict -i imagesTs -o out -d 990 -c 2d -f 0 -tr nnUNetTrainerDKM
+    nnUNetv2_train 990 3d_fullres 0 -tr nnUNetTrainerDKM       # the 2D DM runs slice by slice inside the 3D patch
 
 The DM checkpoint is found without flags (``nnunet_dkm.paths.dm_checkpoint_location``:
 ``nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/dm_checkpoint.pt``, or ``$nnUNet_dkm_checkpoint``); one made for
@@ -23,12 +24,25 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunet_dkm.architecture.builder import DKM_PLANS_KEY, build_kinetic_unet, make_plans_block
+from nnunet_dkm.architecture.builder import (
+    DKM_PLANS_KEY,
+    MissingDkmBlockError,
+    build_kinetic_unet,
+    checkpoint_slice_axis,
+    make_plans_block,
+    missing_block_message,
+)
 from nnunet_dkm.architecture.kinetic_unet import DEFAULT_MERGE_KERNEL_SIZE, KineticUNet
+from nnunet_dkm.architecture.kinetic_unet_3d import (
+    InPlaneSizeError,
+    KineticUNet3D,
+    check_in_plane_patch,
+    stage_for_level_in_plane,
+)
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, check_plans_identity, load_checkpoint
 from nnunet_dkm.diffusion.config import KineticFeatureConfig
 from nnunet_dkm.loss.dc_ce_ssim import SSIM_WEIGHT, DC_CE_SSIM_loss, SSIMLoss
-from nnunet_dkm.paths import DmCheckpointLocation, dm_checkpoint_location, missing_dm_message
+from nnunet_dkm.paths import DmCheckpointLocation, dm_checkpoint_location, missing_dm_message, pretrain_command
 
 DEFAULT_DEVICE = torch.device("cuda")  # nnU-Net's default; -device cpu|cuda overrides it
 
@@ -46,7 +60,8 @@ class nnUNetTrainerDKM(nnUNetTrainer):
     """DKM segmentation: kinetic features of a frozen DM fused into nnU-Net's planned encoder.
 
     Class attributes that variants override:
-        kinetic_features: which DM features (mode A/B/C, levels, decoder/encoder), default A, f3 + f4, decoder.
+        kinetic_features: which DM features (mode A/B/C, t*, levels, decoder/encoder); default mode A at t* = 50,
+            decoder level f2, chosen by the feature probe (``benchmarks/results_feature_probe.md``).
         ssim_weight: weight of ``1 - SSIM`` in the loss (0.5, the paper's).
         use_pretrained_dm: False builds the untrained-DM control (same architecture, random frozen weights).
         fusion_merge_kernel_size: kernel of the fusions' merge convolution (1); None: the stage's own (3x3).
@@ -72,11 +87,18 @@ class nnUNetTrainerDKM(nnUNetTrainer):
 
     @classmethod
     def check_configuration(cls, plans_manager: PlansManager, configuration: str, fold: int) -> None:
-        """Refuse a configuration this trainer cannot train (``DkmSetupError`` naming the command to use)."""
-        if len(plans_manager.get_configuration(configuration).patch_size) != 2:
+        """Refuse a configuration this trainer cannot train (``DkmSetupError`` naming the command to use).
+
+        2d and the single-stage 3D configurations (``3d_fullres``, ``3d_lowres``) work; a cascade's second stage
+        gets the previous stage's segmentation as extra input channels, and DKM segments from the pre-contrast image
+        alone.
+        """
+        previous_stage = plans_manager.get_configuration(configuration).previous_stage_name
+        if previous_stage is not None:
             raise DkmSetupError(
-                f"configuration {configuration} is 3D, but the DKM diffusion module works on 2D slices. Train the 2d "
-                f"configuration: nnUNetv2_train {plans_manager.dataset_name} 2d {fold} -tr {cls.__name__}"
+                f"configuration {configuration} is a cascade stage (it also reads the {previous_stage} "
+                f"segmentation), but DKM segments from the pre-contrast image alone. Train "
+                f"3d_fullres: nnUNetv2_train {plans_manager.dataset_name} 3d_fullres {fold} -tr {cls.__name__}"
             )
 
     @classmethod
@@ -93,17 +115,41 @@ class nnUNetTrainerDKM(nnUNetTrainer):
             raise DkmSetupError(missing_dm_message(location, dataset, configuration, plans_manager.plans_name))
         checkpoint = load_checkpoint(location.path)
         check_plans_identity(checkpoint.plans_identity, plans_manager.plans, configuration, location.path)
+        configuration_manager = plans_manager.get_configuration(configuration)
+        if len(configuration_manager.patch_size) == 3 and checkpoint.config.spatial_dims == 2:
+            # the network builder refuses these too; here they are refused before the output folder exists
+            slice_axis = checkpoint_slice_axis(checkpoint)
+            try:
+                check_in_plane_patch(list(configuration_manager.patch_size), slice_axis,
+                                     checkpoint.config.size_divisor)
+                strides = configuration_manager.network_arch_init_kwargs.get("strides") or []
+                for level in cls.kinetic_features.levels if strides else ():
+                    stage_for_level_in_plane([list(stride) for stride in strides], level, slice_axis)
+            except InPlaneSizeError as error:
+                raise DkmSetupError(f"{configuration} with the DM {location.describe()}: {error}") from error
+            except ValueError as error:
+                command = pretrain_command(plans_manager.dataset_name, configuration, plans_manager.plans_name)
+                raise DkmSetupError(
+                    f"{configuration} with the DM {location.describe()}, whose slices are cut across axis "
+                    f"{slice_axis}: {error}. Pretrain the DM on slices across axis 0 (the default --slice-axis, the "
+                    f"lowest-resolution axis, whose in-plane axes nnU-Net pools alike): {command} --overwrite"
+                ) from error
         return location, checkpoint
 
-    @staticmethod
-    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> nn.Module:
-        """nnU-Net 2.8's static builder: KineticUNet from the plans (their ``"dkm"`` block names the DM)."""
-        return build_kinetic_unet(configuration_manager, num_input_channels, num_output_channels,
-                                  enable_deep_supervision)
+        """nnU-Net 2.8's builder (called on the class, as nnU-Net calls its static one): KineticUNet (2d) or
+        KineticUNet3D (3D configurations) from the plans, whose ``"dkm"`` block names the DM."""
+        try:
+            return build_kinetic_unet(configuration_manager, num_input_channels, num_output_channels,
+                                      enable_deep_supervision)
+        except MissingDkmBlockError as error:
+            raise MissingDkmBlockError(missing_block_message(plans_manager, configuration_manager,
+                                                             cls.__name__)) from error
 
-    def unwrapped_network(self) -> KineticUNet:
+    def unwrapped_network(self) -> KineticUNet | KineticUNet3D:
         """The network behind DDP / torch.compile wrappers."""
         network = self.network.module if self.is_ddp else self.network
         return getattr(network, "_orig_mod", network)
@@ -116,6 +162,8 @@ class nnUNetTrainerDKM(nnUNetTrainer):
             f"DKM: DM from {self.dm_checkpoint_location.describe()} "
             f"({'pretrained' if self.use_pretrained_dm else 'UNTRAINED control'}, {self.dm_checkpoint.config.preset} "
             f"preset), features {self.kinetic_features}, SSIM weight {self.ssim_weight}"
+            + (f", 2D DM slice by slice across axis {checkpoint_slice_axis(self.dm_checkpoint)} of the 3D patch"
+               if len(self.configuration_manager.patch_size) == 3 else "")
         )
 
     def configure_optimizers(self):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
 from nnunet_dkm.cli_types import positive_int
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 from nnunet_dkm.evaluation.benchmark.cases import (
@@ -111,6 +112,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     output = Path(args.output) if args.output else (
         nnunet_folder("nnUNet_results") / raw.name / f"dkm_benchmark__{args.plans}__{args.configuration}")
     output.mkdir(parents=True, exist_ok=True)
+    report_removed(remove_stale_temporaries(output), "partly written file")
     plans = PlansManager(str(preprocessed / f"{args.plans}.json"))
     runs = label_runs(preprocessed, plans.get_configuration(args.configuration).data_identifier, args.folds,
                       args.num_labelled or [None])

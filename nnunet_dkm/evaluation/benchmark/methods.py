@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nnunet_dkm.diffusion.config import KineticFeatureConfig
+
 DEFAULT_ABLATION = ("1", "2", "3", "4", "1234")
-DKM_DEFAULT_LEVELS = "34"
+# nnUNetTrainerDKM's own levels: its ablation row is the DKM row itself
+DKM_DEFAULT_LEVELS = "".join(map(str, KineticFeatureConfig().levels))
 RULES = ("all_tissue", "intensity_window", "label_rule_post_contrast")
 
 

@@ -1,4 +1,4 @@
-"""DKM with other ways of reading the frozen DM (the default is mode A: the noised pre-contrast image at t* = 250,
+"""DKM with other ways of reading the frozen DM (the default is mode A: the noised pre-contrast image at t* = 50,
 decoder features)."""
 
 from __future__ import annotations
