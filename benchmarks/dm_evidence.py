@@ -188,7 +188,8 @@ def dm_estimates(checkpoint: Path, data: dict[str, np.ndarray], ddim_steps: int)
 
 
 def pretrain(lever: Lever, workdir: Path, minutes: float, max_steps: int) -> dict:
-    from pretrain_dm.training import DmPretrainer, PretrainSettings
+    from pretrain_dm.settings import PretrainSettings
+    from pretrain_dm.training import DmPretrainer
 
     checkpoint = workdir / "runs" / f"{lever.name}.pt"
     if checkpoint.is_file():

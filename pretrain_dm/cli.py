@@ -29,7 +29,8 @@ from nnunet_dkm.diffusion.presets import DM_PRESETS, PRESET_NAMES
 from nnunet_dkm.ext_trainer_path import export_hint, ext_trainer_is_set
 from nnunet_dkm.paths import DM_CHECKPOINT_ENV
 from nnunet_dkm.preprocessing import PreprocessedSpaceError
-from pretrain_dm.training import DmPretrainer, PretrainingError, PretrainSettings, RunContext
+from pretrain_dm.settings import PretrainingError, PretrainSettings, RunContext
+from pretrain_dm.training import DmPretrainer
 
 
 def preset_values(field: str) -> str:

@@ -110,3 +110,17 @@ def crop_around(
                                                                                 strict=True))
     out[(slice(None), *target)] = slice_stack[(slice(None), *source)]
     return out
+
+
+def split_exams(exams: tuple[CachedExam, ...], fraction: float, seed: int) -> tuple[list[CachedExam], list[CachedExam]]:
+    """(training exams, validation exams): a seeded, per-exam hold-out, preferring labelled exams for validation
+    (they have tumour slices for the sample figure). With a single exam both are that exam."""
+    if len(exams) < 2:
+        return list(exams), list(exams)
+    rng = np.random.default_rng([seed, 7])
+    labelled = [e for e in exams if e.tumour_slices]
+    pool = labelled if len(labelled) >= 2 else list(exams)
+    count = max(1, int(round(fraction * len(exams))))
+    count = min(count, len(pool) - 1) if pool is labelled else min(count, len(exams) - 1)
+    chosen = {pool[i].case_id for i in rng.choice(len(pool), size=count, replace=False)}
+    return [e for e in exams if e.case_id not in chosen], [e for e in exams if e.case_id in chosen]

@@ -24,14 +24,12 @@ validates, plots and saves.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -42,172 +40,16 @@ from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint, save_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
-from nnunet_dkm.diffusion.presets import RECIPE_FIELDS, PretrainingRecipe, dm_preset, preset_network
+from nnunet_dkm.diffusion.presets import preset_network
 from nnunet_dkm.preprocessing import PlannedDataset
 from pretrain_dm.augment import AugmentationConfig, augment_patches
-from pretrain_dm.cache import CachedExam, DmCache, build_cache
+from pretrain_dm.cache import DmCache, build_cache
+from pretrain_dm.objective import autocast_context, enhancement_weights, step_generators, weighted_mse
 from pretrain_dm.plots import held_out_tumour_patches, plot_loss_curve, plot_samples
-from pretrain_dm.slices import PatchSampler
+from pretrain_dm.settings import PretrainingError, PretrainSettings, RunContext, settings_from_dict, settings_to_dict
+from pretrain_dm.slices import PatchSampler, split_exams
 
-DEFAULT_INPUT_SCALING = InputScaling(scale=0.5, offset=0.0)
 VALIDATION_PATCHES = 32
-
-
-class PretrainingError(Exception):
-    """Pretraining cannot start or go on; the message says why and what to run."""
-
-
-@dataclass
-class PretrainSettings:
-    """Everything a pretraining run depends on (recorded in the checkpoint).
-
-    The recipe fields (``steps`` ... ``patch_centring``, see ``PretrainingRecipe``) default to None, which means
-    "the preset's value": a preset's recipe is defined once, in ``nnunet_dkm/diffusion/presets.py``.
-    """
-
-    dataset_id: int
-    configuration: str = "2d"
-    plans_identifier: str = "nnUNetPlans"
-    preset: str = "small"
-    config_overrides: dict[str, Any] = field(default_factory=dict)
-    steps: int | None = None
-    batch_size: int | None = None
-    patch_size: tuple[int, int] | None = None
-    foreground_fraction: float | None = None
-    high_noise_fraction: float | None = None
-    enhancement_weight: float | None = None
-    learning_rate: float | None = None
-    weight_decay: float | None = None
-    warmup_steps: int | None = None
-    patch_centring: str | None = None
-    ema_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    validation_fraction: float = 0.1
-    validate_every: int = 200
-    save_every: int = 200
-    keep_steps: tuple[int, ...] = ()  # also keep a copy of the checkpoint at these steps (0 = before training)
-    slice_axis: int = 0  # 3D configurations: the axis of the preprocessed volumes the 2D slices are cut across
-    input_scale: float = DEFAULT_INPUT_SCALING.scale
-    input_offset: float = DEFAULT_INPUT_SCALING.offset
-    augmentation: bool = True
-    device: str = "cpu"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16 / fp16
-    max_minutes: float | None = None  # optional cap on training time; the recipe is ``steps``
-    sample_ddim_steps: int = 20
-
-    def __post_init__(self) -> None:
-        preset_recipe = dm_preset(self.preset).recipe
-        for name in RECIPE_FIELDS:
-            if getattr(self, name) is None:
-                setattr(self, name, getattr(preset_recipe, name))
-        self.keep_steps = tuple(sorted({int(step) for step in self.keep_steps}))
-        _ = self.recipe  # building the recipe validates the values
-
-    @property
-    def recipe(self) -> PretrainingRecipe:
-        """The recipe this run follows (the preset's, with this run's overrides)."""
-        return PretrainingRecipe(**{name: getattr(self, name) for name in RECIPE_FIELDS})
-
-    @property
-    def label_free(self) -> bool:
-        """Whether no tumour label is used (patches centred by enhancement alone)."""
-        return self.patch_centring == "enhancement"
-
-    def compatible_with(self, other: PretrainSettings) -> list[str]:
-        """Settings that must not change when a run is continued; returns the differences."""
-        keys = ("dataset_id", "configuration", "plans_identifier", "preset", "config_overrides", "batch_size",
-                "seed", "input_scale", "input_offset", "patch_size", "ema_decay", "patch_centring", "slice_axis")
-        return [f"{k}: {getattr(other, k)!r} -> {getattr(self, k)!r}" for k in keys
-                if _plain(getattr(self, k)) != _plain(getattr(other, k))]
-
-
-def _plain(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def settings_to_dict(settings: PretrainSettings) -> dict[str, Any]:
-    values = asdict(settings)
-    values["patch_size"] = list(settings.patch_size) if settings.patch_size else None
-    values["keep_steps"] = list(settings.keep_steps)
-    return values
-
-
-def settings_from_dict(values: dict[str, Any]) -> PretrainSettings:
-    """Settings stored in a checkpoint; keys this version does not know are an error (the run was made by another
-    version and cannot be continued exactly)."""
-    known = {f.name for f in fields(PretrainSettings)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise PretrainingError(f"the checkpoint's training state was written by another nnunet-dkm version (unknown "
-                               f"settings {unknown}); it cannot be continued: use --overwrite to start a new run")
-    values = dict(values)
-    values["patch_size"] = tuple(values["patch_size"]) if values.get("patch_size") else None
-    values["keep_steps"] = tuple(values.get("keep_steps") or ())
-    return PretrainSettings(**values)
-
-
-@dataclass
-class RunContext:
-    """Process group facts: rank, world size, device."""
-
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def step_generators(seed: int, rank: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
-    """The numpy and torch generators of one training step on one rank (see the module docstring)."""
-    sequence = np.random.SeedSequence([seed, rank, step])
-    torch_generator = torch.Generator().manual_seed(int(sequence.generate_state(1, dtype=np.uint64)[0] >> 1))
-    return np.random.default_rng(sequence), torch_generator
-
-
-def split_exams(exams: tuple[CachedExam, ...], fraction: float, seed: int) -> tuple[list[CachedExam], list[CachedExam]]:
-    """(training exams, validation exams): a seeded, per-exam hold-out, preferring labelled exams for validation
-    (they have tumour slices for the sample figure). With a single exam both are that exam."""
-    if len(exams) < 2:
-        return list(exams), list(exams)
-    rng = np.random.default_rng([seed, 7])
-    labelled = [e for e in exams if e.tumour_slices]
-    pool = labelled if len(labelled) >= 2 else list(exams)
-    count = max(1, int(round(fraction * len(exams))))
-    count = min(count, len(pool) - 1) if pool is labelled else min(count, len(exams) - 1)
-    chosen = {pool[i].case_id for i in rng.choice(len(pool), size=count, replace=False)}
-    return [e for e in exams if e.case_id not in chosen], [e for e in exams if e.case_id in chosen]
-
-
-def enhancement_weights(x_pre: torch.Tensor, x_post: torch.Tensor, weight: float) -> torch.Tensor | None:
-    """Per-pixel loss weights (B, 1, H, W) = 1 + weight * mean_k |x_post_k - x_pre|, or None for weight 0.
-
-    Strongly enhancing pixels (tumour) are a few percent of a slice, so the plain loss barely rewards predicting
-    their enhancement; weighting biases the DM towards it (it is then no longer the unweighted DDPM objective).
-    x_pre: (B, 1, H, W); x_post: (B, K, H, W), both in the DM's input range.
-    """
-    if weight == 0:
-        return None
-    return 1.0 + weight * (x_post - x_pre).abs().mean(dim=1, keepdim=True)
-
-
-def weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared error, each pixel weighted by ``weights`` (broadcast over channels) normalised to mean 1."""
-    if weights is None:
-        return torch.nn.functional.mse_loss(prediction, target)
-    return (weights * (prediction - target).square()).mean() / weights.mean()
-
-
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Autocast for the requested precision; ``auto`` means bf16 on CUDA and fp32 elsewhere."""
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class DmPretrainer:

@@ -13,7 +13,8 @@ import SimpleITK as sitk
 from conftest import PHANTOM_ID, use_nnunet_folders
 
 from nnunet_dkm.preprocessing import PlannedDataset, preprocess_like_precontrast, preprocessed_to_original_space
-from pretrain_dm.training import DmPretrainer, PretrainSettings
+from pretrain_dm.settings import PretrainSettings
+from pretrain_dm.training import DmPretrainer
 
 BIN = Path(sys.executable).parent
 

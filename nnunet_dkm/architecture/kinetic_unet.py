@@ -87,12 +87,11 @@ class KineticUNet(nn.Module):
         self.decoder = planned_unet.decoder
         self.kinetic = kinetic
         encoder = self.encoder
-        strides = [list(stride) for stride in encoder.strides]
         kernel_sizes = encoder.kernel_sizes
         self.level_of_stage: dict[int, int] = {}
         fusions = {}
         for level, dm_channels in kinetic.level_channels.items():
-            stage = stage_for_level(strides, level)
+            stage = self.stage_of_level(self.encoder_strides(), level)
             self.level_of_stage[stage] = level
             fusions[str(stage)] = KineticFusion(
                 dm_channels, encoder.output_channels[stage], encoder.conv_op, encoder.conv_bias, encoder.norm_op,
@@ -108,15 +107,33 @@ class KineticUNet(nn.Module):
         self.kinetic.train(False)
         return self
 
+    def encoder_strides(self) -> list[list[int]]:
+        """The planned encoder's stride of every stage, one entry per spatial axis."""
+        dims = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}[self.encoder.conv_op]
+        return [list(s) if isinstance(s, (list, tuple)) else [s] * dims for s in self.encoder.strides]
+
+    def stage_of_level(self, strides: list[list[int]], level: int) -> int:
+        """The encoder stage that receives DM level ``level`` (2D: the one at 1 / 2^(level-1) along every axis)."""
+        return stage_for_level(strides, level)
+
+    def kinetic_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
+        """The frozen DM's features of pre-contrast patches x (B, 1, H, W): {level: (B, C_l, H_l, W_l)}."""
+        return self.kinetic(x)
+
+    def fit_to_stage(self, features: torch.Tensor, stage_output: torch.Tensor) -> torch.Tensor:
+        """DM features as the stage's fusion takes them (2D: unchanged, they have the stage's size)."""
+        return features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """x: (B, 1, H, W) nnU-Net-normalised pre-contrast patches."""
-        dm_features = self.kinetic(x[:, :1])
+        """x: (B, 1, *spatial) nnU-Net-normalised pre-contrast patches."""
+        dm_features = self.kinetic_features(x[:, :1])
         stem = getattr(self.encoder, "stem", None)
         hidden = stem(x) if stem is not None else x
         skips = []
         for index, stage in enumerate(self.encoder.stages):
             hidden = stage(hidden)
             if index in self.level_of_stage:
-                hidden = self.fusions[str(index)](hidden, dm_features[self.level_of_stage[index]])
+                features = self.fit_to_stage(dm_features[self.level_of_stage[index]], hidden)
+                hidden = self.fusions[str(index)](hidden, features)
             skips.append(hidden)
         return self.decoder(skips)

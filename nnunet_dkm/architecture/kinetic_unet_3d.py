@@ -25,10 +25,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from nnunet_dkm.architecture.kinetic_unet import DEFAULT_MERGE_KERNEL_SIZE, KineticFusion, stage_kernel
+from nnunet_dkm.architecture.kinetic_unet import DEFAULT_MERGE_KERNEL_SIZE, KineticUNet
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor, slicewise_kinetic_features
 
 DEFAULT_SLICE_AXIS = 0
@@ -87,11 +86,10 @@ def pool_to_stage(features: torch.Tensor, stage_shape: tuple[int, ...]) -> torch
     return F.adaptive_avg_pool3d(features, stage_shape)
 
 
-class KineticUNet3D(nn.Module):
-    """Planned 3D encoder/decoder + kinetic fusions + a frozen 2D DM run slice by slice.
-
-    ``decoder.deep_supervision`` behaves as in nnU-Net.
-    """
+class KineticUNet3D(KineticUNet):
+    """Planned 3D encoder/decoder + kinetic fusions + a frozen 2D DM run slice by slice (``KineticUNet`` with
+    slice-wise features, in-plane stage matching and depth pooling). ``decoder.deep_supervision`` behaves as in
+    nnU-Net."""
 
     def __init__(self, planned_unet: nn.Module, kinetic: KineticFeatureExtractor,
                  merge_kernel_size: int | None = DEFAULT_MERGE_KERNEL_SIZE, slice_axis: int = DEFAULT_SLICE_AXIS):
@@ -102,53 +100,28 @@ class KineticUNet3D(nn.Module):
             merge_kernel_size: kernel of each fusion's merge convolution; None: the stage's own kernel.
             slice_axis: spatial axis of the patch the DM's slices are cut across (0, 1 or 2).
         """
-        super().__init__()
         if kinetic.diffusion_config.spatial_dims != 2:
             raise ValueError("KineticUNet3D runs a 2D DM slice by slice; this DM is "
                              f"{kinetic.diffusion_config.spatial_dims}D")
-        self.encoder = planned_unet.encoder
-        self.decoder = planned_unet.decoder
-        self.kinetic = kinetic
-        self.slice_axis = slice_axis
-        encoder = self.encoder
-        if encoder.conv_op is not nn.Conv3d:
-            raise ValueError(f"KineticUNet3D needs a 3D planned network, got {encoder.conv_op.__name__}")
-        strides = [list(stride) if isinstance(stride, (list, tuple)) else [stride] * 3 for stride in encoder.strides]
-        self.level_of_stage: dict[int, int] = {}
-        self.slice_stride_of_stage: dict[int, int] = {}
-        fusions = {}
-        for level, dm_channels in kinetic.level_channels.items():
-            stage, slice_stride = stage_for_level_in_plane(strides, level, slice_axis)
-            self.level_of_stage[stage] = level
-            self.slice_stride_of_stage[stage] = slice_stride
-            fusions[str(stage)] = KineticFusion(
-                dm_channels, encoder.output_channels[stage], encoder.conv_op, encoder.conv_bias, encoder.norm_op,
-                encoder.norm_op_kwargs, encoder.nonlin, encoder.nonlin_kwargs,
-                merge_kernel_size if merge_kernel_size is not None else stage_kernel(encoder.kernel_sizes, stage),
-            )
-        self.fusions = nn.ModuleDict(fusions)
-        self.fusions.apply(InitWeights_He(1e-2))
+        if planned_unet.encoder.conv_op is not nn.Conv3d:
+            raise ValueError(f"KineticUNet3D needs a 3D planned network, got {planned_unet.encoder.conv_op.__name__}")
+        in_plane_axes(slice_axis)  # refuses an axis other than 0, 1, 2
+        self.slice_axis = slice_axis  # read by stage_of_level while KineticUNet builds the fusions
+        super().__init__(planned_unet, kinetic, merge_kernel_size)
+        strides = self.encoder_strides()
+        self.slice_stride_of_stage: dict[int, int] = {
+            stage: stage_for_level_in_plane(strides, level, slice_axis)[1]
+            for stage, level in self.level_of_stage.items()
+        }
 
-    def train(self, mode: bool = True) -> KineticUNet3D:
-        """Train the segmentation parts; the DM stays in eval mode (its ``train`` is pinned)."""
-        super().train(mode)
-        self.kinetic.train(False)
-        return self
+    def stage_of_level(self, strides: list[list[int]], level: int) -> int:
+        """The first stage at 1 / 2^(level-1) along both in-plane axes (any stride along the slice axis)."""
+        return stage_for_level_in_plane(strides, level, self.slice_axis)[0]
 
     def kinetic_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
         """The DM's features of (B, 1, S0, S1, S2) patches, stacked per level (``slicewise_kinetic_features``)."""
         return slicewise_kinetic_features(self.kinetic, x, self.slice_axis)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        """x: (B, 1, S0, S1, S2) nnU-Net-normalised pre-contrast patches."""
-        dm_features = self.kinetic_features(x[:, :1])
-        stem = getattr(self.encoder, "stem", None)
-        hidden = stem(x) if stem is not None else x
-        skips = []
-        for index, stage in enumerate(self.encoder.stages):
-            hidden = stage(hidden)
-            if index in self.level_of_stage:
-                features = pool_to_stage(dm_features[self.level_of_stage[index]], tuple(hidden.shape[2:]))
-                hidden = self.fusions[str(index)](hidden, features)
-            skips.append(hidden)
-        return self.decoder(skips)
+    def fit_to_stage(self, features: torch.Tensor, stage_output: torch.Tensor) -> torch.Tensor:
+        """Stacked features average-pooled along the slice axis to the stage's size."""
+        return pool_to_stage(features, tuple(stage_output.shape[2:]))

@@ -2,7 +2,7 @@
 
 A recipe is a number of optimisation STEPS (plus batch, patch and sampling settings), so that one command gives one
 model on any machine whatever its load; ``nnUNetv2_dkm_pretrain --max-minutes`` is only an optional cap.
-``DiffusionConfig`` describes the network alone; ``pretrain_dm.training.PretrainSettings`` takes every recipe value
+``DiffusionConfig`` describes the network alone; ``pretrain_dm.settings.PretrainSettings`` takes every recipe value
 it is not given from here, and ``nnUNetv2_dkm_pretrain`` shows these values as its defaults.
 
 - ``paper``: the paper's DM (channels 128-256-256-256, attention at the lowest level, epsilon prediction), the
