@@ -3,6 +3,9 @@
     git clone <repo> /tmp/clone && cd /tmp/clone && /usr/bin/time -v make demo > demo.log 2> demo_time.log
     python benchmarks/collect_demo_results.py --demo-output /tmp/clone/demo_output --time-log /tmp/clone/demo_time.log
 
+(or ``--wall-seconds S`` for a run timed by other means, e.g. ``date +%s`` before and after ``make demo``; with
+neither, the header says the run was not timed.)
+
 The table is the benchmark's own ``results.md``; this script adds how it was made (clean clone, wall time of the
 whole ``make demo`` including the install, commit, machine) and copies ``dice_bars.png`` and ``overlays.png``.
 """
@@ -36,7 +39,9 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo-output", type=Path, required=True, help="the demo_output/ folder of the run")
-    parser.add_argument("--time-log", type=Path, required=True, help="stderr of `/usr/bin/time -v make demo`")
+    timing = parser.add_mutually_exclusive_group()
+    timing.add_argument("--time-log", type=Path, help="stderr of `/usr/bin/time -v make demo`")
+    timing.add_argument("--wall-seconds", type=int, help="wall time of the whole `make demo`, measured otherwise")
     parser.add_argument("--benchmark", type=Path, default=None, help="benchmark folder (default demo_output/benchmark)")
     parser.add_argument("--out", type=Path, default=HERE / "results_demo.md")
     parser.add_argument("--note", action="append", default=[], help="a line to add to the header (repeatable)")
@@ -51,18 +56,26 @@ def main() -> None:
     table = table.replace("# DKM benchmark:", "## DKM benchmark:", 1)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=args.demo_output.parent).stdout.strip() or "unknown"
+    if args.time_log is not None:
+        timed = f"{wall_time(args.time_log)} (h:mm:ss or m:ss, GNU time)"
+    elif args.wall_seconds is not None:
+        timed = f"{args.wall_seconds // 60}:{args.wall_seconds % 60:02d} (m:ss, `date +%s` before and after)"
+    else:
+        timed = "not measured for this run"
     header = "\n".join([
         "# `make demo` results",
         "",
         f"- **Made by:** `git clone` of this repository into a fresh folder (now at commit {commit}), then "
-        "`/usr/bin/time -v make demo` "
+        "`make demo` "
         f"(creates `.venv`, installs torch and nnU-Net from the local wheel store, then runs `scripts/demo.sh`)",
-        f"- **Wall time of the whole `make demo`, install included:** {wall_time(args.time_log)} (h:mm:ss or m:ss)",
+        f"- **Wall time of the whole `make demo`, install included:** {timed}",
         *[f"- {note}" for note in args.note],
         f"- **Machine:** {cpu_model()}, {len(re.findall('^processor', Path('/proc/cpuinfo').read_text(), re.M))} "
         "cores visible, no GPU",
-        f"- **Collected by:** `python benchmarks/collect_demo_results.py --demo-output {args.demo_output} "
-        f"--time-log {args.time_log}` (+ the notes above)",
+        f"- **Collected by:** `python benchmarks/collect_demo_results.py --demo-output {args.demo_output}"
+        + (f" --time-log {args.time_log}" if args.time_log else "")
+        + (f" --wall-seconds {args.wall_seconds}" if args.wall_seconds is not None else "")
+        + "` (+ the notes above)",
         "",
     ])
     args.out.write_text(header + "\n" + table)
