@@ -19,7 +19,6 @@ import math
 import re
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 from nnunet_dkm.paths import missing_dm_message
 from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe import ProbeError, ProbeOptions, comparisons, parse_settings, run_probe, summary_table
-from nnunet_dkm.probe.cli import PROBE_ERRORS, add_split_arguments
+from nnunet_dkm.probe.cli import add_split_arguments, run_reported, split_options
 from nnunet_dkm.probe.features import FILTER_BANK
 from nnunet_dkm.probe.outputs import classifier_description, machine_description
 from nnunet_dkm.probe.results import UNTRAINED, ProbeResult
@@ -191,16 +190,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="markdown file; the CSV and the figure go next to it")
     args = parser.parse_args(argv)
-    options = ProbeOptions(num_labelled=args.num_labelled, num_selection=args.num_selection, seed=args.seed,
-                           device=args.device)
+    options = split_options(args)
     command = "python benchmarks/dm_learning_curve.py " + shlex.join(argv)
-    started = time.perf_counter()
-    try:
-        run_curve(args.dataset, args.configuration, args.plans, args.checkpoints, args.setting, options, args.output,
-                  command)
-    except PROBE_ERRORS as error:
-        sys.exit(f"error: {error}")
-    print(f"done in {time.perf_counter() - started:.0f} s")
+    run_reported(lambda: run_curve(args.dataset, args.configuration, args.plans, args.checkpoints, args.setting,
+                                   options, args.output, command))
 
 
 if __name__ == "__main__":

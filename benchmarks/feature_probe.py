@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -36,7 +35,7 @@ from nnunet_dkm.probe import (
     run_probe,
     write_results,
 )
-from nnunet_dkm.probe.cli import PROBE_ERRORS, add_split_arguments
+from nnunet_dkm.probe.cli import add_split_arguments, run_reported, split_options
 from nnunet_dkm.probe.outputs import classifier_description, machine_description
 from nnunet_dkm.probe.paths import probe_checkpoint
 from nnunet_dkm.probe.results import ProbeResult
@@ -134,16 +133,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="markdown file; the CSV and figures go next to it")
     args = parser.parse_args(argv)
-    options = ProbeOptions(num_labelled=args.num_labelled, num_selection=args.num_selection, seed=args.seed,
-                           device=args.device)
+    options = split_options(args)
     command = "python benchmarks/feature_probe.py " + shlex.join(argv)
-    started = time.perf_counter()
-    try:
-        run_study(args.dataset, args.configuration, args.plans, args.checkpoint, args.settings, options, args.output,
-                  command)
-    except PROBE_ERRORS as error:
-        sys.exit(f"error: {error}")
-    print(f"done in {time.perf_counter() - started:.0f} s")
+    run_reported(lambda: run_study(args.dataset, args.configuration, args.plans, args.checkpoint, args.settings,
+                                   options, args.output, command))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,6 +59,22 @@ def add_split_arguments(parser: argparse.ArgumentParser, dataset_default: str | 
     parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"), help="where the DMs run")
 
 
+def split_options(args: argparse.Namespace, **other: object) -> ProbeOptions:
+    """``ProbeOptions`` of the shared split arguments (``add_split_arguments``), plus any other option."""
+    return ProbeOptions(num_labelled=args.num_labelled, num_selection=args.num_selection, seed=args.seed,
+                        device=args.device, **other)
+
+
+def run_reported(study: Callable[[], object]) -> None:
+    """Run a probe study script's work: one-line exit on the probe's errors, the wall time at the end."""
+    started = time.perf_counter()
+    try:
+        study()
+    except PROBE_ERRORS as error:
+        sys.exit(f"error: {error}")
+    print(f"done in {time.perf_counter() - started:.0f} s")
+
+
 def parser() -> argparse.ArgumentParser:
     result = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,9 +97,8 @@ def probe(args: argparse.Namespace, command: str) -> Path:
     dataset = PlannedDataset.load(args.dataset, args.configuration, args.plans)
     checkpoint = probe_checkpoint(dataset, args.checkpoint)
     output = args.output if args.output is not None else probe_output_folder(dataset)
-    options = ProbeOptions(num_labelled=args.num_labelled, num_selection=args.num_selection, seed=args.seed,
-                           pixels_per_class=args.pixels_per_class, classifiers=tuple(args.classifiers),
-                           classifier_settings=ClassifierSettings(), device=args.device)
+    options = split_options(args, pixels_per_class=args.pixels_per_class, classifiers=tuple(args.classifiers),
+                            classifier_settings=ClassifierSettings())
     started = time.perf_counter()
     result = run_probe(dataset, {"pretrained": checkpoint}, settings, options=options)
     print(result.split.describe())
