@@ -47,6 +47,7 @@ from dataset_conversion.raw_dataset import (
     exit_on_conversion_error,
     nnunet_raw_folder,
 )
+from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.ftv_rule import percent_enhancement
 
 Array = np.ndarray
@@ -258,17 +259,16 @@ def write_montage(
     percent-enhancement map (0-200 %, shown where S0 exceeds 3 noise sigmas) and the label
     outlined in red on the pre-contrast image.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
     dataset = PhantomDataset(dataset_id, raw_folder)
     exams = [dataset.load(case) for case in dataset.labelled_case_ids()[:num_cases]]
     num_post = len(dataset.parameters.phase_times_s) - 1
     times = dataset.parameters.phase_times_s
     columns = 2 + num_post + 1
-    figure, axes = plt.subplots(len(exams), columns, figsize=(2.4 * columns, 2.5 * len(exams)), squeeze=False)
+    figure = Figure(figsize=(2.4 * columns, 2.5 * len(exams)))
+    axes = figure.subplots(len(exams), columns, squeeze=False)
     for row, exam in enumerate(exams):
         z = int(np.argmax(exam.label.sum(axis=(1, 2))))
         window = float(np.percentile(exam.phases[1], 99.7))
@@ -280,7 +280,7 @@ def write_montage(
             axes[row, column].set_title(title, fontsize=8)
         pe1 = percent_enhancement(exam.phases[0][z], exam.phases[1][z])
         shown = np.where(exam.phases[0][z] > 3 * sigma, pe1, np.nan)
-        colormap = plt.get_cmap("jet").copy()
+        colormap = colormaps["jet"].copy()
         colormap.set_bad("black")
         axes[row, num_post + 1].imshow(shown, cmap=colormap, vmin=0, vmax=200)
         axes[row, num_post + 1].set_title("PE1 (0-200 %)", fontsize=8)
@@ -294,8 +294,7 @@ def write_montage(
     figure.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=110)
-    plt.close(figure)
+    write_atomically(output, lambda temporary: figure.savefig(temporary, dpi=110, format="png"))
     return output
 
 
