@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results_demo.md")
     parser.add_argument("--note", action="append", default=[], help="a line to add to the header (repeatable)")
     parser.add_argument("--figure-prefix", default="demo_", help="file name prefix of the copied figures")
+    parser.add_argument("--title", default="`make demo` results", help="the page's title")
     args = parser.parse_args()
 
     benchmark = args.benchmark or args.demo_output / "benchmark"
@@ -63,7 +64,7 @@ def main() -> None:
     else:
         timed = "not measured for this run"
     header = "\n".join([
-        "# `make demo` results",
+        f"# {args.title}",
         "",
         f"- **Made by:** `git clone` of this repository into a fresh folder (now at commit {commit}), then "
         "`make demo` "
