@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
+
+from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NACT_PILOT = REPO_ROOT.parent / "shared" / "data" / "breast_mri_nact_pilot"
@@ -41,17 +44,34 @@ def nnunet_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
 PHANTOM_ID = 990
 
 
+def journey_environment(root: Path) -> dict[str, str]:
+    """The environment of a command-line journey: fresh nnU-Net folders under ``root``, the DKM trainers findable,
+    two torch threads, one nnU-Net export worker (each spawned worker costs seconds here), no DM override."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "nnUNet_def_n_proc": "1", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER)}
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        (root / name).mkdir()
+        env[name] = str(root / name)
+    env.pop("nnUNet_dkm_checkpoint", None)
+    return env
+
+
+def run_command(command: list[str], env: dict[str, str], expect_ok: bool = True) -> subprocess.CompletedProcess:
+    """Run one command line (15 min at most); where it must succeed, fail with the tail of its output."""
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    if expect_ok:
+        assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
 def plan_and_preprocess(dataset_id: int, env: dict[str, str] | None = None) -> None:
     """Run ``nnUNetv2_plan_and_preprocess -d ID -c 2d --verify_dataset_integrity`` with one worker process."""
-    import subprocess
     import sys
 
     command = [
         str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"),
         "-d", str(dataset_id), "-c", "2d", "--verify_dataset_integrity", "-npfp", "1", "-np", "1", "--no_pbar",
     ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=env or os.environ.copy(), timeout=900)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    run_command(command, env or os.environ.copy())
 
 
 @pytest.fixture(scope="session")

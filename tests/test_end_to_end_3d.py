@@ -8,7 +8,6 @@ nnUNetv2_dkm_benchmark -c 3d_fullres; and the refusals (a 2d DM, the paper's 2D 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,22 +17,16 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import journey_environment
+from conftest import run_command as run
 
 from dataset_conversion.phantom.synthesize import synthesize_dataset
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint, plans_identity, save_checkpoint
-from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
 
 BIN = Path(sys.executable).parent
 DATASET = 994
 CONFIGURATION = "3d_fullres"
 TRAINER = "nnUNetTrainerDKM_debug"
-
-
-def run(command: list[str], env: dict[str, str], expect_ok: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    if expect_ok:
-        assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def train(env: dict[str, str], trainer: str, expect_ok: bool = True) -> subprocess.CompletedProcess:
@@ -48,12 +41,7 @@ def results_content(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("journey_3d")
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER),
-           "nnUNet_def_n_proc": "1"}
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (root / name).mkdir()
-        env[name] = str(root / name)
-    env.pop("nnUNet_dkm_checkpoint", None)
+    env = journey_environment(root)
     raw = synthesize_dataset(DATASET, seed=5, num_train=5, num_test=2, num_unlabelled=2, shape=(48, 48, 8),
                              raw_folder=root / "nnUNet_raw", verbose=False)
     run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET), "-c", CONFIGURATION, "-npfp", "1", "-np",

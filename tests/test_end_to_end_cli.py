@@ -7,8 +7,6 @@ on pre-contrast images only -> --val -> --c -> nnUNetv2_dkm_benchmark (trains th
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,32 +14,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from conftest import plan_and_preprocess
+from conftest import journey_environment, plan_and_preprocess
+from conftest import run_command as run
 
 from dataset_conversion.phantom.synthesize import synthesize_dataset
-from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
 
 BIN = Path(sys.executable).parent
 DATASET = 995
 TRAINER = "nnUNetTrainerDKM_debug"
 
 
-def run(command: list[str], env: dict[str, str], expect_ok: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    if expect_ok:
-        assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("journey")
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER),
-           "nnUNet_def_n_proc": "1"}  # one export worker: each spawned worker costs seconds here
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (root / name).mkdir()
-        env[name] = str(root / name)
-    env.pop("nnUNet_dkm_checkpoint", None)
+    env = journey_environment(root)
     raw = synthesize_dataset(DATASET, seed=11, num_train=5, num_test=2, num_unlabelled=2, shape=(64, 64, 4),
                              raw_folder=root / "nnUNet_raw", verbose=False)
     plan_and_preprocess(DATASET, env)

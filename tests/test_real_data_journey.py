@@ -15,8 +15,6 @@ Skipped where the real case is absent (see ``nact_pilot_folder``).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,22 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import plan_and_preprocess
-
-from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
+from conftest import journey_environment, plan_and_preprocess
+from conftest import run_command as run
 
 BIN = Path(sys.executable).parent
 DATASET = 996
 CASE = "UCSF-BR-06"
 OFFICIAL_FTV_VOXELS = 41105
 TRAINER = "nnUNetTrainerDKM_debug"
-
-
-def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run one command line; fail with the tail of its output."""
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def write_single_case_splits(preprocessed: Path, case: str) -> Path:
@@ -52,12 +42,7 @@ def write_single_case_splits(preprocessed: Path, case: str) -> Path:
 @pytest.fixture(scope="module")
 def journey(nact_pilot_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("real_journey")
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER),
-           "nnUNet_def_n_proc": "1"}  # fmt: skip
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (root / name).mkdir()
-        env[name] = str(root / name)
-    env.pop("nnUNet_dkm_checkpoint", None)
+    env = journey_environment(root)
     env.pop("nnUNet_n_proc_DA", None)  # planning needs it unset or > 0
     seconds: dict[str, float] = {}
 
