@@ -18,6 +18,7 @@ from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_t
 
 DM_CHECKPOINT_ENV = "nnUNet_dkm_checkpoint"
 DM_CHECKPOINT_NAME = "dm_checkpoint.pt"
+DEFAULT_OBJECTIVE = "kinetic"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
@@ -72,16 +73,35 @@ class DmCheckpointLocation:
         return f"${DM_CHECKPOINT_ENV}={self.path}" if self.from_environment else str(self.path)
 
 
-def dm_checkpoint_location(preprocessed_dataset_folder: str | os.PathLike, configuration: str) -> DmCheckpointLocation:
-    """The DM checkpoint of a dataset and configuration: ``$nnUNet_dkm_checkpoint`` where set, else the default in
-    the dataset's ``dkm`` folder. The one resolution every producer and consumer uses."""
+def dm_checkpoint_name(objective: str = DEFAULT_OBJECTIVE) -> str:
+    """``dm_checkpoint.pt`` for the kinetic DM, ``dm_checkpoint_<objective>.pt`` for the controls (pre-only,
+    regression), so that one dataset holds all of them side by side."""
+    return DM_CHECKPOINT_NAME if objective == DEFAULT_OBJECTIVE else f"dm_checkpoint_{objective}.pt"
+
+
+def dm_figure_path(checkpoint_path: Path, kind: str) -> Path:
+    """A figure beside a DM checkpoint: ``dm_<kind>.png`` for ``dm_checkpoint.pt``, ``dm_<kind>_<objective>.png`` for
+    ``dm_checkpoint_<objective>.pt``, ``<stem>_<kind>.png`` for any other file name."""
+    stem = checkpoint_path.stem
+    if stem.startswith("dm_checkpoint"):
+        return checkpoint_path.with_name(f"dm_{kind}{stem.removeprefix('dm_checkpoint')}.png")
+    return checkpoint_path.with_name(f"{stem}_{kind}.png")
+
+
+def dm_checkpoint_location(preprocessed_dataset_folder: str | os.PathLike, configuration: str,
+                           objective: str = DEFAULT_OBJECTIVE) -> DmCheckpointLocation:
+    """The DM checkpoint of a dataset, configuration and objective: ``$nnUNet_dkm_checkpoint`` where set (the user
+    chose the file), else ``dm_checkpoint_name(objective)`` in the dataset's ``dkm`` folder. The one resolution every
+    producer and consumer uses."""
     override = os.environ.get(DM_CHECKPOINT_ENV)
     if override:
         return DmCheckpointLocation(Path(override), True)
-    return DmCheckpointLocation(dkm_folder(preprocessed_dataset_folder, configuration) / DM_CHECKPOINT_NAME, False)
+    folder = dkm_folder(preprocessed_dataset_folder, configuration)
+    return DmCheckpointLocation(folder / dm_checkpoint_name(objective), False)
 
 
-def pretrain_command(dataset: str, configuration: str, plans_name: str = "nnUNetPlans") -> str:
+def pretrain_command(dataset: str, configuration: str, plans_name: str = "nnUNetPlans",
+                     objective: str = DEFAULT_OBJECTIVE) -> str:
     """The command that pretrains a DM for these plans, e.g. ``nnUNetv2_dkm_pretrain -d 990 -c 2d``.
 
     ``dataset`` is a dataset name (``Dataset990_DKMPhantom``) or id.
@@ -90,14 +110,16 @@ def pretrain_command(dataset: str, configuration: str, plans_name: str = "nnUNet
     command = f"nnUNetv2_dkm_pretrain -d {identifier} -c {configuration}"
     if plans_name != "nnUNetPlans":
         command += f" -p {plans_name}"
+    if objective != DEFAULT_OBJECTIVE:
+        command += f" --objective {objective}"
     return command
 
 
 def missing_dm_message(location: DmCheckpointLocation, dataset: str, configuration: str,
-                       plans_name: str = "nnUNetPlans") -> str:
+                       plans_name: str = "nnUNetPlans", objective: str = DEFAULT_OBJECTIVE) -> str:
     """What to do when no DM checkpoint is at ``location``: the pretraining command, and where the environment
     variable decides the place, how to use the default instead."""
-    command = pretrain_command(dataset, configuration, plans_name)
+    command = pretrain_command(dataset, configuration, plans_name, objective)
     if location.from_environment:
         return (f"no DM checkpoint at ${DM_CHECKPOINT_ENV}={location.path}. That variable overrides the dataset's "
                 f"default DM: point it to an existing checkpoint, or `unset {DM_CHECKPOINT_ENV}` to use the default "

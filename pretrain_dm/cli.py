@@ -23,11 +23,12 @@ import torch
 import torch.distributed as dist
 
 from nnunet_dkm.cli_types import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from nnunet_dkm.diffusion import objectives
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
-from nnunet_dkm.diffusion.config import PREDICTION_TYPES, DiffusionConfigError
+from nnunet_dkm.diffusion.config import OBJECTIVES, PREDICTION_TYPES, TARGETS, DiffusionConfigError
 from nnunet_dkm.diffusion.presets import DM_PRESETS, PRESET_NAMES
 from nnunet_dkm.ext_trainer_path import export_hint, ext_trainer_is_set
-from nnunet_dkm.paths import DM_CHECKPOINT_ENV
+from nnunet_dkm.paths import DM_CHECKPOINT_ENV, dm_figure_path
 from nnunet_dkm.preprocessing import PreprocessedSpaceError
 from pretrain_dm.settings import PretrainingError, PretrainSettings, RunContext
 from pretrain_dm.training import DmPretrainer
@@ -43,6 +44,11 @@ def preset_values(field: str) -> str:
         return f"{value:g}" if isinstance(value, float) else str(value)
 
     return ", ".join(f"{name}: {shown(getattr(preset.recipe, field))}" for name, preset in DM_PRESETS.items())
+
+
+def preset_targets() -> str:
+    """``small: post, paper: post``: the presets' targets, for the help text."""
+    return ", ".join(f"{name}: {preset.network.target}" for name, preset in DM_PRESETS.items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="device (with torchrun, each rank uses cuda:LOCAL_RANK)")
     parser.add_argument("--preset", default="small", choices=PRESET_NAMES,
                         help="DM and recipe (small: 2-core CPU; paper: the paper's DM, a GPU job)")
-    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, help="override the preset's training target")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="kinetic",
+                        help="what the DM learns: kinetic (default: conditional diffusion pre -> post, the DKM DM), "
+                             "pre-only (diffusion of the pre-contrast image alone: a control without kinetics) or "
+                             "regression (the post-contrast image regressed in one forward at t* = 50: a control "
+                             "without diffusion). Each objective has its own file: dm_checkpoint.pt, "
+                             "dm_checkpoint_pre-only.pt, dm_checkpoint_regression.pt")
+    parser.add_argument("--target", choices=TARGETS,
+                        help=f"the clean image the kinetic DM generates: the post-contrast image (post) or the "
+                             f"enhancement post - pre (enhancement); {preset_targets()}")
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES,
+                        help="override the preset's network output (epsilon, v_prediction or sample)")
     parser.add_argument("--channels", type=positive_int, nargs="+", help="override the preset's channels per level")
     parser.add_argument("--steps", type=positive_int, help=f"optimisation steps ({preset_values('steps')})")
     parser.add_argument("--batch-size", type=positive_int,
@@ -130,6 +146,7 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
         input_scale=args.input_scale, augmentation=not args.no_augmentation, device=args.device,
         precision=args.precision, validate_every=args.validate_every, save_every=args.save_every,
         keep_steps=tuple(args.keep_steps), max_minutes=args.max_minutes or None, slice_axis=args.slice_axis,
+        objective=args.objective, target=args.target,
     )
 
 
@@ -165,8 +182,9 @@ def main(argv: list[str] | None = None) -> None:
                                   context=context)
         path = pretrainer.run()
         if context.is_main:
-            print(f"DM checkpoint: {path}\nloss curve:    {path.with_name('dm_loss_curve.png')}\n"
-                  f"samples:       {path.with_name('dm_samples.png')}")
+            print(f"DM checkpoint: {path}\nloss curve:    {dm_figure_path(path, 'loss_curve')}")
+            if objectives.synthesises_post_contrast(pretrainer.config):
+                print(f"samples:       {dm_figure_path(path, 'samples')}")
             print(next_steps(args.dataset, args.configuration))
     except (PretrainingError, PreprocessedSpaceError, DiffusionCheckpointError, DiffusionConfigError) as error:
         sys.exit(f"error: {error}")

@@ -56,6 +56,8 @@ class PretrainSettings:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16 / fp16
     max_minutes: float | None = None  # optional cap on training time; the recipe is ``steps``
     sample_ddim_steps: int = 20
+    objective: str = "kinetic"  # kinetic, pre-only or regression (nnunet_dkm.diffusion.objectives)
+    target: str | None = None  # post or enhancement; None: the preset's
 
     def __post_init__(self) -> None:
         preset_recipe = dm_preset(self.preset).recipe
@@ -70,6 +72,18 @@ class PretrainSettings:
         """The recipe this run follows (the preset's, with this run's overrides)."""
         return PretrainingRecipe(**{name: getattr(self, name) for name in RECIPE_FIELDS})
 
+    def network_overrides(self) -> dict[str, Any]:
+        """The fields of the preset's network this run changes: objective and target, the regression objective's
+        direct output (``sample``), then the explicit ``config_overrides``."""
+        overrides: dict[str, Any] = {"objective": self.objective}
+        if self.objective == "regression":
+            overrides["prediction_type"] = "sample"
+        if self.objective == "pre-only":
+            overrides["target"] = "post"  # it generates the pre-contrast image; the target does not apply
+        elif self.target is not None:
+            overrides["target"] = self.target
+        return {**overrides, **self.config_overrides}
+
     @property
     def label_free(self) -> bool:
         """Whether no tumour label is used (patches centred by enhancement alone)."""
@@ -78,7 +92,8 @@ class PretrainSettings:
     def compatible_with(self, other: PretrainSettings) -> list[str]:
         """Settings that must not change when a run is continued; returns the differences."""
         keys = ("dataset_id", "configuration", "plans_identifier", "preset", "config_overrides", "batch_size",
-                "seed", "input_scale", "input_offset", "patch_size", "ema_decay", "patch_centring", "slice_axis")
+                "seed", "input_scale", "input_offset", "patch_size", "ema_decay", "patch_centring", "slice_axis",
+                "objective", "target")
         return [f"{k}: {getattr(other, k)!r} -> {getattr(self, k)!r}" for k in keys
                 if _plain(getattr(self, k)) != _plain(getattr(other, k))]
 

@@ -37,10 +37,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
+from nnunet_dkm.diffusion import objectives
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint, save_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
 from nnunet_dkm.diffusion.presets import preset_network
+from nnunet_dkm.paths import dm_figure_path
 from nnunet_dkm.preprocessing import PlannedDataset
 from pretrain_dm.augment import AugmentationConfig, augment_patches
 from pretrain_dm.cache import DmCache, build_cache
@@ -62,7 +64,7 @@ class DmPretrainer:
         self.progress = progress and self.context.is_main
         self.dataset = PlannedDataset.load(settings.dataset_id, settings.configuration, settings.plans_identifier)
         self._check_slice_axis()
-        self.checkpoint_path = self.dataset.dm_checkpoint.path
+        self.checkpoint_path = self.dataset.dm_checkpoint_of(settings.objective).path
         if self.context.is_main:
             report_removed(remove_stale_temporaries(self.checkpoint_path.parent), "partly written file")
         self._check_existing(resume, overwrite)
@@ -73,7 +75,7 @@ class DmPretrainer:
             self.cache = self.cache.without_labels()
         self.patch_size = tuple(settings.patch_size or self.in_plane_patch_size())
         self.config = preset_network(settings.preset,
-                                     **{"num_post_phases": self.cache.num_post_phases, **settings.config_overrides})
+                                     **{"num_post_phases": self.cache.num_post_phases, **settings.network_overrides()})
         if any(size % self.config.size_divisor for size in self.patch_size):
             raise PretrainingError(f"patch size {self.patch_size} is not divisible by {self.config.size_divisor}, "
                                    f"which the DM's {self.config.num_levels} levels need")
@@ -185,6 +187,7 @@ class DmPretrainer:
                 "configuration": self.settings.configuration,
                 "configuration_spatial_dims": self.dataset.spatial_dims,
                 "slice_axis": self.settings.slice_axis,
+                "objective": self.config.objective,
             },
             training_state={
                 "step": self.step,
@@ -216,14 +219,22 @@ class DmPretrainer:
 
     def _loss(self, network: torch.nn.Module, patches: torch.Tensor, timesteps: torch.Tensor,
               noise: torch.Tensor) -> torch.Tensor:
+        """The objective's loss (``nnunet_dkm.diffusion.objectives``) on (B, 1 + K, H, W) patches."""
+        config = self.config
         x_pre, x_post = self._scaled(patches)
         timesteps, noise = timesteps.to(self.context.device), noise.to(self.context.device)
-        noisy = self.scheduler.add_noise(original_samples=x_post, noise=noise, timesteps=timesteps)
+        clean = objectives.clean_image(config, x_pre, x_post)
+        if config.objective == "regression":
+            timesteps = torch.full_like(timesteps, config.regression_timestep)
+            noisy = self.scheduler.add_noise(objectives.identity_guess(config, x_pre), noise, timesteps)
+        else:
+            noisy = self.scheduler.add_noise(original_samples=clean, noise=noise, timesteps=timesteps)
         with autocast_context(self.context.device, self.settings.precision):
-            prediction = network(torch.cat([noisy, x_pre], dim=1), timesteps)
-        target = training_target(self.config, self.scheduler, x_post, noise, timesteps)
-        return weighted_mse(prediction.float(), target.float(),
-                            enhancement_weights(x_pre, x_post, self.settings.enhancement_weight))
+            prediction = network(torch.cat([noisy, objectives.condition(config, x_pre)], dim=1), timesteps)
+        target = training_target(config, self.scheduler, clean, noise, timesteps)
+        # the pre-only DM's loss reads no post-contrast voxel: no enhancement weighting
+        weight = 0.0 if config.objective == "pre-only" else self.settings.enhancement_weight
+        return weighted_mse(prediction.float(), target.float(), enhancement_weights(x_pre, x_post, weight))
 
     @torch.no_grad()
     def validation_loss(self) -> float:
@@ -294,13 +305,15 @@ class DmPretrainer:
             )
         if self.context.is_main:
             save_checkpoint(self._checkpoint(elapsed), self.checkpoint_path)
-            plot_loss_curve(self.history, self.checkpoint_path.with_name("dm_loss_curve.png"))
+            plot_loss_curve(self.history, dm_figure_path(self.checkpoint_path, "loss_curve"))
 
     def _keep_snapshot(self, elapsed: float) -> None:
         """Save a copy of the current weights (no training state) as ``dm_checkpoint.step<step>.pt``."""
         if self.context.is_main and self.step in self.settings.keep_steps:
             snapshot = self._checkpoint(elapsed)
-            snapshot.training_state = None
+            # no optimiser state; the raw weights stay beside EMA weights so that both can be evaluated
+            snapshot.training_state = {"step": self.step, "raw_weights": snapshot.training_state["raw_weights"]} \
+                if self.ema is not None else None
             save_checkpoint(snapshot, self.snapshot_path(self.step))
 
     def weights_digest(self) -> str:
@@ -369,9 +382,9 @@ class DmPretrainer:
         bar.close()
         if self.context.world_size > 1:
             self._record_rank_agreement()
-        if self.context.is_main:
+        if self.context.is_main and objectives.synthesises_post_contrast(self.config):
             network = (self.ema if self.ema is not None else self.network).eval()
             patches = held_out_tumour_patches(self.validation_exams, self.patch_size, settings.seed)
             plot_samples(network, self.config, self.scaling, patches, settings.seed, settings.sample_ddim_steps,
-                         self.step, self.checkpoint_path.with_name("dm_samples.png"))
+                         self.step, dm_figure_path(self.checkpoint_path, "samples"))
         return self.checkpoint_path

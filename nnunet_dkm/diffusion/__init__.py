@@ -19,13 +19,14 @@ from nnunet_dkm.diffusion.config import (
     InputScaling,
     KineticFeatureConfig,
 )
+from nnunet_dkm.diffusion.estimates import synthesise_post_contrast
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor, UNetWalk, walk_unet
 from nnunet_dkm.diffusion.network import (
     build_network,
+    ddim_sample,
     ddim_timesteps,
     make_ddim_scheduler,
     make_ddpm_scheduler,
-    synthesise_post_contrast,
     training_target,
 )
 from nnunet_dkm.diffusion.presets import (
@@ -56,6 +57,7 @@ __all__ = [
     "UNetWalk",
     "build_network",
     "check_plans_identity",
+    "ddim_sample",
     "ddim_timesteps",
     "dm_preset",
     "load_checkpoint",

@@ -17,6 +17,10 @@ from typing import Any, Literal
 
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
+Objective = Literal["kinetic", "pre-only", "regression"]
+OBJECTIVES: tuple[str, ...] = ("kinetic", "pre-only", "regression")
+Target = Literal["post", "enhancement"]
+TARGETS: tuple[str, ...] = ("post", "enhancement")
 
 class DiffusionConfigError(ValueError):
     """A diffusion or feature configuration is inconsistent; the message names the field and the problem."""
@@ -46,6 +50,12 @@ class DiffusionConfig:
         beta_end: last beta of the schedule.
         clip_sample: let the schedulers clip the predicted clean image to [-1, 1] while sampling. Off by default,
             because the DM's input range is set by ``InputScaling`` and need not be [-1, 1].
+        objective: what the DM learns (``nnunet_dkm.diffusion.objectives``): "kinetic" (conditional diffusion
+            pre -> post), "pre-only" (diffusion of the pre-contrast image, no condition: no kinetics) or "regression"
+            (one forward at ``regression_timestep`` regressing the post-contrast image: no diffusion).
+        target: the clean image ``x_0`` of the kinetic and regression objectives: "post" (the post-contrast phases)
+            or "enhancement" (post - pre). The pre-only objective generates the pre-contrast image ("post" here).
+        regression_timestep: the one timestep of the regression objective.
     """
 
     preset: str = "custom"
@@ -64,6 +74,9 @@ class DiffusionConfig:
     beta_start: float = 1e-4
     beta_end: float = 1e-2
     clip_sample: bool = False
+    objective: Objective = "kinetic"
+    target: Target = "post"
+    regression_timestep: int = 50
 
     def __post_init__(self) -> None:
         # Normalise sequences coming from JSON / keyword overrides into tuples so that configs compare and hash.
@@ -102,8 +115,24 @@ class DiffusionConfig:
             problems.append(f"num_train_timesteps must be >= 2, got {self.num_train_timesteps}")
         if not 0 < self.beta_start < self.beta_end < 1:
             problems.append(f"need 0 < beta_start < beta_end < 1, got {self.beta_start} and {self.beta_end}")
+        problems += self._objective_problems()
         if problems:
             raise DiffusionConfigError("invalid diffusion config: " + "; ".join(problems))
+
+    def _objective_problems(self) -> list[str]:
+        problems = []
+        if self.objective not in OBJECTIVES:
+            problems.append(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.target not in TARGETS:
+            problems.append(f"target must be one of {TARGETS}, got {self.target!r}")
+        if self.objective == "pre-only" and self.target != "post":
+            problems.append("the pre-only objective generates the pre-contrast image: target must be 'post'")
+        if self.objective == "regression" and self.prediction_type != "sample":
+            problems.append("the regression objective outputs the image itself: prediction_type must be 'sample'")
+        if not 0 <= self.regression_timestep < self.num_train_timesteps:
+            problems.append(f"regression_timestep must lie in [0, {self.num_train_timesteps}), got "
+                            f"{self.regression_timestep}")
+        return problems
 
     @property
     def in_channels(self) -> int:
@@ -174,7 +203,8 @@ class KineticFeatureConfig:
     """How kinetic features are read from a frozen DM.
 
     Attributes:
-        mode: "A" noised pre-contrast at ``timestep`` (default); "B" pure noise at t = T-1; "C" synthesise the
+        mode: "A" the noised identity guess (``objectives.identity_guess``: the pre-contrast image, or zero
+            enhancement) at ``timestep`` (default); "B" pure noise at t = T-1; "C" synthesise the
             post-contrast image with ``ddim_steps`` DDIM steps, then read features at t = 0.
         levels: resolution levels to return (1 = full size, 2 = 1/2, ... ); default f2.
             The defaults (mode A, t* = 50, decoder, f2) are the setting whose frozen features told tumour from
@@ -231,6 +261,11 @@ class KineticFeatureConfig:
         if self.mode == "A" and self.timestep >= diffusion_config.num_train_timesteps:
             raise DiffusionConfigError(
                 f"timestep {self.timestep} is outside the DM's schedule (T = {diffusion_config.num_train_timesteps})"
+            )
+        if self.mode == "C" and diffusion_config.objective != "kinetic":
+            raise DiffusionConfigError(
+                f"feature mode C samples with DDIM, which a DM with the {diffusion_config.objective!r} objective was "
+                f"not trained for; use mode A or B"
             )
         if self.mode == "C" and self.ddim_steps > diffusion_config.num_train_timesteps:
             raise DiffusionConfigError(

@@ -25,9 +25,10 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 from torch import nn
 
+from nnunet_dkm.diffusion import objectives
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint
 from nnunet_dkm.diffusion.config import DiffusionConfig, FeatureSource, InputScaling, KineticFeatureConfig
-from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, synthesise_post_contrast
+from nnunet_dkm.diffusion.network import build_network, ddim_sample, make_ddpm_scheduler
 
 
 @dataclass
@@ -208,16 +209,15 @@ class KineticFeatureExtractor(nn.Module):
             noise = noise.expand(batch, *noise.shape[1:])
             if options.mode == "A":
                 timestep = options.timestep
-                x_pre_per_phase = x_pre.expand(-1, config.num_post_phases, *x_pre.shape[2:])
                 t_batch = torch.full((batch,), timestep, dtype=torch.long, device=x.device)
-                x_t = self._noise_scheduler.add_noise(x_pre_per_phase, noise, t_batch)
+                x_t = self._noise_scheduler.add_noise(objectives.identity_guess(config, x_pre), noise, t_batch)
             elif options.mode == "B":
                 timestep = config.num_train_timesteps - 1
                 x_t = noise
             else:
                 timestep = 0
-                x_t = synthesise_post_contrast(self.network, config, x_pre, noise, options.ddim_steps)
-            network_input = torch.cat([x_t, x_pre], dim=1)
+                x_t = ddim_sample(self.network, config, x_pre, noise, options.ddim_steps)
+            network_input = torch.cat([x_t, objectives.condition(config, x_pre)], dim=1)
             network_input = network_input.contiguous(memory_format=self._memory_format)
             t_batch = torch.full((batch,), timestep, dtype=torch.long, device=x.device)
             walk = walk_unet(self.network, network_input, t_batch, options.levels, options.source)

@@ -12,6 +12,7 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 
+from nnunet_dkm.diffusion import objectives
 from nnunet_dkm.diffusion.config import DiffusionConfig
 
 
@@ -85,7 +86,7 @@ def ddim_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
     previous timestep is ``t - T // K``; for K not dividing T - 1 the two disagree (e.g. K = 5: steps at
     999, 749, ... but each update lands on 799, 549, ...). These trailing timesteps follow the stride that ``step``
     uses, so every update lands exactly on the next timestep. Where K does not divide T the last update lands on
-    t = (T-1) mod s, not on the clean image; ``synthesise_post_contrast`` therefore returns the last step's
+    t = (T-1) mod s, not on the clean image; ``ddim_sample`` therefore returns the last step's
     clean-image estimate.
     """
     stride = num_train_timesteps // num_steps
@@ -93,34 +94,39 @@ def ddim_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
 
 
 @torch.no_grad()
-def synthesise_post_contrast(
+def ddim_sample(
     network: DiffusionModelUNet,
     config: DiffusionConfig,
     x_pre: torch.Tensor,
     initial_noise: torch.Tensor,
     num_steps: int,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Deterministic DDIM sampling (eta = 0) of the post-contrast phases given the pre-contrast image.
+    """DDIM sampling of the DM's clean image (``objectives.clean_image``) given the pre-contrast image.
 
     Args:
         network: the DM.
-        config: its config (schedule and prediction type).
+        config: its config (schedule, prediction type, objective).
         x_pre: pre-contrast image in the DM's input range, [B, 1, *spatial].
         initial_noise: x_T, [B, P, *spatial] with P = ``config.num_post_phases``.
         num_steps: K, the number of network evaluations.
+        eta: DDIM's noise weight (0: deterministic DDIM; 1: DDPM-like ancestral steps).
+        generator: draws the noise of eta > 0, on the sample's device (the same state gives the same sample).
 
     Returns:
-        The synthesised post-contrast phases in the DM's input range, [B, P, *spatial], float32: the clean-image
-        estimate of the last step (with eta = 0 this is exactly the DDIM sample where the last step reaches t = -1).
+        The clean image in the DM's input range, [B, P, *spatial], float32: the clean-image estimate of the last step
+        (with eta = 0 this is exactly the DDIM sample where the last step reaches t = -1).
     """
     scheduler = make_ddim_scheduler(config)
     scheduler.set_timesteps(num_steps)
     timesteps = ddim_timesteps(config.num_train_timesteps, num_steps)
     scheduler.timesteps = torch.tensor(timesteps, dtype=torch.long)
     sample = initial_noise.float()
+    condition = objectives.condition(config, x_pre).to(sample.dtype)
     predicted_clean = sample
     for timestep in timesteps:
         t_batch = torch.full((sample.shape[0],), timestep, device=sample.device, dtype=torch.long)
-        model_output = network(torch.cat([sample, x_pre.to(sample.dtype)], dim=1), t_batch)
-        sample, predicted_clean = scheduler.step(model_output.float(), timestep, sample)
+        model_output = network(torch.cat([sample, condition], dim=1), t_batch)
+        sample, predicted_clean = scheduler.step(model_output.float(), timestep, sample, eta=eta, generator=generator)
     return predicted_clean

@@ -60,7 +60,7 @@ def _copy_split(source: Path, target: Path, split: str, phase: int, file_ending:
         if not post.is_file():
             raise OracleDatasetError(
                 f"{post} is missing: case {case} has no post-contrast phase {phase}, so no oracle can be trained "
-                f"(pass --no-oracle to benchmark without it)"
+                f"(leave `oracle` out of --methods to benchmark without it)"
             )
         (target / f"images{split}").mkdir(parents=True, exist_ok=True)
         (target / f"labels{split}").mkdir(parents=True, exist_ok=True)

@@ -95,8 +95,12 @@ class PlannedDataset:
 
     @property
     def dm_checkpoint(self) -> DmCheckpointLocation:
-        """Where this configuration's DM checkpoint is read and written."""
+        """Where this configuration's (kinetic) DM checkpoint is read and written."""
         return dm_checkpoint_location(self.preprocessed_folder, self.configuration)
+
+    def dm_checkpoint_of(self, objective: str) -> DmCheckpointLocation:
+        """Where this configuration's DM of ``objective`` (kinetic, pre-only, regression) is read and written."""
+        return dm_checkpoint_location(self.preprocessed_folder, self.configuration, objective)
 
     @property
     def spatial_dims(self) -> int:

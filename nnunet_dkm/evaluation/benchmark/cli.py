@@ -32,7 +32,15 @@ from nnunet_dkm.evaluation.benchmark.cases import (
     load_splits,
 )
 from nnunet_dkm.evaluation.benchmark.label_subsets import label_runs, parse_num_labelled
-from nnunet_dkm.evaluation.benchmark.methods import DEFAULT_ABLATION, Method, TrainerChoice, plan_methods
+from nnunet_dkm.evaluation.benchmark.methods import (
+    DEFAULT_ABLATION,
+    DEFAULT_METHODS,
+    METHOD_CHOICES,
+    SCHEDULE_CHOICES,
+    Method,
+    TrainerChoice,
+    plan_methods,
+)
 from nnunet_dkm.evaluation.benchmark.outputs import machine_description, write_label_runs, write_outputs
 from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext
 from nnunet_dkm.evaluation.benchmark.stages import (
@@ -106,8 +114,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     label_source = info.get("dkm", {}).get("label_source", "unknown")
     trainers = TrainerChoice(args.schedule, args.vanilla_trainer, args.dkm_trainer, args.control_trainer,
                              args.oracle_trainer)
-    methods = plan_methods(trainers, args.post_phase, not args.no_control, not args.no_oracle,
-                           tuple(args.ablation or ()))
+    methods = plan_methods(trainers, args.post_phase, tuple(args.methods), tuple(args.ablation or ()))
     dm_metadata = checked_dm(args, raw, preprocessed, methods)
     output = Path(args.output) if args.output else (
         nnunet_folder("nnUNet_results") / raw.name / f"dkm_benchmark__{args.plans}__{args.configuration}")
@@ -122,7 +129,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     stage("1/5 nnU-Net models (trained where missing)")
     train_models(network_methods, folds, raw, None, args.plans, args.configuration, args.device)
     oracle_raw = None
-    if not args.no_oracle:
+    if any(m.on_oracle_dataset for m in methods):
         oracle_raw = make_oracle_dataset(raw, args.oracle_id, args.post_phase)
         print(f"post-contrast oracle dataset: {oracle_raw}", flush=True)
         copy_split_file(preprocessed, ensure_planned(oracle_raw, args.configuration, args.plans))
@@ -135,8 +142,9 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     predictions = predict(methods, cases, raw, oracle_raw, args.plans, args.configuration, args.device, output,
                           has_test_split(raw, file_ending), file_ending)
     stage("3/5 baselines without a network")
-    predictions.update(rule_baselines(cases, {fold: splits[fold]["train"] for fold in folds}, raw, output,
-                                      file_ending))
+    if "baselines" in args.methods:
+        predictions.update(rule_baselines(cases, {fold: splits[fold]["train"] for fold in folds}, raw, output,
+                                          file_ending))
     stage("4/5 metrics")
     per_case = score(cases, predictions, file_ending)
 
@@ -176,8 +184,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folds to train and evaluate; several folds give paired statistics that include "
                              "training noise (default 0)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    parser.add_argument("--schedule", choices=("full", "demo", "debug"), default="full",
-                        help="append _demo / _debug to every default trainer name (short CPU schedules)")
+    parser.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="full",
+                        help="append _<schedule> to every default trainer name: nnU-Net's full schedule (default), "
+                             "or a short one (debug 2x4, demo 10x12 iterations; 1epoch, 5epochs, 10epochs of 250 "
+                             "iterations, nnU-Net's own vanilla classes of those names)")
     parser.add_argument("--vanilla-trainer", default=None, help="vanilla trainer (default nnUNetTrainer)")
     parser.add_argument("--dkm-trainer", default=None, help="DKM trainer (default nnUNetTrainerDKM)")
     parser.add_argument("--control-trainer", default=None,
@@ -185,8 +195,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--oracle-trainer", default=None, help="trainer of the post-contrast oracle (nnUNetTrainer)")
     parser.add_argument("--ablation", nargs="*", default=None, metavar="LEVELS",
                         help="also DKM with these DM feature levels, e.g. 1 2 3 4 1234 (no value: those five)")
-    parser.add_argument("--no-control", action="store_true", help="leave out the untrained-DM control")
-    parser.add_argument("--no-oracle", action="store_true", help="leave out the post-contrast nnU-Net oracle")
+    parser.add_argument("--methods", nargs="+", choices=METHOD_CHOICES, default=list(DEFAULT_METHODS),
+                        metavar="METHOD",
+                        help=f"the rows to make: {', '.join(METHOD_CHOICES)} (default: {' '.join(DEFAULT_METHODS)}; "
+                             f"baselines = the rules without a network: body mask, intensity window, label rule)")
     parser.add_argument("--oracle-id", type=positive_int, default=None,
                         help="dataset id of the oracle companion (default: reuse one, else the highest free id)")
     parser.add_argument("--post-phase", type=positive_int, default=1,

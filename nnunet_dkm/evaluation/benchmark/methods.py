@@ -42,6 +42,11 @@ class Method:
         return self.trainer is not None and "DKM" in self.trainer
 
 
+# short schedules have a trainer per name suffix (training/variants/short_schedules.py; vanilla 1epoch, 5epochs and
+# 10epochs are nnU-Net's own nnUNetTrainer_<n>epoch(s))
+SCHEDULE_CHOICES = ("full", "debug", "demo", "1epoch", "2epochs", "5epochs", "10epochs")
+
+
 @dataclass(frozen=True)
 class TrainerChoice:
     """The trainers of the four network rows; ``schedule`` is "full", "demo" or "debug"."""
@@ -66,17 +71,24 @@ class TrainerChoice:
         }
 
 
-def plan_methods(trainers: TrainerChoice, post_phase: int, control: bool = True, oracle: bool = True,
+# --methods choices, in table order; "baselines" are the rules without a network
+METHOD_CHOICES = ("vanilla", "dkm", "untrained-dm", "oracle", "baselines")
+DEFAULT_METHODS = ("vanilla", "dkm", "untrained-dm", "oracle", "baselines")
+
+
+def plan_methods(trainers: TrainerChoice, post_phase: int, selected: tuple[str, ...] = DEFAULT_METHODS,
                  ablation: tuple[str, ...] = ()) -> list[Method]:
-    """The benchmark's rows, in table order."""
+    """The benchmark's rows of the ``selected`` methods (``METHOD_CHOICES``) and DM-level ablations, in table
+    order."""
     names = trainers.names()
     pre, post = "pre-contrast", f"post-contrast {post_phase}"
-    methods = [
-        Method(MethodInfo("vanilla", "vanilla nnU-Net", "pre-contrast network", pre, names["vanilla"]),
-               names["vanilla"]),
-        Method(MethodInfo("dkm", "DKM", "pre-contrast network", pre, names["dkm"]), names["dkm"]),
-    ]
-    if control:
+    methods = []
+    if "vanilla" in selected:
+        methods.append(Method(MethodInfo("vanilla", "vanilla nnU-Net", "pre-contrast network", pre,
+                                         names["vanilla"]), names["vanilla"]))
+    if "dkm" in selected:
+        methods.append(Method(MethodInfo("dkm", "DKM", "pre-contrast network", pre, names["dkm"]), names["dkm"]))
+    if "untrained-dm" in selected:
         methods.append(Method(MethodInfo("untrained_dm_control", "DKM, untrained DM (control)", "control", pre,
                                          names["control"]), names["control"]))
     for levels in ablation:
@@ -85,17 +97,19 @@ def plan_methods(trainers: TrainerChoice, post_phase: int, control: bool = True,
         trainer = f"nnUNetTrainerDKM_f{levels}{trainers.suffix}"
         methods.append(Method(MethodInfo(f"dkm_f{levels}", f"DKM, DM levels f{'+f'.join(levels)}",
                                          "pre-contrast network", pre, trainer), trainer))
-    methods += [
-        Method(MethodInfo("all_tissue", "all tissue (body mask)", "pre-contrast baseline", pre,
-                          "rule: Otsu body mask")),
-        Method(MethodInfo("intensity_window", "best intensity window", "pre-contrast baseline", pre,
-                          "rule: intensity band fit on the fold's training cases")),
-    ]
-    if oracle:
+    if "baselines" in selected:
+        methods += [
+            Method(MethodInfo("all_tissue", "all tissue (body mask)", "pre-contrast baseline", pre,
+                              "rule: Otsu body mask")),
+            Method(MethodInfo("intensity_window", "best intensity window", "pre-contrast baseline", pre,
+                              "rule: intensity band fit on the fold's training cases")),
+        ]
+    if "oracle" in selected:
         methods.append(Method(MethodInfo("oracle_post_contrast", "nnU-Net on post-contrast (oracle)",
                                          "post-contrast ceiling", post, names["oracle"]), names["oracle"],
                               on_oracle_dataset=True))
-    methods.append(Method(MethodInfo("label_rule_post_contrast", "FTV label rule on post-contrast",
-                                     "post-contrast ceiling", f"{pre} + {post}",
-                                     "rule: PE1 >= 70 %, whole body, largest component")))
+    if "baselines" in selected:
+        methods.append(Method(MethodInfo("label_rule_post_contrast", "FTV label rule on post-contrast",
+                                         "post-contrast ceiling", f"{pre} + {post}",
+                                         "rule: PE1 >= 70 %, whole body, largest component")))
     return methods

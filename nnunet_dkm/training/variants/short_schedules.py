@@ -68,6 +68,13 @@ class DemoSchedule(ShortSchedule):
     schedule = (10, 12, 2)
 
 
+class TwoEpochSchedule(ShortSchedule):
+    """2 epochs of nnU-Net's 250 iterations (and 50 validation iterations), between nnU-Net's own ``_1epoch`` and
+    ``_5epochs``."""
+
+    schedule = (2, 250, 50)
+
+
 SCHEDULES: dict[str, type[ShortSchedule]] = {"debug": DebugSchedule, "demo": DemoSchedule}
 
 
@@ -77,6 +84,10 @@ class nnUNetTrainer_debug(DebugSchedule, nnUNetTrainer):
 
 class nnUNetTrainer_demo(DemoSchedule, nnUNetTrainer):
     """nnU-Net's own nnUNetTrainer, demo schedule."""
+
+
+class nnUNetTrainer_2epochs(TwoEpochSchedule, nnUNetTrainer):
+    """nnU-Net's own nnUNetTrainer, 2 epochs of 250 iterations (nnU-Net ships 1, 5, 10, ... epochs)."""
 
 
 class nnUNetTrainerDKM_debug(DebugSchedule, nnUNetTrainerDKM):
