@@ -28,6 +28,7 @@ setup(
         "tqdm",
         "matplotlib",
         "scikit-learn",
+        "scikit-image",  # SSIM maps of the DM-quality measure
     ],
     extras_require={"test": ["pytest", "ruff"]},
     entry_points={
@@ -41,6 +42,7 @@ setup(
             "nnUNetv2_dkm_trainer_path=nnunet_dkm.ext_trainer_path:main",
             "nnUNetv2_dkm_benchmark=nnunet_dkm.evaluation.benchmark.cli:main",
             "nnUNetv2_dkm_probe=nnunet_dkm.probe.cli:main",
+            "nnUNetv2_dkm_dm_quality=nnunet_dkm.evaluation.dm_quality_cli:main",
         ]
     },
 )

@@ -150,12 +150,17 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
     )
 
 
-def next_steps(dataset: int, configuration: str) -> str:
+TRAINER_OF_OBJECTIVE = {"kinetic": "nnUNetTrainerDKM", "pre-only": "nnUNetTrainerDKM_preOnlyDM",
+                        "regression": "nnUNetTrainerDKM_regressionDM"}
+
+
+def next_steps(dataset: int, configuration: str, objective: str = "kinetic") -> str:
     """What to run after pretraining, including the nnUNet_extTrainer export when it is missing."""
+    trainer = TRAINER_OF_OBJECTIVE[objective]
     lines = ["next:"]
     if not ext_trainer_is_set():
-        lines.append(f"  {export_hint()}      # nnU-Net finds nnUNetTrainerDKM only through this variable")
-    lines.append(f"  nnUNetv2_train {dataset} {configuration} 0 -tr nnUNetTrainerDKM")
+        lines.append(f"  {export_hint()}      # nnU-Net finds {trainer} only through this variable")
+    lines.append(f"  nnUNetv2_train {dataset} {configuration} 0 -tr {trainer}")
     return "\n".join(lines)
 
 
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"DM checkpoint: {path}\nloss curve:    {dm_figure_path(path, 'loss_curve')}")
             if objectives.synthesises_post_contrast(pretrainer.config):
                 print(f"samples:       {dm_figure_path(path, 'samples')}")
-            print(next_steps(args.dataset, args.configuration))
+            print(next_steps(args.dataset, args.configuration, args.objective))
     except (PretrainingError, PreprocessedSpaceError, DiffusionCheckpointError, DiffusionConfigError) as error:
         sys.exit(f"error: {error}")
     finally:

@@ -27,9 +27,10 @@ import torch
 from tqdm import tqdm
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed, write_atomically
-from nnunet_dkm.cli_types import non_negative_int, positive_int
+from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, check_plans_identity, load_network
 from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
+from nnunet_dkm.diffusion.objectives import synthesises_post_contrast
 from nnunet_dkm.paths import DmCheckpointLocation, missing_dm_message
 from nnunet_dkm.preprocessing import (
     PlannedDataset,
@@ -39,17 +40,24 @@ from nnunet_dkm.preprocessing import (
 )
 
 PRE_SUFFIX = "_0000"
+# the sampler of the synthetic images (``--ddim-steps``, ``--eta``), chosen on training cases:
+# benchmarks/results_dm_recipe.md
+DEFAULT_DDIM_STEPS = 20
+DEFAULT_ETA = 0.0
 
 
 class SynthesisError(Exception):
     """Bad input or output for synthesis; the message names the file or folder and what to do."""
 
 
-def input_cases(path: Path, file_ending: str) -> list[tuple[str, Path]]:
-    """(case id, file) for a single image, or for every pre-contrast image ``*_0000{file_ending}`` of a folder.
+def input_cases(path: Path | Sequence[Path], file_ending: str) -> list[tuple[str, Path]]:
+    """(case id, file) for a single image, a list of images, or every pre-contrast image ``*_0000{file_ending}`` of a
+    folder.
 
     The case id is the file name without ``_0000`` and the ending.
     """
+    if not isinstance(path, Path):
+        return [case for file in path for case in input_cases(Path(file), file_ending)]
     if path.is_dir():
         files = sorted(path.glob(f"*{PRE_SUFFIX}{file_ending}"))
         if not files:
@@ -68,10 +76,11 @@ def input_cases(path: Path, file_ending: str) -> list[tuple[str, Path]]:
     return cases
 
 
-def check_output_folder(inputs: Path, output_folder: Path, file_ending: str) -> None:
+def check_output_folder(inputs: Path | Sequence[Path], output_folder: Path, file_ending: str) -> None:
     """Refuse to write phase files where nnU-Net would take them for input channels."""
-    input_folder = inputs if inputs.is_dir() else inputs.parent
-    if output_folder.resolve() == input_folder.resolve():
+    sources = [inputs] if isinstance(inputs, Path) else [Path(p) for p in inputs]
+    input_folders = {(p if p.is_dir() else p.parent).resolve() for p in sources}
+    if output_folder.resolve() in input_folders:
         raise SynthesisError(
             f"-o {output_folder} is the input folder: the outputs ({{case}}_0001{file_ending}, ...) would sit beside "
             f"the pre-contrast images and nnU-Net would read them as extra input channels. Choose another -o"
@@ -92,7 +101,7 @@ def pad_to_multiple(slices: torch.Tensor, divisor: int) -> tuple[torch.Tensor, t
 
 def synthesize_case(
     pre: np.ndarray, network: torch.nn.Module, checkpoint, method: str, ddim_steps: int, seed: int,
-    device: torch.device, batch_size: int = 8, slice_axis: int = 0,
+    device: torch.device, batch_size: int = 8, slice_axis: int = 0, eta: float = 0.0,
 ) -> np.ndarray:
     """DM estimate of the post-contrast phases for every slice of a preprocessed pre-contrast volume.
 
@@ -105,7 +114,7 @@ def synthesize_case(
     """
     if slice_axis:
         moved = synthesize_case(np.moveaxis(pre, slice_axis, 0), network, checkpoint, method, ddim_steps, seed,
-                                device, batch_size)
+                                device, batch_size, eta=eta)
         return np.ascontiguousarray(np.moveaxis(moved, 1, 1 + slice_axis))
     slices, (height, width) = pad_to_multiple(torch.from_numpy(pre[:, None].astype(np.float32)),
                                               checkpoint.config.size_divisor)
@@ -113,7 +122,8 @@ def synthesize_case(
     for start in range(0, len(slices), batch_size):
         batch = slices[start:start + batch_size].to(device)
         if method == "ddim":
-            estimate = dm_ddim_estimate(network, checkpoint.config, checkpoint.input_scaling, batch, ddim_steps, seed)
+            estimate = dm_ddim_estimate(network, checkpoint.config, checkpoint.input_scaling, batch, ddim_steps, seed,
+                                        eta)
         else:
             estimate = dm_one_step_estimate(network, checkpoint.config, checkpoint.input_scaling, batch, seed=seed)
         out.append(estimate[:, :, :height, :width].float().cpu())
@@ -130,11 +140,15 @@ def write_image(array: np.ndarray, reference: dict, path: Path) -> None:
     write_atomically(path, lambda temporary: sitk.WriteImage(image, str(temporary), useCompression=True))
 
 
-def dm_checkpoint_for(dataset: PlannedDataset, checkpoint_file: Path | None) -> DmCheckpointLocation:
-    """``-chk`` where given, else the dataset's DM (``$nnUNet_dkm_checkpoint`` or its dkm folder); it must exist."""
-    location = dataset.dm_checkpoint if checkpoint_file is None else DmCheckpointLocation(checkpoint_file, False)
+def dm_checkpoint_for(dataset: PlannedDataset, checkpoint_file: Path | None,
+                      objective: str = "kinetic") -> DmCheckpointLocation:
+    """``-chk`` where given, else the dataset's DM of ``objective`` (``$nnUNet_dkm_checkpoint`` or its dkm folder); it
+    must exist."""
+    location = dataset.dm_checkpoint_of(objective) if checkpoint_file is None \
+        else DmCheckpointLocation(checkpoint_file, False)
     if not location.path.is_file():
-        message = missing_dm_message(location, dataset.name, dataset.configuration, dataset.plans_identifier)
+        message = missing_dm_message(location, dataset.name, dataset.configuration, dataset.plans_identifier,
+                                     objective)
         if checkpoint_file is not None:
             message = f"-chk {checkpoint_file}: no such file. {message}"
         raise SynthesisError(message)
@@ -142,7 +156,7 @@ def dm_checkpoint_for(dataset: PlannedDataset, checkpoint_file: Path | None) -> 
 
 
 def synthesize_postcontrast(
-    inputs: Path,
+    inputs: Path | Sequence[Path],
     output_folder: Path,
     dataset_id: int,
     configuration: str = "2d",
@@ -150,18 +164,24 @@ def synthesize_postcontrast(
     checkpoint_file: Path | None = None,
     device: str = "cpu",
     method: str = "ddim",
-    ddim_steps: int = 20,
+    ddim_steps: int = DEFAULT_DDIM_STEPS,
     seed: int = 0,
     overwrite: bool = False,
+    eta: float = DEFAULT_ETA,
+    objective: str = "kinetic",
 ) -> list[Path]:
-    """Synthesise post-contrast phases for one image or a folder of pre-contrast images; returns the written
-    files."""
+    """Synthesise post-contrast phases for one image, a list of images or a folder of pre-contrast images; returns
+    the written files. ``objective`` chooses the dataset's DM where no ``checkpoint_file`` is given."""
     dataset = PlannedDataset.load(dataset_id, configuration, plans_identifier)
     file_ending = dataset.file_ending
     cases = input_cases(inputs, file_ending)
     check_output_folder(inputs, output_folder, file_ending)
-    location = dm_checkpoint_for(dataset, checkpoint_file)
+    location = dm_checkpoint_for(dataset, checkpoint_file, objective)
     network, checkpoint = load_network(location.path, map_location=device)
+    if not synthesises_post_contrast(checkpoint.config):
+        raise SynthesisError(f"{location.path}: a DM with the {checkpoint.config.objective!r} objective generates "
+                             f"pre-contrast images, not post-contrast ones (a control for the benchmark); use the "
+                             f"kinetic DM")
     check_plans_identity(checkpoint.plans_identity, dataset.plans_manager.plans, configuration, location.path)
     network = network.to(device)
     if checkpoint.config.spatial_dims != 2:
@@ -188,7 +208,7 @@ def synthesize_postcontrast(
         stack, stats, geometry = preprocess_like_precontrast([data], properties["spacing"], plans_manager,
                                                              configuration_manager)
         estimate = synthesize_case(stack[0], network, checkpoint, method, ddim_steps, seed, torch.device(device),
-                                   slice_axis=slice_axis)
+                                   slice_axis=slice_axis, eta=eta)
         original = preprocessed_to_original_space(estimate, stats, geometry, plans_manager, configuration_manager)
         for phase_image, target in zip(original, targets[case], strict=True):
             write_image(phase_image, properties, target)
@@ -211,7 +231,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--method", default="ddim", choices=("ddim", "one_step"),
                         help="DDIM sampling (default) or the one-step estimate from the noised pre-contrast image")
-    parser.add_argument("--ddim-steps", type=positive_int, default=20, help="DDIM steps (network evaluations)")
+    parser.add_argument("--ddim-steps", type=positive_int, default=DEFAULT_DDIM_STEPS,
+                        help=f"DDIM steps (network evaluations; default {DEFAULT_DDIM_STEPS})")
+    parser.add_argument("--eta", type=fraction, default=DEFAULT_ETA,
+                        help="DDIM noise weight: 0 (default) deterministic DDIM, 1 ancestral (DDPM-like) steps")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the initial noise (same seed, same output)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -221,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         written = synthesize_postcontrast(args.input, args.output, args.dataset, args.configuration, args.plans,
                                           args.checkpoint, args.device, args.method, args.ddim_steps, args.seed,
-                                          args.overwrite)
+                                          args.overwrite, args.eta)
     except (SynthesisError, PreprocessedSpaceError, DiffusionCheckpointError) as error:
         sys.exit(f"error: {error}")
     print(f"wrote {len(written)} post-contrast image(s) to {args.output} as {{case}}_{{phase:04d}} (the kinetics "

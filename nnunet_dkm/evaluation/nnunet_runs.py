@@ -34,10 +34,13 @@ def child_environment() -> dict[str, str]:
     return dict(add_to_environment(dict(os.environ)))
 
 
-def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] = ()) -> None:
-    """Run ``command`` with its output shown live, without the variables ``unset``; raise on failure."""
-    print("\n$ " + " ".join(command), flush=True)
-    env = {k: v for k, v in child_environment().items() if k not in unset}
+def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] = (),
+                extra: dict[str, str] | None = None) -> None:
+    """Run ``command`` with its output shown live, without the variables ``unset`` and with ``extra`` set; raise on
+    failure."""
+    shown = " ".join(f"{k}={v}" for k, v in (extra or {}).items())
+    print("\n$ " + (shown + " " if shown else "") + " ".join(command), flush=True)
+    env = {k: v for k, v in child_environment().items() if k not in unset} | (extra or {})
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
         raise NnunetRunError(f"`{' '.join(command)}` failed with exit code {result.returncode}. {log_hint}".strip())
@@ -45,7 +48,11 @@ def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] =
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """One nnU-Net model: ``nnUNet_results/<dataset>/<trainer>__<plans>__<configuration>/fold_<fold>``."""
+    """One nnU-Net model: ``<results root>/<dataset>/<trainer>__<plans>__<configuration>/fold_<fold>``.
+
+    ``results_root`` None is ``$nnUNet_results`` (where ``nnUNetv2_train`` puts a model by default); another root
+    holds an independent repeat of the same training, and nnU-Net's commands run with ``nnUNet_results`` set to it.
+    """
 
     dataset_id: int
     dataset_name: str
@@ -53,13 +60,21 @@ class TrainedModel:
     plans: str
     configuration: str
     fold: int
+    results_root: Path | None = None
 
     @property
     def model_folder(self) -> Path:
         """nnU-Net's output folder of this trainer, plans and configuration (``get_output_folder``)."""
         if not os.environ.get("nnUNet_results"):
             raise NnunetRunError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results")
+        if self.results_root is not None:
+            return self.results_root / self.dataset_name / f"{self.trainer}__{self.plans}__{self.configuration}"
         return Path(get_output_folder(self.dataset_name, self.trainer, self.plans, self.configuration))
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """Variables nnU-Net's commands of this model run with."""
+        return {} if self.results_root is None else {"nnUNet_results": str(self.results_root)}
 
     @property
     def fold_folder(self) -> Path:
@@ -78,7 +93,7 @@ class TrainedModel:
                    "-tr", self.trainer, "-p", self.plans, "-device", device]
         if (self.fold_folder / "checkpoint_latest.pth").is_file():
             command.append("--c")
-        run_command(command, f"nnU-Net's log is in {self.fold_folder}.")
+        run_command(command, f"nnU-Net's log is in {self.fold_folder}.", extra=self.environment)
         if not self.is_trained:
             final = self.fold_folder / "checkpoint_final.pth"
             raise NnunetRunError(f"{' '.join(command)} ended without writing {final}")
@@ -93,7 +108,7 @@ class TrainedModel:
         command = [nnunet_command("nnUNetv2_predict"), "-i", str(input_folder), "-o", str(partial),
                    "-d", str(self.dataset_id), "-c", self.configuration, "-f", str(self.fold), "-tr", self.trainer,
                    "-p", self.plans, "-device", device, "-npp", "0", "-nps", "0", "--continue_prediction"]
-        run_command(command)
+        run_command(command, extra=self.environment)
         missing = [p.name for p in expected if not (partial / p.name).is_file()]
         if missing:
             raise NnunetRunError(f"nnUNetv2_predict wrote no prediction for {missing} in {partial}")

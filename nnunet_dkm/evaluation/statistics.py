@@ -27,7 +27,8 @@ def summarise(per_case: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
         rows_of = per_case[per_case["method"] == method]
         if rows_of.empty:
             continue
-        row = {"method": method, "n": len(rows_of), "folds": rows_of["fold"].nunique()}
+        row = {"method": method, "n": len(rows_of), "folds": rows_of["fold"].nunique(),
+               "runs": len(rows_of.groupby([c for c in ("fold", "repeat") if c in rows_of.columns]))}
         for metric in METRICS:
             row[f"{metric}_mean"] = float(rows_of[metric].mean())
             row[f"{metric}_std"] = float(rows_of[metric].std(ddof=0))
@@ -56,12 +57,13 @@ class PairedComparison:
 
 
 def paired_comparison(per_case: pd.DataFrame, method: str, reference: str, metric: str = "dice") -> PairedComparison:
-    """Paired per-case difference of ``metric`` and the two-sided Wilcoxon signed-rank p-value.
+    """Paired per-case difference of ``metric`` (matched on fold, repeat where present, and case) and the two-sided
+    Wilcoxon signed-rank p-value. It holds the trained models fixed: training noise is not in it.
 
     The p-value is NaN with fewer than two pairs or when every difference is zero. "Wins" are pairs where
     ``method`` is better (higher Dice or Jaccard, lower HD95).
     """
-    keys = ["fold", "case"]
+    keys = [column for column in ("fold", "repeat", "case") if column in per_case.columns]
     a = per_case[per_case["method"] == method][[*keys, metric]]
     b = per_case[per_case["method"] == reference][[*keys, metric]]
     merged = a.merge(b, on=keys, suffixes=("_method", "_reference")).dropna()

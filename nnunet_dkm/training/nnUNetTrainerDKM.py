@@ -64,12 +64,15 @@ class nnUNetTrainerDKM(nnUNetTrainer):
             decoder level f2, chosen by the feature probe (``benchmarks/results_feature_probe.md``).
         ssim_weight: weight of ``1 - SSIM`` in the loss (0.5, the paper's).
         use_pretrained_dm: False builds the untrained-DM control (same architecture, random frozen weights).
+        dm_objective: the objective the DM must have been pretrained with (``nnUNetv2_dkm_pretrain --objective``):
+            "kinetic" (DKM), "pre-only" or "regression" (the controls); its checkpoint file is named after it.
         fusion_merge_kernel_size: kernel of the fusions' merge convolution (1); None: the stage's own (3x3).
     """
 
     kinetic_features: KineticFeatureConfig = KineticFeatureConfig()
     ssim_weight: float = SSIM_WEIGHT
     use_pretrained_dm: bool = True
+    dm_objective: str = "kinetic"
     fusion_merge_kernel_size: int | None = DEFAULT_MERGE_KERNEL_SIZE
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -110,11 +113,17 @@ class nnUNetTrainerDKM(nnUNetTrainer):
         if not preprocessed_root:
             raise DkmSetupError("nnUNet_preprocessed is not set: export nnUNet_preprocessed=/path/to/preprocessed")
         dataset = plans_manager.dataset_name
-        location = dm_checkpoint_location(os.path.join(preprocessed_root, dataset), configuration)
+        location = dm_checkpoint_location(os.path.join(preprocessed_root, dataset), configuration, cls.dm_objective)
         if not location.path.is_file():
-            raise DkmSetupError(missing_dm_message(location, dataset, configuration, plans_manager.plans_name))
+            raise DkmSetupError(missing_dm_message(location, dataset, configuration, plans_manager.plans_name,
+                                                   cls.dm_objective))
         checkpoint = load_checkpoint(location.path)
         check_plans_identity(checkpoint.plans_identity, plans_manager.plans, configuration, location.path)
+        if checkpoint.config.objective != cls.dm_objective:
+            raise DkmSetupError(
+                f"{cls.__name__} needs a DM pretrained with the {cls.dm_objective!r} objective, but "
+                f"{location.describe()} was pretrained with {checkpoint.config.objective!r}. Pretrain one: "
+                f"{pretrain_command(dataset, configuration, plans_manager.plans_name, cls.dm_objective)}")
         configuration_manager = plans_manager.get_configuration(configuration)
         if len(configuration_manager.patch_size) == 3 and checkpoint.config.spatial_dims == 2:
             # the network builder refuses these too; here they are refused before the output folder exists
@@ -161,7 +170,8 @@ class nnUNetTrainerDKM(nnUNetTrainer):
         self.print_to_log_file(
             f"DKM: DM from {self.dm_checkpoint_location.describe()} "
             f"({'pretrained' if self.use_pretrained_dm else 'UNTRAINED control'}, {self.dm_checkpoint.config.preset} "
-            f"preset), features {self.kinetic_features}, SSIM weight {self.ssim_weight}"
+            f"preset, {self.dm_checkpoint.config.objective} objective, {self.dm_checkpoint.config.target} target), "
+            f"features {self.kinetic_features}, SSIM weight {self.ssim_weight}"
             + (f", 2D DM slice by slice across axis {checkpoint_slice_axis(self.dm_checkpoint)} of the 3D patch"
                if len(self.configuration_manager.patch_size) == 3 else "")
         )

@@ -23,7 +23,7 @@ from pathlib import Path
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
-from nnunet_dkm.cli_types import positive_int
+from nnunet_dkm.cli_types import fraction, positive_int
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 from nnunet_dkm.evaluation.benchmark.cases import (
     BenchmarkError,
@@ -37,6 +37,8 @@ from nnunet_dkm.evaluation.benchmark.methods import (
     DEFAULT_METHODS,
     METHOD_CHOICES,
     SCHEDULE_CHOICES,
+    SYNTHESIS_DDIM_STEPS,
+    SYNTHESIS_ETA,
     Method,
     TrainerChoice,
     plan_methods,
@@ -53,6 +55,7 @@ from nnunet_dkm.evaluation.benchmark.stages import (
 )
 from nnunet_dkm.evaluation.nnunet_runs import NnunetRunError
 from nnunet_dkm.evaluation.oracle import OracleDatasetError, copy_split_file, make_oracle_dataset
+from nnunet_dkm.evaluation.virtual_contrast import SynthesisRecipe, file_digest, make_virtual_contrast_dataset
 from nnunet_dkm.paths import (
     DatasetLocationError,
     dataset_folder,
@@ -76,35 +79,65 @@ def locate(args: argparse.Namespace) -> tuple[Path, Path]:
     return raw, preprocessed
 
 
-def checked_dm(args: argparse.Namespace, raw: Path, preprocessed: Path, methods: list[Method]) -> dict | None:
-    """The DM checkpoint's metadata where a method uses the DM (None otherwise); refuses a missing DM, and for
-    ``--num-labelled`` a DM pretrained with tumour labels (DKM would then see more labels than N)."""
-    if not any(m.uses_dm for m in methods):
-        return None
-    location = dm_checkpoint_location(preprocessed, args.configuration)
-    label_free_hint = " --label-free" if args.num_labelled else ""
-    if not location.path.is_file():
-        raise BenchmarkError(missing_dm_message(location, raw.name, args.configuration, args.plans)
-                             + label_free_hint)
-    metadata = load_checkpoint(location.path).metadata
-    if args.num_labelled and not metadata.get("label_free") and not args.allow_labelled_dm:
-        raise BenchmarkError(
-            f"--num-labelled: the DM at {location.describe()} was pretrained with tumour labels (patches centred on "
-            f"the training cases' tumours), so DKM would see more labels than N. Pretrain a label-free DM: "
-            f"{pretrain_command(raw.name, args.configuration, args.plans)} --label-free (with --overwrite to "
-            f"replace this one, or export nnUNet_dkm_checkpoint=<file> to keep both), or pass --allow-labelled-dm"
-        )
-    return metadata
+def checked_dms(args: argparse.Namespace, raw: Path, preprocessed: Path, methods: list[Method]) -> dict[str, dict]:
+    """Per DM objective the methods need, its checkpoint's metadata; refuses a missing DM, and for
+    ``--num-labelled`` a DM pretrained with tumour labels (DKM would then see more labels than N). Checked before
+    anything trains."""
+    found = {}
+    for objective in dict.fromkeys(m.dm_objective for m in methods if m.uses_dm):
+        location = dm_checkpoint_location(preprocessed, args.configuration, objective)
+        label_free_hint = " --label-free" if args.num_labelled else ""
+        if not location.path.is_file():
+            raise BenchmarkError(missing_dm_message(location, raw.name, args.configuration, args.plans, objective)
+                                 + label_free_hint)
+        metadata = load_checkpoint(location.path).metadata
+        if args.num_labelled and not metadata.get("label_free") and not args.allow_labelled_dm:
+            raise BenchmarkError(
+                f"--num-labelled: the DM at {location.describe()} was pretrained with tumour labels (patches centred "
+                f"on the training cases' tumours), so DKM would see more labels than N. Pretrain a label-free DM: "
+                f"{pretrain_command(raw.name, args.configuration, args.plans, objective)} --label-free (with "
+                f"--overwrite to replace this one, or export nnUNet_dkm_checkpoint=<file> to keep both), or pass "
+                f"--allow-labelled-dm"
+            )
+        found[objective] = {**metadata, "path": str(location.path)}
+    return found
 
 
-def dm_note(metadata: dict | None) -> str | None:
-    """How the benchmark's DM was pretrained, from its checkpoint."""
-    if metadata is None:
-        return None
+def dm_note(objective: str, metadata: dict) -> str:
+    """How one of the benchmark's DMs was pretrained, from its checkpoint."""
     labels = "label-free (patches centred by enhancement, never by a tumour label)" if metadata.get("label_free") \
         else "patches centred on the training cases' tumours and on enhancement"
-    return (f"DM: {metadata.get('preset', '?')} preset, {metadata.get('steps', '?')} pretraining steps, {labels}; "
+    recipe = metadata.get("recipe") or {}
+    return (f"{objective} DM ({metadata['path']}): {metadata.get('preset', '?')} preset, {metadata.get('steps', '?')} "
+            f"pretraining steps, target {recipe.get('target', metadata.get('target', 'post'))}, {labels}; "
             f"{len(metadata.get('train_exams', []))} training exams")
+
+
+def companion_datasets(args: argparse.Namespace, raw: Path, preprocessed: Path, methods: list[Method],
+                       dms: dict[str, dict], notes: list[str]) -> dict[str | None, Path]:
+    """The raw datasets the network rows train on: the benchmarked one (key None) and the companions the methods
+    need (made where missing, planned, and given the benchmarked dataset's split file)."""
+    datasets: dict[str | None, Path] = {None: raw}
+    needed = {m.companion for m in methods if m.companion}
+    if "oracle" in needed:
+        datasets["oracle"] = make_oracle_dataset(raw, args.oracle_id, args.post_phase)
+        notes.append(f"post-contrast oracle dataset: {datasets['oracle'].name} (made by this benchmark)")
+    if "virtual-contrast" in needed:
+        recipe = SynthesisRecipe(dms["kinetic"]["path"], file_digest(Path(dms["kinetic"]["path"])),
+                                 args.configuration, args.synthesis_ddim_steps, args.synthesis_eta)
+        datasets["virtual-contrast"], seconds = make_virtual_contrast_dataset(
+            raw, preprocessed, recipe, args.plans, args.device, args.virtual_contrast_id)
+        cases = len(list((datasets["virtual-contrast"] / "imagesTr").glob("*_0001*"))) + \
+            len(list((datasets["virtual-contrast"] / "imagesTs").glob("*_0001*")))
+        notes.append(f"virtual-contrast dataset: {datasets['virtual-contrast'].name}: synthetic post-contrast phase "
+                     f"1 from the pre-contrast image alone (DDIM {args.synthesis_ddim_steps} steps, eta "
+                     f"{args.synthesis_eta:g}) for {cases} cases in {seconds:.0f} s ({seconds / max(cases, 1):.1f} "
+                     f"s per case, {args.device})")
+    for name, folder in datasets.items():
+        if name is not None:
+            print(f"{name} dataset: {folder}", flush=True)
+            copy_split_file(preprocessed, ensure_planned(folder, args.configuration, args.plans))
+    return datasets
 
 
 def run_benchmark(args: argparse.Namespace) -> Path:
@@ -115,7 +148,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     trainers = TrainerChoice(args.schedule, args.vanilla_trainer, args.dkm_trainer, args.control_trainer,
                              args.oracle_trainer)
     methods = plan_methods(trainers, args.post_phase, tuple(args.methods), tuple(args.ablation or ()))
-    dm_metadata = checked_dm(args, raw, preprocessed, methods)
+    dms = checked_dms(args, raw, preprocessed, methods)
     output = Path(args.output) if args.output else (
         nnunet_folder("nnUNet_results") / raw.name / f"dkm_benchmark__{args.plans}__{args.configuration}")
     output.mkdir(parents=True, exist_ok=True)
@@ -124,22 +157,17 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     runs = label_runs(preprocessed, plans.get_configuration(args.configuration).data_identifier, args.folds,
                       args.num_labelled or [None])
     folds = list(dict.fromkeys(run.nnunet_fold for run in runs))
-    network_methods = [m for m in methods if m.trainer and not m.on_oracle_dataset]
+    notes = [dm_note(objective, metadata) for objective, metadata in dms.items()]
 
-    stage("1/5 nnU-Net models (trained where missing)")
-    train_models(network_methods, folds, raw, None, args.plans, args.configuration, args.device)
-    oracle_raw = None
-    if any(m.on_oracle_dataset for m in methods):
-        oracle_raw = make_oracle_dataset(raw, args.oracle_id, args.post_phase)
-        print(f"post-contrast oracle dataset: {oracle_raw}", flush=True)
-        copy_split_file(preprocessed, ensure_planned(oracle_raw, args.configuration, args.plans))
-        train_models([m for m in methods if m.on_oracle_dataset], folds, raw, oracle_raw, args.plans,
-                     args.configuration, args.device)
+    stage(f"1/5 nnU-Net models (trained where missing; {args.repeats} repeat(s) of {len(folds)} fold(s))")
+    datasets = companion_datasets(args, raw, preprocessed, methods, dms, notes)
+    train_models([m for m in methods if m.trainer], folds, args.repeats, datasets, args.plans, args.configuration,
+                 args.device)
     splits = load_splits(preprocessed)
     split_text, cases = evaluation_cases(raw, splits, folds, file_ending, args.post_phase)
 
     stage("2/5 predictions")
-    predictions = predict(methods, cases, raw, oracle_raw, args.plans, args.configuration, args.device, output,
+    predictions = predict(methods, cases, args.repeats, datasets, args.plans, args.configuration, args.device, output,
                           has_test_split(raw, file_ending), file_ending)
     stage("3/5 baselines without a network")
     if "baselines" in args.methods:
@@ -153,10 +181,9 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         dataset=raw.name, label_source=label_source, configuration=args.configuration, plans=args.plans,
         split=split_text, folds=args.folds, command=args.command,
         date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine_description(args.device),
+        repeats=args.repeats,
     )
-    context.notes += [note for note in (dm_note(dm_metadata),) if note]
-    if oracle_raw is not None:
-        context.notes.append(f"post-contrast oracle dataset: {oracle_raw.name} (made by this benchmark)")
+    context.notes += notes
     if "threshold" in label_source.lower() or "ftv" in label_source.lower() or label_source == "synthetic":
         context.notes.append("the labels are (or follow) a post-contrast threshold rule, so methods that see the "
                              "post-contrast phase score near 1 by construction")
@@ -199,6 +226,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         metavar="METHOD",
                         help=f"the rows to make: {', '.join(METHOD_CHOICES)} (default: {' '.join(DEFAULT_METHODS)}; "
                              f"baselines = the rules without a network: body mask, intensity window, label rule)")
+    parser.add_argument("--repeats", type=positive_int, default=1,
+                        help="train every network method R times per fold, as independent runs (repeat 0 in "
+                             "$nnUNet_results, repeat r in $nnUNet_results/<dataset>/dkm_benchmark_repeats/repeat_r; "
+                             "reused when present); method comparisons are judged over runs (folds x repeats)")
+    parser.add_argument("--synthesis-ddim-steps", type=positive_int, default=SYNTHESIS_DDIM_STEPS,
+                        help=f"virtual-contrast: DDIM steps of the synthetic post-contrast image (default "
+                             f"{SYNTHESIS_DDIM_STEPS}, chosen on training cases: benchmarks/results_dm_recipe.md)")
+    parser.add_argument("--synthesis-eta", type=fraction, default=SYNTHESIS_ETA,
+                        help=f"virtual-contrast: DDIM eta (default {SYNTHESIS_ETA:g})")
+    parser.add_argument("--virtual-contrast-id", type=positive_int, default=None,
+                        help="dataset id of the virtual-contrast companion (default: reuse one, else the highest "
+                             "free id)")
     parser.add_argument("--oracle-id", type=positive_int, default=None,
                         help="dataset id of the oracle companion (default: reuse one, else the highest free id)")
     parser.add_argument("--post-phase", type=positive_int, default=1,

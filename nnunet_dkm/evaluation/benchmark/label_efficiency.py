@@ -1,9 +1,9 @@
 """The label-efficiency overview: Dice against the number of labelled training cases N, and whether the learned DM
-beats the untrained-DM control at each N.
+beats the untrained-DM control (and vanilla nnU-Net) at each N, judged over training runs.
 
-Input: the per-case table of every run, with columns ``method``, ``fold`` (the base fold), ``num_labelled`` (``4``,
-``8``, ..., ``all``), ``labelled_cases`` (how many cases that run trained on) and the metrics. Output:
-``label_efficiency.md``, ``label_efficiency.csv`` and ``label_efficiency.png``.
+Input: the per-case table of every run, with columns ``method``, ``fold`` (the base fold), ``repeat``,
+``num_labelled`` (``4``, ``8``, ..., ``all``), ``labelled_cases`` (how many cases that run trained on) and the
+metrics. Output: ``label_efficiency.md``, ``label_efficiency.csv`` and ``label_efficiency.png``.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from matplotlib.figure import Figure
 
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.evaluation.benchmark.methods import MethodInfo
-from nnunet_dkm.evaluation.benchmark.verdicts import P_THRESHOLD, gain_verdict
-from nnunet_dkm.evaluation.statistics import paired_comparison
+from nnunet_dkm.evaluation.run_statistics import run_level_comparison, run_means
 
 CURVE_METHODS = ("vanilla", "dkm", "untrained_dm_control", "oracle_post_contrast")
 CURVE_COLOURS = {"vanilla": "#1f77b4", "dkm": "#d62728", "untrained_dm_control": "#9467bd",
                  "oracle_post_contrast": "#2ca02c"}
 GOAL_GAIN = 0.03  # DKM - control in Dice that counts as a regime where the kinetic code helps
-GOAL_MAX_LABELS = 8
 
 
 def labels_in_order(per_case: pd.DataFrame) -> list[str]:
@@ -33,8 +31,8 @@ def labels_in_order(per_case: pd.DataFrame) -> list[str]:
 
 
 def dice_by_n(per_case: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """Mean and std of Dice over folds x cases per (N, method), with the mean number of labelled cases and the
-    per-fold means (columns ``fold k``)."""
+    """Mean and std of Dice over runs x cases per (N, method), with the mean number of labelled cases and the
+    per-run means (columns ``run k``, in the order of (fold, repeat))."""
     rows = []
     for label in labels_in_order(per_case):
         of_n = per_case[per_case["num_labelled"] == label]
@@ -45,40 +43,36 @@ def dice_by_n(per_case: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
             row = {"num_labelled": label, "labelled_cases": float(rows_of["labelled_cases"].mean()),
                    "method": method, "n": len(rows_of), "dice_mean": float(rows_of["dice"].mean()),
                    "dice_std": float(rows_of["dice"].std(ddof=0))}
-            row.update({f"fold {f}": float(v) for f, v in rows_of.groupby("fold")["dice"].mean().items()})
+            means = run_means(rows_of.drop(columns="num_labelled"))
+            means = means.sort_values([c for c in ("fold", "repeat") if c in means.columns])
+            row.update({f"run {i}": float(v) for i, v in enumerate(means["dice"])})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def dkm_against(per_case: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Per N: DKM minus ``reference``, paired over (fold, case): mean, Wilcoxon p, per-fold means, the verdict,
-    and whether the goal (>= +0.03 Dice at N <= 8, significant, positive in every fold) is met."""
+    """Per N: DKM minus ``reference`` over training runs (``run_level_comparison``), its verdict, and whether the
+    goal (>= +0.03 Dice with the run-level interval above 0) is met."""
     rows = []
     for label in labels_in_order(per_case):
-        of_n = per_case[per_case["num_labelled"] == label]
+        of_n = per_case[per_case["num_labelled"] == label].drop(columns="num_labelled")
         if not {"dkm", reference} <= set(of_n["method"]):
             continue
-        comparison = paired_comparison(of_n, "dkm", reference, "dice")
-        fold_means = of_n.groupby(["method", "fold"])["dice"].mean()
-        by_fold = (fold_means["dkm"] - fold_means[reference]).dropna()
-        verdict = gain_verdict(comparison.mean_difference, comparison.wilcoxon_p, by_fold.to_numpy(), "gain",
-                               "no gain")
-        small = label != "all" and int(label) <= GOAL_MAX_LABELS
+        c = run_level_comparison(of_n, "dkm", reference)
         rows.append({
-            "num_labelled": label, "reference": reference, "pairs": comparison.pairs,
-            "mean_difference": comparison.mean_difference, "wilcoxon_p": comparison.wilcoxon_p,
-            "wins": comparison.wins, "losses": comparison.losses,
-            "per_fold": ", ".join(f"fold {f} {v:+.3f}" for f, v in by_fold.items()), "verdict": verdict,
-            "goal_met": bool(small and verdict == "gain" and comparison.mean_difference >= GOAL_GAIN),
+            "num_labelled": label, "reference": reference, "runs": c.runs, "mean_difference": c.mean_difference,
+            "t_low": c.t_low, "t_high": c.t_high, "bootstrap_low": c.bootstrap_low,
+            "bootstrap_high": c.bootstrap_high, "per_run": " ".join(f"{d:+.3f}" for d in c.run_differences),
+            "verdict": c.verdict, "goal_met": bool(c.verdict == "better" and c.mean_difference >= GOAL_GAIN),
         })
     return pd.DataFrame(rows)
 
 
 def efficiency_figure(table: pd.DataFrame, labels: dict[str, str], path: Path, title: str) -> None:
-    """Dice against the number of labelled cases: the mean over folds x cases (line) and each fold's mean (dots)."""
+    """Dice against the number of labelled cases: the mean over runs x cases (line) and each run's mean (dots)."""
     figure = Figure(figsize=(7, 4.5))
     axis = figure.subplots()
-    fold_columns = [c for c in table.columns if c.startswith("fold ")]
+    fold_columns = [c for c in table.columns if c.startswith("run ")]
     for method in CURVE_METHODS:
         rows = table[table["method"] == method].sort_values("labelled_cases")
         if rows.empty:
@@ -105,8 +99,9 @@ def efficiency_figure(table: pd.DataFrame, labels: dict[str, str], path: Path, t
 def efficiency_markdown(table: pd.DataFrame, against_control: pd.DataFrame, against_vanilla: pd.DataFrame,
                         labels: dict[str, str], header: Sequence[str]) -> str:
     """The overview's markdown: context lines, Dice per N and method, DKM against control and vanilla per N."""
-    fold_columns = [c for c in table.columns if c.startswith("fold ")]
-    lines = [*header, "", "## Dice per number of labelled training cases (mean ± std over folds x cases)", "",
+    fold_columns = [c for c in table.columns if c.startswith("run ")]
+    lines = [*header, "", "## Dice per number of labelled training cases (mean ± std over runs x cases; then each "
+             "run's mean)", "",
              "| N | labelled cases | method | n | Dice | " + " | ".join(fold_columns) + " |",
              "|---|---|---|---|---|" + "---|" * len(fold_columns)]
     for _, row in table.iterrows():
@@ -116,15 +111,15 @@ def efficiency_markdown(table: pd.DataFrame, against_control: pd.DataFrame, agai
                      f"| {row['dice_mean']:.3f} ± {row['dice_std']:.3f} | {folds} |")
     for title, frame in (("DKM − untrained-DM control (learned kinetics vs capacity)", against_control),
                          ("DKM − vanilla nnU-Net", against_vanilla)):
-        lines += ["", f"## {title}, paired per fold and case", "",
-                  "| N | pairs | mean Dice difference | Wilcoxon p | wins / losses | per fold | verdict | goal met |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", f"## {title}, over training runs", "",
+                  "| N | runs | mean Dice difference | 95 % t-interval | hierarchical bootstrap | per run | verdict | "
+                  "goal met |", "|---|---|---|---|---|---|---|---|"]
         for row in frame.itertuples(index=False):
-            p = "n/a" if np.isnan(row.wilcoxon_p) else f"{row.wilcoxon_p:.2g}"
-            lines.append(f"| {row.num_labelled} | {row.pairs} | {row.mean_difference:+.3f} | {p} | {row.wins} / "
-                         f"{row.losses} | {row.per_fold} | {row.verdict} | {'yes' if row.goal_met else 'no'} |")
-    lines += ["", f"A gain counts only where it is significant over paired cases (p < {P_THRESHOLD}) and positive in "
-              f"every fold; the goal is DKM − control >= +{GOAL_GAIN} Dice at N <= {GOAL_MAX_LABELS} with such a gain."]
+            lines.append(f"| {row.num_labelled} | {row.runs} | {row.mean_difference:+.3f} | [{row.t_low:+.3f}, "
+                         f"{row.t_high:+.3f}] | [{row.bootstrap_low:+.3f}, {row.bootstrap_high:+.3f}] | {row.per_run} "
+                         f"| {row.verdict} | {'yes' if row.goal_met else 'no'} |")
+    lines += ["", f"A difference counts only where the 95 % t-interval over training runs (folds x repeats) excludes "
+              f"0; the goal is DKM − control >= +{GOAL_GAIN} Dice with the interval above 0."]
     return "\n".join(lines) + "\n"
 
 

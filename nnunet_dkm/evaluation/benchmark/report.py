@@ -18,6 +18,7 @@ from matplotlib.patches import Rectangle
 
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.evaluation.benchmark.methods import MethodInfo
+from nnunet_dkm.evaluation.run_statistics import RunLevelComparison
 from nnunet_dkm.evaluation.statistics import PairedComparison
 
 ROLE_COLOURS = {"pre-contrast network": "#1f77b4", "control": "#9467bd", "pre-contrast baseline": "#7f7f7f",
@@ -38,6 +39,7 @@ class BenchmarkContext:
     date: str
     machine: str
     notes: list[str] = field(default_factory=list)
+    repeats: int = 1
 
 
 def _pm(mean: float, std: float, digits: int) -> str:
@@ -50,56 +52,87 @@ def _p(value: float) -> str:
     return f"{value:.2g}" if value >= 1e-3 else f"{value:.1e}"
 
 
+def _number(value: float, digits: int = 3) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"
+
+
 def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], summary: pd.DataFrame,
-                    per_fold: pd.DataFrame, comparisons: Sequence[PairedComparison], findings: Sequence[str],
-                    figures: Sequence[str]) -> str:
-    """The benchmark's markdown: context, Table 1 style summary, paired differences, per-fold Dice, findings."""
+                    spread: pd.DataFrame, per_run: pd.DataFrame, run_level: Sequence[RunLevelComparison],
+                    case_level: Sequence[PairedComparison], findings: Sequence[str], figures: Sequence[str]) -> str:
+    """The benchmark's markdown: context, Table 1 style summary, run-level comparisons (the verdicts), per-run Dice,
+    the case-level tests (secondary), findings."""
     by_key = {m.key: m for m in methods}
+    spread_of = spread.set_index("method") if not spread.empty else pd.DataFrame()
     lines = [
         f"# DKM benchmark: {context.dataset}, {context.configuration}",
         "",
         f"- **Command:** `{context.command}`",
         f"- **Date / machine:** {context.date}; {context.machine}",
         f"- **Dataset:** {context.dataset}; label source: {context.label_source}",
-        f"- **Split:** {context.split}; folds {', '.join(map(str, context.folds))}; plans {context.plans}",
+        f"- **Split:** {context.split}; folds {', '.join(map(str, context.folds))}, {context.repeats} training run(s) "
+        f"per fold and method; plans {context.plans}",
         "- **Trainers:** " + "; ".join(f"{m.label}: `{m.made_by}`" for m in methods if m.made_by.startswith("nnUNet")),
         *[f"- {note}" for note in context.notes],
         "",
-        "## Segmentation quality (mean ± std over folds x cases)",
+        "## Segmentation quality (mean ± std over runs x cases)",
         "",
-        "| method | role | input | made by | n | Dice | Jaccard | HD95 (mm) | empty predictions |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | role | input | made by | n | Dice | Jaccard | HD95 (mm) | empty predictions | run-to-run std "
+        "(all runs / repeats of a fold) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary.itertuples(index=False):
         info = by_key[row.method]
+        noise = ""
+        if row.method in spread_of.index:
+            noise = (f"{_number(spread_of.loc[row.method, 'dice_run_std'])} / "
+                     f"{_number(spread_of.loc[row.method, 'dice_repeat_std'])}")
         lines.append(
             f"| {info.label} | {info.role} | {info.input} | `{info.made_by}` | {row.n} "
             f"| {_pm(row.dice_mean, row.dice_std, 3)} | {_pm(row.jaccard_mean, row.jaccard_std, 3)} "
-            f"| {_pm(row.hd95_mm_mean, row.hd95_mm_std, 1)} | {row.empty_predictions} |"
+            f"| {_pm(row.hd95_mm_mean, row.hd95_mm_std, 1)} | {row.empty_predictions} | {noise} |"
         )
-    lines += [
-        "",
-        "HD95 of an empty prediction is the image diagonal (the worst distance the grid allows).",
-        "",
-        "## Paired differences (per fold and case; two-sided Wilcoxon signed-rank test)",
-        "",
-        "| comparison | metric | pairs | mean difference | std | wins / ties / losses | Wilcoxon p |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in comparisons:
-        lines.append(
-            f"| {by_key[c.method].label} − {by_key[c.reference].label} | {c.metric} | {c.pairs} "
-            f"| {c.mean_difference:+.3f} | {c.std_difference:.3f} | {c.wins} / {c.ties} / {c.losses} "
-            f"| {_p(c.wilcoxon_p)} |"
-        )
-    if not per_fold.empty:
-        folds = [c for c in per_fold.columns if c != "method"]
-        lines += ["", "## Mean Dice per fold", "", "| method | " + " | ".join(folds) + " |",
-                  "|---|" + "---|" * len(folds)]
-        for row in per_fold.itertuples(index=False):
+    lines += ["", "HD95 of an empty prediction is the image diagonal (the worst distance the grid allows).", ""]
+    if run_level:
+        lines += [
+            "## Comparisons over training runs (the verdicts)",
+            "",
+            "Each run (fold x repeat) gives the difference of the two methods' mean Dice over its cases; the verdict "
+            "rests on the 95 % t-interval over runs (\"better\" only above 0).",
+            "",
+            "| comparison | runs | mean difference | 95 % t-interval | hierarchical bootstrap | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in run_level:
+            lines.append(f"| {by_key[c.method].label} − {by_key[c.reference].label} | {c.runs} | "
+                         f"{c.mean_difference:+.3f} | [{c.t_low:+.3f}, {c.t_high:+.3f}] | "
+                         f"[{c.bootstrap_low:+.3f}, {c.bootstrap_high:+.3f}] | {c.verdict} |")
+        lines.append("")
+    if not per_run.empty:
+        columns = [c for c in per_run.columns if c != "method"]
+        lines += ["## Mean Dice per training run", "", "| method | " + " | ".join(columns) + " |",
+                  "|---|" + "---|" * len(columns)]
+        for row in per_run.itertuples(index=False):
             values = " | ".join("" if math.isnan(v) else f"{v:.3f}" for v in row[1:])
             lines.append(f"| {by_key[row[0]].label} | {values} |")
-    lines += ["", "## What the numbers show", "", *[f"- {f}" for f in findings]]
+        lines.append("")
+    if case_level:
+        lines += [
+            "## Case-level tests (secondary: conditional on the trained models)",
+            "",
+            "Paired over (run, case); the Wilcoxon test treats cases as independent and holds each trained model "
+            "fixed, so training noise is not in it.",
+            "",
+            "| comparison | metric | pairs | mean difference | std | wins / ties / losses | Wilcoxon p |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in case_level:
+            lines.append(
+                f"| {by_key[c.method].label} − {by_key[c.reference].label} | {c.metric} | {c.pairs} "
+                f"| {c.mean_difference:+.3f} | {c.std_difference:.3f} | {c.wins} / {c.ties} / {c.losses} "
+                f"| {_p(c.wilcoxon_p)} |"
+            )
+        lines.append("")
+    lines += ["## What the numbers show", "", *[f"- {f}" for f in findings]]
     if figures:
         lines += ["", "## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures]]
     return "\n".join(lines) + "\n"
@@ -118,7 +151,7 @@ def dice_bar_chart(summary: pd.DataFrame, methods: Sequence[MethodInfo], path: P
         ax.text(0.01, position, f"{row.dice_mean:.3f}", va="center", ha="left", fontsize=8, color="white")
     ax.set_yticks(y, [by_key[r.method].label for r in rows])
     ax.set_xlim(0, 1)
-    ax.set_xlabel("Dice (mean ± std over folds x cases)")
+    ax.set_xlabel("Dice (mean ± std over runs x cases)")
     ax.set_title(title, fontsize=10)
     handles = [Rectangle((0, 0), 1, 1, color=c) for c in ROLE_COLOURS.values()]
     fig.legend(handles, list(ROLE_COLOURS), loc="lower center", ncol=len(ROLE_COLOURS), fontsize=8, frameon=False)

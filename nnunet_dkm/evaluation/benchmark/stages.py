@@ -28,13 +28,29 @@ def stage(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
-def model_of(method: Method, fold: int, raw: Path, oracle_raw: Path | None, plans: str,
+REPEATS_FOLDER = "dkm_benchmark_repeats"
+
+
+def repeat_results_root(source_name: str, repeat: int) -> Path | None:
+    """Where repeat ``repeat`` of every model lives: nnU-Net's own ``$nnUNet_results`` for repeat 0 (so a model that
+    ``nnUNetv2_train`` made is reused), ``$nnUNet_results/<source dataset>/dkm_benchmark_repeats/repeat_<r>`` for
+    the others (used as ``nnUNet_results`` by the commands that train and predict them)."""
+    if repeat == 0:
+        return None
+    return Path(os.environ["nnUNet_results"]) / source_name / REPEATS_FOLDER / f"repeat_{repeat}"
+
+
+def model_of(method: Method, fold: int, repeat: int, datasets: dict[str | None, Path], plans: str,
              configuration: str) -> TrainedModel:
-    """The nnU-Net model of a network row in one fold (the oracle's lives in its companion dataset)."""
-    folder = oracle_raw if method.on_oracle_dataset else raw
+    """The nnU-Net model of a network row in one run (a companion's lives in its companion dataset).
+
+    ``datasets`` maps ``None`` to the benchmarked raw dataset and each companion name to its raw dataset.
+    """
+    folder = datasets.get(method.companion)
     if folder is None:
-        raise ValueError(f"{method.info.key} needs the oracle dataset")
-    return TrainedModel(dataset_id(folder.name), folder.name, method.trainer, plans, configuration, fold)
+        raise ValueError(f"{method.info.key} needs the {method.companion} dataset")
+    return TrainedModel(dataset_id(folder.name), folder.name, method.trainer, plans, configuration, fold,
+                        repeat_results_root(datasets[None].name, repeat))
 
 
 def ensure_planned(raw: Path, configuration: str, plans: str) -> Path:
@@ -47,34 +63,42 @@ def ensure_planned(raw: Path, configuration: str, plans: str) -> Path:
     return folder
 
 
-def train_models(methods: list[Method], folds: list[int], raw: Path, oracle_raw: Path | None, plans: str,
-                 configuration: str, device: str) -> None:
-    """Train every network row's model of every fold that is missing (in ``methods`` order)."""
-    for fold in folds:
-        for method in methods:
-            if method.trainer and (oracle_raw is not None or not method.on_oracle_dataset):
-                model_of(method, fold, raw, oracle_raw, plans, configuration).train(device)
+def train_models(methods: list[Method], folds: list[int], repeats: int, datasets: dict[str | None, Path],
+                 plans: str, configuration: str, device: str) -> None:
+    """Train every network row's model of every run that is missing: repeat by repeat, so that an interrupted
+    benchmark has whole repeats first."""
+    for repeat in range(repeats):
+        for fold in folds:
+            for method in methods:
+                if method.trainer:
+                    model_of(method, fold, repeat, datasets, plans, configuration).train(device)
 
 
-def predict(methods: list[Method], cases: dict[int, list[Case]], raw: Path, oracle_raw: Path | None, plans: str,
-            configuration: str, device: str, output: Path, test_split: bool,
-            file_ending: str) -> dict[tuple[str, int], Path]:
-    """Each network row's prediction folder per fold: the test split predicted into ``output/predictions``, or,
-    without a test split, nnU-Net's own validation predictions."""
-    predictions: dict[tuple[str, int], Path] = {}
-    for fold, fold_cases in cases.items():
-        ids = [c.case_id for c in fold_cases]
-        for method in methods:
-            if not method.trainer:
-                continue
-            trained = model_of(method, fold, raw, oracle_raw, plans, configuration)
-            if not test_split:
-                predictions[(method.info.key, fold)] = trained.fold_folder / "validation"
-                continue
-            source = oracle_raw if method.on_oracle_dataset else raw
-            target = output / "predictions" / method.info.key / f"fold_{fold}"
-            predictions[(method.info.key, fold)] = trained.predict(source / "imagesTs", target, device, ids,
-                                                                   file_ending)
+def prediction_folder(output: Path, key: str, fold: int, repeat: int) -> Path:
+    """``predictions/<method>/fold_<k>`` (repeat 0) or ``fold_<k>_repeat_<r>``."""
+    return output / "predictions" / key / (f"fold_{fold}" if repeat == 0 else f"fold_{fold}_repeat_{repeat}")
+
+
+def predict(methods: list[Method], cases: dict[int, list[Case]], repeats: int, datasets: dict[str | None, Path],
+            plans: str, configuration: str, device: str, output: Path, test_split: bool,
+            file_ending: str) -> dict[tuple[str, int, int], Path]:
+    """Each network row's prediction folder per run (method key, fold, repeat): the test split predicted into
+    ``output/predictions``, or, without a test split, nnU-Net's own validation predictions."""
+    predictions: dict[tuple[str, int, int], Path] = {}
+    for repeat in range(repeats):
+        for fold, fold_cases in cases.items():
+            ids = [c.case_id for c in fold_cases]
+            for method in methods:
+                if not method.trainer:
+                    continue
+                trained = model_of(method, fold, repeat, datasets, plans, configuration)
+                key = (method.info.key, fold, repeat)
+                if not test_split:
+                    predictions[key] = trained.fold_folder / "validation"
+                    continue
+                source = datasets[method.companion]
+                predictions[key] = trained.predict(source / "imagesTs", prediction_folder(output, *key), device, ids,
+                                                   file_ending)
     return predictions
 
 
@@ -102,15 +126,15 @@ def write_rule_predictions(key: str, masks: dict[str, tuple[sitk.Image, dict[str
 
 
 def rule_baselines(cases: dict[int, list[Case]], training_cases: dict[int, list[str]], raw: Path, output: Path,
-                   file_ending: str) -> dict[tuple[str, int], Path]:
+                   file_ending: str) -> dict[tuple[str, int, int], Path]:
     """The rows without a network, per fold: the body mask, the intensity window fitted on the fold's training
     cases (``training_cases[fold]``), and the label rule on post-contrast images. Rules that fit nothing are
     computed once per case."""
-    predictions: dict[tuple[str, int], Path] = {}
+    predictions: dict[tuple[str, int, int], Path] = {}
     fold_free_masks: dict[str, dict[str, np.ndarray]] = {}
     for fold, fold_cases in cases.items():
         targets = {key: output / "predictions" / key / f"fold_{fold}" for key in RULES}
-        predictions.update({(key, fold): target for key, target in targets.items()})
+        predictions.update({(key, fold, 0): target for key, target in targets.items()})
         if all(rule_predictions_complete(target, fold_cases, key, file_ending) for key, target in targets.items()):
             continue
         window = IntensityWindow.fit(
@@ -133,16 +157,18 @@ def rule_baselines(cases: dict[int, list[Case]], training_cases: dict[int, list[
     return predictions
 
 
-def score(cases: dict[int, list[Case]], predictions: dict[tuple[str, int], Path], file_ending: str) -> pd.DataFrame:
-    """One row per (method, fold, case) with the metrics of ``CaseMetrics``."""
+def score(cases: dict[int, list[Case]], predictions: dict[tuple[str, int, int], Path],
+          file_ending: str) -> pd.DataFrame:
+    """One row per (method, fold, repeat, case) with the metrics of ``CaseMetrics``."""
     rows = []
     for fold, fold_cases in cases.items():
         for case in tqdm(fold_cases, desc=f"fold {fold} cases", unit="case"):
             reference, spacing = read_array(case.label)
-            for (key, key_fold), folder in predictions.items():
+            for (key, key_fold, repeat), folder in predictions.items():
                 predicted = folder / f"{case.case_id}{file_ending}"
                 if key_fold != fold or not predicted.is_file():
                     continue  # e.g. the label rule on a case without post-contrast phase
                 metrics = case_metrics(reference > 0, read_array(predicted)[0] > 0, spacing)
-                rows.append({"method": key, "fold": fold, "case": case.case_id, **metrics.as_dict()})
+                rows.append({"method": key, "fold": fold, "repeat": repeat, "case": case.case_id,
+                             **metrics.as_dict()})
     return pd.DataFrame(rows)

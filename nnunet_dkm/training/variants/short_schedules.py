@@ -16,7 +16,11 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunet_dkm.training.nnUNetTrainerDKM import DEFAULT_DEVICE, nnUNetTrainerDKM
-from nnunet_dkm.training.variants.controls import nnUNetTrainerDKM_untrainedDM
+from nnunet_dkm.training.variants.controls import (
+    nnUNetTrainerDKM_preOnlyDM,
+    nnUNetTrainerDKM_regressionDM,
+    nnUNetTrainerDKM_untrainedDM,
+)
 from nnunet_dkm.training.variants.extraction_modes import (
     nnUNetTrainerDKM_encoder,
     nnUNetTrainerDKM_modeB,
@@ -272,3 +276,19 @@ class nnUNetTrainerDKM_bf16_debug(DebugSchedule, nnUNetTrainerDKM_bf16):
 
 class nnUNetTrainerDKM_bf16_demo(DemoSchedule, nnUNetTrainerDKM_bf16):
     """nnUNetTrainerDKM_bf16, demo schedule."""
+
+
+class nnUNetTrainerDKM_preOnlyDM_debug(DebugSchedule, nnUNetTrainerDKM_preOnlyDM):
+    """nnUNetTrainerDKM_preOnlyDM, debug schedule."""
+
+
+class nnUNetTrainerDKM_preOnlyDM_demo(DemoSchedule, nnUNetTrainerDKM_preOnlyDM):
+    """nnUNetTrainerDKM_preOnlyDM, demo schedule."""
+
+
+class nnUNetTrainerDKM_regressionDM_debug(DebugSchedule, nnUNetTrainerDKM_regressionDM):
+    """nnUNetTrainerDKM_regressionDM, debug schedule."""
+
+
+class nnUNetTrainerDKM_regressionDM_demo(DemoSchedule, nnUNetTrainerDKM_regressionDM):
+    """nnUNetTrainerDKM_regressionDM, demo schedule."""

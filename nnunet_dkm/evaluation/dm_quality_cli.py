@@ -1,0 +1,297 @@
+"""``nnUNetv2_dkm_dm_quality``: how close the DM's synthetic post-contrast images are to the truth.
+
+    nnUNetv2_dkm_dm_quality -d 990 -c 2d                       # the dataset's DM, on its test split
+    nnUNetv2_dkm_dm_quality -d 990 -c 2d --split selection     # on the DM's held-out training exams
+    nnUNetv2_dkm_dm_quality -d 990 -c 2d --ddim-steps 5 --eta 0 -chk other_dm.pt -o quality_other
+    nnUNetv2_dkm_dm_quality -d 990 -c 2d --synthetic my_synthetic/   # score images the command wrote before
+
+The DM synthesises every evaluated case's post-contrast phases with the code of
+``nnUNetv2_dkm_synthesize_postcontrast`` (from the pre-contrast image alone: no mask, no label), then each written
+image is compared with the true phases (``nnunet_dkm.evaluation.dm_quality``) beside the identity, a linear map fitted
+on the DM's training exams and a mask-told ceiling. Outputs in ``-o`` (default
+``$nnUNet_results/DatasetXXX/dkm_dm_quality__<plans>__<configuration>/``): ``results.md``, ``results.csv``,
+``examples.png`` and the synthetic images in ``synthetic/`` (reused when made with the same DM and settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, write_atomically
+from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, load_checkpoint
+from nnunet_dkm.diffusion.postcontrast import (
+    DEFAULT_DDIM_STEPS,
+    DEFAULT_ETA,
+    SynthesisError,
+    dm_checkpoint_for,
+    synthesize_postcontrast,
+)
+from nnunet_dkm.evaluation.benchmark.outputs import machine_description
+from nnunet_dkm.evaluation.dm_quality import QualityCase, References, read_volume, score_cases
+from nnunet_dkm.paths import DatasetLocationError, nnunet_folder
+from nnunet_dkm.preprocessing import (
+    DceExam,
+    PlannedDataset,
+    PreprocessedSpaceError,
+    find_pretraining_exams,
+    find_test_exams,
+)
+
+SPLITS = ("test", "selection")
+ESTIMATE_ORDER = ("identity", "linear", "synthetic", "mask-told ceiling")
+
+
+class DmQualityError(Exception):
+    """The DM-quality measure cannot run; the message names the file or the command that fixes it."""
+
+
+@dataclass(frozen=True)
+class SynthesisSettings:
+    """How the synthetic images were made; a ``synthetic/`` folder is reused only for the same settings."""
+
+    checkpoint: str
+    checkpoint_steps: int | None
+    method: str
+    ddim_steps: int
+    eta: float
+    seed: int
+
+    def describe(self) -> str:
+        sampler = "one-step estimate" if self.method == "one_step" else \
+            f"DDIM, {self.ddim_steps} steps, eta {self.eta:g}"
+        return f"{self.checkpoint} ({self.checkpoint_steps} pretraining steps), {sampler}, seed {self.seed}"
+
+
+def evaluation_exams(dataset: PlannedDataset, split: str, metadata: dict) -> list[DceExam]:
+    """The exams scored: the labelled test exams with post-contrast phases, or the DM's held-out training exams."""
+    if split == "test":
+        exams = [exam for exam in find_test_exams(dataset.raw_folder) if exam.post_files]
+        if not exams:
+            raise DmQualityError(f"{dataset.raw_folder}: no test case with a label (labelsTs) and post-contrast "
+                                 f"phases (kineticsTs); use --split selection to score the DM's held-out training "
+                                 f"exams")
+        return exams
+    held_out = set(metadata.get("validation_exams") or ())
+    exams = [exam for exam in find_pretraining_exams(dataset.raw_folder) if exam.case_id in held_out]
+    if not exams:
+        raise DmQualityError("the DM checkpoint names no held-out training exam (metadata 'validation_exams') found "
+                             f"in {dataset.raw_folder}; use --split test")
+    return exams
+
+
+def training_exams(dataset: PlannedDataset, metadata: dict) -> list[DceExam]:
+    """The DM's training exams (from its checkpoint; all pretraining exams where it does not say)."""
+    exams = find_pretraining_exams(dataset.raw_folder)
+    trained_on = set(metadata.get("train_exams") or ())
+    return [exam for exam in exams if exam.case_id in trained_on] or exams
+
+
+def synthesise(dataset_id: int, configuration: str, plans: str, exams: Sequence[DceExam], folder: Path,
+               settings: SynthesisSettings, checkpoint: Path, device: str) -> Path:
+    """``folder`` holding ``{case}_{phase:04d}`` for every exam, made by ``nnUNetv2_dkm_synthesize_postcontrast``'s
+    code; reused where its ``synthesis.json`` records the same settings, else rebuilt and renamed into place."""
+    record = folder / "synthesis.json"
+    if record.is_file() and json.loads(record.read_text()) == settings.__dict__:
+        return folder
+    remove_stale_temporaries(folder.parent)
+    temporary = make_temporary_folder(folder.parent, folder.name)
+    try:
+        synthesize_postcontrast([exam.pre_file for exam in exams], temporary, dataset_id, configuration, plans,
+                                checkpoint, device, settings.method, settings.ddim_steps, settings.seed,
+                                eta=settings.eta)
+        (temporary / "synthesis.json").write_text(json.dumps(settings.__dict__, indent=1))
+        if folder.exists():
+            shutil.rmtree(folder)
+        publish(temporary, folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_synthetic(folder: Path, cases: Sequence[QualityCase], file_ending: str) -> dict[str, np.ndarray]:
+    """Per case, its synthetic phases (K, z, y, x) from ``{case}_{phase:04d}`` files."""
+    out = {}
+    for case in cases:
+        files = [folder / f"{case.case_id}_{phase:04d}{file_ending}" for phase in range(1, case.posts.shape[0] + 1)]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise DmQualityError(f"{folder}: synthetic image(s) {missing} missing; make them with "
+                                 f"nnUNetv2_dkm_synthesize_postcontrast or leave out --synthetic")
+        volumes = [read_volume(f) for f in files]
+        if volumes[0].shape != case.pre.shape:
+            raise DmQualityError(f"{files[0]}: shape {volumes[0].shape}, the case's pre-contrast image "
+                                 f"{case.pre.shape}")
+        out[case.case_id] = np.stack(volumes)
+    return out
+
+
+def results_table(rows: list[dict]) -> pd.DataFrame:
+    """The scores with each estimate's MAE relative to identity's (same phase and region)."""
+    table = pd.DataFrame(rows)
+    identity = table[table["estimate"] == "identity"].set_index(["phase", "region"])["mae"]
+    table["mae_vs_identity"] = [row.mae / identity.get((row.phase, row.region), np.nan) - 1
+                                for row in table.itertuples()]
+    order = {name: i for i, name in enumerate(ESTIMATE_ORDER)}
+    table["order"] = table["estimate"].map(order)
+    return table.sort_values(["region", "phase", "order"]).drop(columns="order").reset_index(drop=True)
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "n/a" if value != value else f"{value:.{digits}f}"
+
+
+def markdown(table: pd.DataFrame, lines: list[str]) -> str:
+    """The report: context lines, then one table per region."""
+    text = ["# DM quality: synthetic post-contrast images against the truth", "", *[f"- {line}" for line in lines]]
+    for region in ("tumour", "breast"):
+        part = table[table["region"] == region]
+        if part.empty:
+            continue
+        text += ["", f"## {region}", "",
+                 "| phase | estimate | MAE | MAE vs identity | PSNR (dB) | SSIM | enhancement corr. | voxels |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for row in part.itertuples():
+            shown = f"**{row.estimate}**" if row.estimate == "synthetic" else row.estimate
+            text.append(f"| {row.phase} | {shown} | {_number(row.mae)} | {row.mae_vs_identity:+.0%} | "
+                        f"{_number(row.psnr, 1)} | {_number(row.ssim)} | {_number(row.enhancement_corr)} | "
+                        f"{row.voxels} |")
+    return "\n".join(text) + "\n"
+
+
+def example_figure(cases: Sequence[QualityCase], synthetic: dict[str, np.ndarray], references: References,
+                   path: Path, rows: int = 3) -> None:
+    """Per case (largest tumours first), the middle tumour slice: pre, true post 1, synthetic, linear map, and the
+    synthetic image's error; red: tumour label."""
+    with_tumour = sorted((c for c in cases if c.tumour is not None and c.tumour.any()),
+                         key=lambda c: -int(c.tumour.sum()))[:rows] or list(cases)[:rows]
+    figure = Figure(figsize=(12, 2.6 * len(with_tumour)))
+    axes = figure.subplots(len(with_tumour), 5, squeeze=False)
+    for row, case in enumerate(with_tumour):
+        tumour_slices = np.flatnonzero(case.tumour.any(axis=(1, 2))) if case.tumour is not None else []
+        z = int(tumour_slices[len(tumour_slices) // 2]) if len(tumour_slices) else case.pre.shape[0] // 2
+        made = case.normalised(synthetic[case.case_id][0])
+        panels = [("pre-contrast", case.pre[z]), ("true post-contrast 1", case.posts[0, z]),
+                  ("synthetic post-contrast 1", made[z]),
+                  ("linear map", references.estimates(case, 0)["linear"][z]),
+                  ("synthetic - true", made[z] - case.posts[0, z])]
+        low, high = np.percentile(np.concatenate([case.pre[z].ravel(), case.posts[0, z].ravel()]), [1, 99.5])
+        for column, (title, image) in enumerate(panels):
+            axis = axes[row, column]
+            if column == 4:
+                limit = float(np.abs(image).max()) or 1.0
+                axis.imshow(image, cmap="coolwarm", vmin=-limit, vmax=limit)
+            else:
+                axis.imshow(image, cmap="gray", vmin=low, vmax=high)
+            if case.tumour is not None and case.tumour[z].any():
+                axis.contour(case.tumour[z], levels=[0.5], colors="r", linewidths=0.6)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            axis.set_title(f"{case.case_id}: {title}" if column == 0 else title, fontsize=8)
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=90, bbox_inches="tight"))
+
+
+def measure(dataset_id: int, configuration: str = "2d", plans: str = "nnUNetPlans", split: str = "test",
+            checkpoint_file: Path | None = None, objective: str = "kinetic", method: str = "ddim",
+            ddim_steps: int = DEFAULT_DDIM_STEPS, eta: float = DEFAULT_ETA, seed: int = 0,
+            synthetic_folder: Path | None = None, output: Path | None = None, device: str = "cpu",
+            command: str = "") -> tuple[pd.DataFrame, Path]:
+    """Run the measure; returns (the table, the output folder)."""
+    dataset = PlannedDataset.load(dataset_id, configuration, plans)
+    location = dm_checkpoint_for(dataset, checkpoint_file, objective)
+    metadata = load_checkpoint(location.path).metadata
+    output = output or nnunet_folder("nnUNet_results") / dataset.name / f"dkm_dm_quality__{plans}__{configuration}"
+    output.mkdir(parents=True, exist_ok=True)
+    exams = evaluation_exams(dataset, split, metadata)
+    settings = SynthesisSettings(str(location.path.resolve()), metadata.get("steps"), method, ddim_steps, eta, seed)
+    if synthetic_folder is None:
+        synthetic_folder = synthesise(dataset_id, configuration, plans, exams, output / "synthetic", settings,
+                                      location.path, device)
+        made_by = settings.describe()
+    else:
+        made_by = f"images in {synthetic_folder} (given with --synthetic)"
+    cases = [QualityCase.read(exam) for exam in exams]
+    synthetic = read_synthetic(synthetic_folder, cases, dataset.file_ending)
+    references = References.fit(training_exams(dataset, metadata), seed)
+    table = results_table(score_cases(cases, synthetic, references))
+    a_b = ", ".join(f"phase {k + 1}: post = {a:.3f} pre + {b:.3f}" for k, (a, b) in enumerate(references.linear))
+    lines = [
+        f"command: `{command}`" if command else "",
+        f"date: {datetime.datetime.now():%Y-%m-%d %H:%M}; machine: {machine_description(device)}",
+        f"dataset: {dataset.name}, configuration {configuration}; cases: {split} split ({len(cases)}: "
+        f"{', '.join(c.case_id for c in cases)})",
+        f"synthetic images: {made_by}",
+        f"DM: objective {metadata.get('objective', 'kinetic')}, preset {metadata.get('preset', '?')}, "
+        f"{len(metadata.get('train_exams') or [])} training exams",
+        "units: each case's own pre-contrast standard deviations (its mean subtracted); MAE pooled over the "
+        "region's voxels, PSNR and SSIM averaged over cases, enhancement correlation pooled (Pearson of "
+        "estimate - pre against true post - pre)",
+        f"linear map fitted on the DM's training exams ({a_b}); the mask-told ceiling is told the TRUE tumour mask "
+        "(not a pre-contrast-only estimate)",
+        "regions: tumour = the label; breast = the pre-contrast body mask (Otsu) minus the tumour",
+    ]
+    text = markdown(table, [line for line in lines if line])
+    write_atomically(output / "results.md", lambda temporary: temporary.write_text(text))
+    write_atomically(output / "results.csv", lambda temporary: table.to_csv(temporary, index=False))
+    example_figure(cases, synthetic, references, output / "examples.png")
+    print(text)
+    print(f"written to {output}")
+    return table, output
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nnUNetv2_dkm_dm_quality", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset id")
+    parser.add_argument("-c", "--configuration", default="2d")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans")
+    parser.add_argument("--split", choices=SPLITS, default="test",
+                        help="test: the labelled test exams with post-contrast phases (default); selection: the DM's "
+                             "held-out training exams (for choosing a recipe without the test split)")
+    parser.add_argument("-chk", "--checkpoint", type=Path,
+                        help="DM checkpoint (default: $nnUNet_dkm_checkpoint, else the dataset's dkm folder)")
+    parser.add_argument("--method", default="ddim", choices=("ddim", "one_step"),
+                        help="as nnUNetv2_dkm_synthesize_postcontrast --method")
+    parser.add_argument("--ddim-steps", type=positive_int, default=DEFAULT_DDIM_STEPS,
+                        help=f"DDIM steps (default {DEFAULT_DDIM_STEPS}, the synthesis command's)")
+    parser.add_argument("--eta", type=fraction, default=DEFAULT_ETA,
+                        help=f"DDIM noise weight (default {DEFAULT_ETA:g})")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--synthetic", type=Path,
+                        help="score the {case}_{phase:04d} images in this folder (written by "
+                             "nnUNetv2_dkm_synthesize_postcontrast) instead of synthesising them")
+    parser.add_argument("-o", "--output", type=Path, help="output folder")
+    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"))
+    args = parser.parse_args(argv)
+    args.command = shlex.join(["nnUNetv2_dkm_dm_quality", *(sys.argv[1:] if argv is None else argv)])
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
+    try:
+        measure(args.dataset, args.configuration, args.plans, args.split, args.checkpoint, "kinetic", args.method,
+                args.ddim_steps, args.eta, args.seed, args.synthetic, args.output, args.device, args.command)
+    except (DmQualityError, SynthesisError, PreprocessedSpaceError, DiffusionCheckpointError,
+            DatasetLocationError) as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""What a DM learns (objective: kinetic, pre-only, regression) and which clean image it makes (target: post,
+enhancement): pretraining, checkpoints, features, synthesis and the trainers that need each DM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PHANTOM_ID, randomised_network, tiny_config
+
+from nnunet_dkm.diffusion import KineticFeatureConfig, KineticFeatureExtractor, walk_unet
+from nnunet_dkm.diffusion.checkpoint import load_network
+from nnunet_dkm.diffusion.config import DiffusionConfigError, InputScaling
+from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
+from nnunet_dkm.diffusion.network import ddim_sample, make_ddpm_scheduler
+from nnunet_dkm.paths import dm_checkpoint_location
+from pretrain_dm.settings import PretrainSettings
+from pretrain_dm.training import DmPretrainer
+
+SCALING = InputScaling(0.5, 0.0)
+
+
+def pretrain(objective: str, steps: int = 2, **changes) -> DmPretrainer:
+    settings = PretrainSettings(dataset_id=PHANTOM_ID, config_overrides={"channels": (16, 32, 32, 32)}, steps=steps,
+                                batch_size=2, patch_size=(32, 32), sample_ddim_steps=1, objective=objective,
+                                **changes)
+    return DmPretrainer(settings, progress=False)
+
+
+@pytest.fixture
+def writable_phantom(planned_phantom: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The planned phantom with its own dkm folder (DMs are written where the trainers look)."""
+    import shutil
+
+    for name, folder in planned_phantom.items():
+        shutil.copytree(folder, tmp_path / name, ignore=shutil.ignore_patterns("dkm"))
+        monkeypatch.setenv(name, str(tmp_path / name))
+    monkeypatch.delenv("nnUNet_dkm_checkpoint", raising=False)
+    return next((tmp_path / "nnUNet_preprocessed").glob(f"Dataset{PHANTOM_ID}_*"))
+
+
+@pytest.mark.parametrize("objective, name", [("kinetic", "dm_checkpoint.pt"),
+                                             ("pre-only", "dm_checkpoint_pre-only.pt"),
+                                             ("regression", "dm_checkpoint_regression.pt")])
+def test_each_objective_has_its_own_checkpoint_file_and_round_trips(writable_phantom: Path, objective: str,
+                                                                    name: str) -> None:
+    path = pretrain(objective).run()
+    assert path == writable_phantom / "dkm" / "2d" / name
+    assert dm_checkpoint_location(writable_phantom, "2d", objective).path == path
+    network, checkpoint = load_network(path)
+    assert checkpoint.config.objective == objective and checkpoint.metadata["objective"] == objective
+    assert checkpoint.config.prediction_type == ("sample" if objective == "regression" else "v_prediction")
+    pre = torch.randn(2, 1, 32, 32)
+    if objective == "pre-only":
+        with pytest.raises(DiffusionConfigError, match="pre-contrast images"):
+            dm_one_step_estimate(network, checkpoint.config, checkpoint.input_scaling, pre)
+    else:
+        assert dm_ddim_estimate(network, checkpoint.config, checkpoint.input_scaling, pre, steps=2).shape == \
+            (2, checkpoint.config.num_post_phases, 32, 32)
+
+
+def test_the_pre_only_loss_reads_no_post_contrast_voxel_and_the_regression_loss_one_timestep(
+        writable_phantom: Path) -> None:
+    patches = torch.randn(2, 3, 32, 32)
+    noise = torch.randn(2, 2, 32, 32)
+    pre_only = pretrain("pre-only")
+    garbage = patches.clone()
+    garbage[:, 1:] = 1e3 * torch.randn(2, 2, 32, 32)
+    timesteps = torch.tensor([10, 700])
+    with torch.no_grad():
+        assert pre_only._loss(pre_only.network, patches, timesteps, noise) == \
+            pre_only._loss(pre_only.network, garbage, timesteps, noise)
+        regression = pretrain("regression")
+        assert regression._loss(regression.network, patches, timesteps, noise) == \
+            regression._loss(regression.network, patches, torch.tensor([999, 3]), noise)
+        kinetic = pretrain("kinetic")
+        assert kinetic._loss(kinetic.network, patches, timesteps, noise) != \
+            kinetic._loss(kinetic.network, garbage, timesteps, noise)
+
+
+def test_enhancement_target_features_noise_zero_enhancement_and_synthesis_adds_the_pre_contrast_image() -> None:
+    config = tiny_config(target="enhancement")
+    network = randomised_network(config)
+    x = torch.randn(2, 1, 32, 32)
+    extractor = KineticFeatureExtractor(config, SCALING, KineticFeatureConfig(levels=(2,), channels_last=False),
+                                        network)
+    x_pre = SCALING.scale * x
+    noise = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)).expand(2, -1, -1, -1)
+    abar = make_ddpm_scheduler(config).alphas_cumprod[50]
+    x_t = (1 - abar).sqrt() * noise  # the noised identity guess: zero enhancement
+    with torch.no_grad():
+        expected = walk_unet(network, torch.cat([x_t, x_pre], 1), torch.tensor([50, 50]), (2,)).features[2]
+    torch.testing.assert_close(extractor(x)[2], expected)
+    estimate = dm_ddim_estimate(network, config, SCALING, x, steps=2)
+    clean = ddim_sample(network, config, x_pre, noise.contiguous(), 2)
+    torch.testing.assert_close(estimate, (clean + x_pre) / SCALING.scale)
+
+
+def test_a_trainer_refuses_a_dm_of_another_objective(writable_phantom: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_dkm.training import DkmSetupError
+    from nnunet_dkm.training.variants.controls import nnUNetTrainerDKM_preOnlyDM, nnUNetTrainerDKM_regressionDM
+
+    kinetic = pretrain("kinetic").run()
+    plans = PlansManager(str(writable_phantom / "nnUNetPlans.json"))
+    with pytest.raises(DkmSetupError, match="--objective pre-only"):
+        nnUNetTrainerDKM_preOnlyDM.find_dm_checkpoint(plans, "2d", 0)  # none at dm_checkpoint_pre-only.pt
+    monkeypatch.setenv("nnUNet_dkm_checkpoint", str(kinetic))
+    with pytest.raises(DkmSetupError, match="'regression' objective, but .* was pretrained with 'kinetic'"):
+        nnUNetTrainerDKM_regressionDM.find_dm_checkpoint(plans, "2d", 0)
+    monkeypatch.delenv("nnUNet_dkm_checkpoint")
+    pretrain("pre-only").run()
+    location, checkpoint = nnUNetTrainerDKM_preOnlyDM.find_dm_checkpoint(plans, "2d", 0)
+    assert location.path.name == "dm_checkpoint_pre-only.pt" and checkpoint.config.objective == "pre-only"
+
+
+def test_feature_mode_c_needs_a_kinetic_dm() -> None:
+    with pytest.raises(DiffusionConfigError, match="mode C"):
+        KineticFeatureConfig(mode="C").check_against(tiny_config(objective="regression", prediction_type="sample"))
+    with pytest.raises(DiffusionConfigError, match="prediction_type must be 'sample'"):
+        tiny_config(objective="regression")
