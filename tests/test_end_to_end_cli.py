@@ -7,6 +7,7 @@ on pre-contrast images only -> --val -> --c -> nnUNetv2_dkm_benchmark (trains th
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -160,3 +161,45 @@ def test_label_efficiency_trains_every_method_on_nested_subsets(journey: dict) -
     assert (output / "label_efficiency.png").read_bytes()[:4] == b"\x89PNG"
     for label in ("2", "all"):
         assert "Wilcoxon" in (output / f"n_{label}" / "results.md").read_text()
+
+
+def test_repeats_give_run_level_verdicts_for_the_dm_controls_and_virtual_contrast_and_resume(journey: dict) -> None:
+    env, root = journey["env"], journey["root"]
+    for objective in ("pre-only", "regression"):
+        run([str(BIN / "nnUNetv2_dkm_pretrain"), "-d", str(DATASET), "-c", "2d", "--steps", "3", "--batch-size", "2",
+             "--patch-size", "32", "32", "--channels", "16", "32", "32", "32", "--objective", objective], env)
+    output = root / "repeats"
+    command = [str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET), "-c", "2d", "-f", "0", "--schedule", "debug",
+               "--repeats", "2", "--methods", "vanilla", "dkm", "pre-only-dm", "regression-dm", "virtual-contrast",
+               "--synthesis-ddim-steps", "2", "-device", "cpu", "-o", str(output)]
+    first = run(command, env)
+    assert f"reusing {journey['results'] / 'fold_0'}" in first.stdout  # repeat 0 of DKM: the model trained above
+    per_case = pd.read_csv(output / "per_case.csv")
+    assert set(per_case["repeat"]) == {0, 1}
+    assert set(per_case["method"]) == {"vanilla", "dkm", "pre_only_dm_control", "regression_dm_control",
+                                       "virtual_contrast"}
+    assert (per_case.groupby(["method", "repeat"]).size() == 2).all()  # 2 test cases per run
+    dataset = journey["results"].parent.name
+    repeat_1 = root / "nnUNet_results" / dataset / "dkm_benchmark_repeats" / "repeat_1"
+    vanilla_1 = repeat_1 / dataset / "nnUNetTrainer_debug__nnUNetPlans__2d" / "fold_0"
+    assert (vanilla_1 / "checkpoint_final.pth").is_file()
+    run_level = pd.read_csv(output / "run_level.csv")
+    pairs = set(zip(run_level["method"], run_level["reference"], strict=True))
+    assert {("dkm", "vanilla"), ("dkm", "pre_only_dm_control"), ("dkm", "regression_dm_control"),
+            ("dkm", "virtual_contrast")} <= pairs
+    assert (run_level["runs"] == 2).all()
+    report = (output / "results.md").read_text()
+    assert "Comparisons over training runs" in report and "conditional on the trained models" in report
+    assert "| fold 0 / r 0 | fold 0 / r 1 |" in report
+    virtual = next((root / "nnUNet_raw").glob("Dataset*VirtualContrast"))
+    assert f"virtual-contrast dataset: {virtual.name}" in report and "s per case" in report
+
+    # a repeat killed after its last checkpoint: it resumes with --c; everything else is reused
+    (vanilla_1 / "checkpoint_final.pth").rename(vanilla_1 / "checkpoint_latest.pth")
+    shutil.rmtree(output / "predictions" / "vanilla" / "fold_0_repeat_1")
+    again = run(command, env)
+    commands = [line for line in again.stdout.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 2  # train repeat 1 of vanilla, predict it
+    assert f"nnUNet_results={repeat_1}" in commands[0] and "nnUNetTrainer_debug" in commands[0]
+    assert commands[0].endswith("--c")
+    pd.testing.assert_frame_equal(pd.read_csv(output / "per_case.csv"), per_case)
