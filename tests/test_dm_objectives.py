@@ -21,11 +21,11 @@ from pretrain_dm.training import DmPretrainer
 SCALING = InputScaling(0.5, 0.0)
 
 
-def pretrain(objective: str, steps: int = 2, **changes) -> DmPretrainer:
+def pretrain(objective: str, steps: int = 2, overwrite: bool = False, **changes) -> DmPretrainer:
     settings = PretrainSettings(dataset_id=PHANTOM_ID, config_overrides={"channels": (16, 32, 32, 32)}, steps=steps,
                                 batch_size=2, patch_size=(32, 32), sample_ddim_steps=1, objective=objective,
                                 **changes)
-    return DmPretrainer(settings, progress=False)
+    return DmPretrainer(settings, overwrite=overwrite, progress=False)
 
 
 @pytest.fixture
@@ -121,3 +121,28 @@ def test_feature_mode_c_needs_a_kinetic_dm() -> None:
         KineticFeatureConfig(mode="C").check_against(tiny_config(objective="regression", prediction_type="sample"))
     with pytest.raises(DiffusionConfigError, match="prediction_type must be 'sample'"):
         tiny_config(objective="regression")
+
+
+def test_a_fold_is_refused_where_the_model_folder_holds_folds_of_a_dm_with_another_target(
+        writable_phantom: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import json
+
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_dkm.architecture.builder import make_plans_block
+    from nnunet_dkm.diffusion.checkpoint import load_checkpoint
+    from nnunet_dkm.training import DkmSetupError
+    from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
+
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    post_dm = load_checkpoint(pretrain("kinetic", target="post").run())
+    plans = json.loads((writable_phantom / "nnUNetPlans.json").read_text())
+    plans["configurations"]["2d"]["dkm"] = make_plans_block(post_dm, KineticFeatureConfig(), "elsewhere")
+    model_folder = tmp_path / "results" / writable_phantom.name / "nnUNetTrainerDKM__nnUNetPlans__2d"
+    model_folder.mkdir(parents=True)
+    (model_folder / "plans.json").write_text(json.dumps(plans))
+    manager = PlansManager(str(writable_phantom / "nnUNetPlans.json"))
+    nnUNetTrainerDKM.find_dm_checkpoint(manager, "2d", 1)  # the same DM config: another fold may join
+    pretrain("kinetic", overwrite=True, target="enhancement").run()
+    with pytest.raises(DkmSetupError, match="another config \\(target differ"):
+        nnUNetTrainerDKM.find_dm_checkpoint(manager, "2d", 1)

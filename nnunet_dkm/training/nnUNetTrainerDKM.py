@@ -15,12 +15,15 @@ nnU-Net's.
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import torch
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.file_path_utilities import get_output_folder
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
@@ -40,7 +43,7 @@ from nnunet_dkm.architecture.kinetic_unet_3d import (
     stage_for_level_in_plane,
 )
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, check_plans_identity, load_checkpoint
-from nnunet_dkm.diffusion.config import KineticFeatureConfig
+from nnunet_dkm.diffusion.config import DiffusionConfig, KineticFeatureConfig
 from nnunet_dkm.loss.dc_ce_ssim import SSIM_WEIGHT, DC_CE_SSIM_loss, SSIMLoss
 from nnunet_dkm.paths import DmCheckpointLocation, dm_checkpoint_location, missing_dm_message, pretrain_command
 
@@ -119,6 +122,7 @@ class nnUNetTrainerDKM(nnUNetTrainer):
                                                    cls.dm_objective))
         checkpoint = load_checkpoint(location.path)
         check_plans_identity(checkpoint.plans_identity, plans_manager.plans, configuration, location.path)
+        cls.check_model_folder(plans_manager, configuration, checkpoint, location)
         if checkpoint.config.objective != cls.dm_objective:
             raise DkmSetupError(
                 f"{cls.__name__} needs a DM pretrained with the {cls.dm_objective!r} objective, but "
@@ -144,6 +148,31 @@ class nnUNetTrainerDKM(nnUNetTrainer):
                     f"lowest-resolution axis, whose in-plane axes nnU-Net pools alike): {command} --overwrite"
                 ) from error
         return location, checkpoint
+
+    @classmethod
+    def check_model_folder(cls, plans_manager: PlansManager, configuration: str, checkpoint: DiffusionCheckpoint,
+                           location: DmCheckpointLocation) -> None:
+        """Refuse a DM whose config (architecture, objective, target, input scaling) differs from the one this
+        model folder's other folds were trained with: nnU-Net keeps one ``plans.json`` per model folder, and
+        prediction rebuilds every fold's DM from it."""
+        results = os.environ.get("nnUNet_results")
+        if not results:
+            return
+        saved = Path(get_output_folder(plans_manager.dataset_name, cls.__name__, plans_manager.plans_name,
+                                       configuration)) / "plans.json"
+        if not saved.is_file():
+            return
+        block = json.loads(saved.read_text()).get("configurations", {}).get(configuration, {}).get(DKM_PLANS_KEY)
+        if not block:
+            return
+        recorded = DiffusionConfig.from_dict(block["dm_config"]).to_dict()
+        current = checkpoint.config.to_dict()
+        if recorded != current or block.get("input_scaling") != checkpoint.input_scaling.to_dict():
+            changed = sorted(key for key, value in current.items() if recorded.get(key) != value) or ["input scaling"]
+            raise DkmSetupError(
+                f"{saved.parent} holds folds trained with a DM of another config ({', '.join(changed)} differ from "
+                f"{location.describe()}); prediction rebuilds every fold's DM from its one plans.json. Pretrain the "
+                f"DM with the settings those folds used, or move {saved.parent} away to train a fresh model")
 
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
