@@ -43,9 +43,8 @@ from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
 from nnunet_dkm.diffusion.presets import preset_network
 from nnunet_dkm.paths import dm_figure_path
-from nnunet_dkm.preprocessing import PlannedDataset
+from nnunet_dkm.preprocessing import DmCache, PlannedDataset, build_cache
 from pretrain_dm.augment import AugmentationConfig, augment_patches
-from pretrain_dm.cache import DmCache, build_cache
 from pretrain_dm.objective import autocast_context, enhancement_weights, step_generators, weighted_mse
 from pretrain_dm.plots import held_out_tumour_patches, plot_loss_curve, plot_samples
 from pretrain_dm.settings import PretrainingError, PretrainSettings, RunContext, settings_from_dict, settings_to_dict

@@ -26,9 +26,9 @@ from nnunet_dkm.architecture.kinetic_unet_3d import (
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity, save_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor, slices_per_chunk, slicewise_kinetic_features
+from nnunet_dkm.preprocessing.dm_cache import CachedExam, slice_facts
 from nnunet_dkm.training.nnUNetTrainerDKM import DkmSetupError, nnUNetTrainerDKM, trainable_parameters
 from nnunet_dkm.training.variants.paper import nnUNetTrainerDKMPaper
-from pretrain_dm.cache import CachedExam, slice_facts
 
 BIN = Path(sys.executable).parent
 SCALING = InputScaling(0.5, 0.0)

@@ -14,8 +14,7 @@ from conftest import PHANTOM_ID, use_nnunet_folders
 
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint, load_network
 from nnunet_dkm.diffusion.presets import DM_PRESETS
-from nnunet_dkm.preprocessing import PlannedDataset
-from pretrain_dm.cache import build_cache
+from nnunet_dkm.preprocessing import PlannedDataset, build_cache
 from pretrain_dm.objective import enhancement_weights, weighted_mse
 from pretrain_dm.settings import PretrainingError, PretrainSettings
 from pretrain_dm.slices import PatchSampler, crop_around

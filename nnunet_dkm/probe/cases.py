@@ -1,8 +1,9 @@
 """The probe's cases in nnU-Net's preprocessed space, and their split into fit, selection and report sets.
 
-Labelled training cases come from the DM cache (``pretrain_dm.cache.build_cache``); test cases, which the cache never
-holds, are brought into the same space in memory with the same functions. The split is drawn from the seed once, so
-the fit sets of growing ``num_labelled`` are nested and the selection and report sets do not depend on it.
+Labelled training cases come from the DM cache (``nnunet_dkm.preprocessing.build_cache``); test cases, which the
+cache never holds, are brought into the same space in memory with the same functions. The split is drawn from the
+seed once, so the fit sets of growing ``num_labelled`` are nested and the selection and report sets do not depend on
+it.
 """
 
 from __future__ import annotations

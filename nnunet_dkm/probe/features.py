@@ -19,11 +19,11 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from monai.transforms import DivisiblePad
 from scipy import ndimage
 
 from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor
-from nnunet_dkm.diffusion.postcontrast import pad_to_multiple
 from nnunet_dkm.probe.cases import ProbeCase
 from nnunet_dkm.probe.settings import DmSetting
 
@@ -132,9 +132,8 @@ class DmFeatures:
 
     def level_maps(self, pre: np.ndarray) -> dict[int, np.ndarray]:
         """(n, y, x) pre-contrast slices -> ``{level: (C_l, n, y, x)}`` upsampled to the slice size."""
-        slices, (height, width) = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(pre[:, None],
-                                                                                        dtype=np.float32)),
-                                                  self.divisor)
+        height, width = pre.shape[1:]
+        slices = DivisiblePad(self.divisor, method="end")(np.asarray(pre, dtype=np.float32)).as_tensor()[:, None]
         chunks: dict[int, list[torch.Tensor]] = {level: [] for level in self.levels}
         for start in range(0, len(slices), self.batch_size):
             batch = slices[start:start + self.batch_size].to(self.device)

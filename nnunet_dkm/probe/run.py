@@ -23,7 +23,7 @@ from tqdm import tqdm
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, check_plans_identity, load_checkpoint
 from nnunet_dkm.diffusion.config import DiffusionConfig
 from nnunet_dkm.diffusion.network import build_network
-from nnunet_dkm.preprocessing import PlannedDataset, find_pretraining_exams, find_test_exams
+from nnunet_dkm.preprocessing import PlannedDataset, build_cache, find_pretraining_exams, find_test_exams
 from nnunet_dkm.probe.cases import CaseSplit, ProbeCase, load_raw_case, probe_case, split_cases
 from nnunet_dkm.probe.errors import ProbeError
 from nnunet_dkm.probe.features import BaselineFeatures, DmFeatures, FeatureFamily, RowSpec
@@ -60,7 +60,6 @@ def load_probed_checkpoints(dataset: PlannedDataset, checkpoints: Mapping[str, P
 def load_split_cases(dataset: PlannedDataset, split: CaseSplit, progress: bool) -> dict[str, ProbeCase]:
     """The fit, selection and report cases in preprocessed space: training cases from the DM cache, test cases
     preprocessed in memory."""
-    from pretrain_dm.cache import build_cache  # the DM cache lives with pretraining
 
     cache = {exam.case_id: exam for exam in build_cache(dataset, progress=progress).exams}
     cases = {}

@@ -97,10 +97,8 @@ def setting_of(config: KineticFeatureConfig) -> DmSetting:
 
 
 def default_setting() -> DmSetting:
-    """The setting of ``nnUNetTrainerDKM`` (``nnUNetTrainerDKM.kinetic_features``)."""
-    from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM  # nnU-Net's trainer stack: import on demand
-
-    return setting_of(nnUNetTrainerDKM.kinetic_features)
+    """The setting of ``KineticFeatureConfig()``, which ``nnUNetTrainerDKM`` uses."""
+    return setting_of(KineticFeatureConfig())
 
 
 def settings_grid() -> list[DmSetting]:
