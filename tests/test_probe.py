@@ -15,10 +15,9 @@ from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity,
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe import ProbeError, ProbeOptions, parse_setting, parse_settings, run_probe, settings_grid
-from nnunet_dkm.probe.cases import ProbeCase, split_cases
+from nnunet_dkm.probe.cases import ProbeCase, balanced_sample, split_cases
 from nnunet_dkm.probe.cli import main
 from nnunet_dkm.probe.features import RowSpec
-from nnunet_dkm.probe.sampling import balanced_sample
 from nnunet_dkm.probe.scoring import evaluate_family, fit_family
 from nnunet_dkm.probe.settings import group_by_forward, setting_of
 from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
