@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,15 +16,7 @@ from nnunet_dkm.evaluation.benchmark.methods import RULES, MethodInfo
 from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext, dice_bar_chart, markdown_report, overlay_figure
 from nnunet_dkm.evaluation.benchmark.verdicts import findings_of
 from nnunet_dkm.evaluation.statistics import PairedComparison, paired_comparison, summarise
-
-
-def machine_description(device: str) -> str:
-    import torch
-
-    text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    if device == "cuda" and torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name(0)}"
-    return text + f", device {device}"
+from nnunet_dkm.reporting import machine_description as machine_description  # the benchmark's cli reads it here
 
 
 def per_fold_dice(per_case: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
