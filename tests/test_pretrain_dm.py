@@ -200,6 +200,7 @@ def test_crop_keeps_the_centre_and_pads_small_slices() -> None:
     assert padded.shape == (2, 16, 16) and np.count_nonzero(padded[0]) == 120
 
 
+@pytest.mark.slow
 def test_cli_error_names_the_missing_dataset(nnunet_folders: dict[str, Path]) -> None:
     result = subprocess.run([str(BIN / "nnUNetv2_dkm_pretrain"), "-d", "321", "-c", "2d"], capture_output=True,
                             text=True)
@@ -208,6 +209,7 @@ def test_cli_error_names_the_missing_dataset(nnunet_folders: dict[str, Path]) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_end_with_identical_weights(
     planned_phantom: dict[str, Path], tmp_path: Path
 ) -> None:
