@@ -1,10 +1,10 @@
-# nnunet-dkm: `make demo` and `make test`. Both create the project .venv when it is missing.
+# nnunet-dkm: `make demo`, `make test` and `make test-fast`. Each creates the project .venv when it is missing.
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test test-fast lint demo clean
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -ra --durations=10 tests
+
+# the unit tests without the command-line journeys and other tests marked slow
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -ra --durations=10 -m "not slow" tests
 
 # the whole journey on the synthetic phantom (about 26 minutes on 2 CPU cores, install included); output in demo_output/
 demo: $(STAMP)

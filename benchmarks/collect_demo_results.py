@@ -13,10 +13,13 @@ whole ``make demo`` including the install, commit, machine) and copies ``dice_ba
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
+
+from nnunet_dkm.reporting import cpu_model
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,13 +30,6 @@ def wall_time(time_log: Path) -> str:
     if not match:
         raise SystemExit(f"{time_log} holds no GNU time -v output")
     return match.group(1)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def main() -> None:
@@ -71,8 +67,7 @@ def main() -> None:
         f"(creates `.venv`, installs torch and nnU-Net from the local wheel store, then runs `scripts/demo.sh`)",
         f"- **Wall time of the whole `make demo`, install included:** {timed}",
         *[f"- {note}" for note in args.note],
-        f"- **Machine:** {cpu_model()}, {len(re.findall('^processor', Path('/proc/cpuinfo').read_text(), re.M))} "
-        "cores visible, no GPU",
+        f"- **Machine:** {cpu_model()}, {os.cpu_count()} cores visible, no GPU",
         f"- **Collected by:** `python benchmarks/collect_demo_results.py --demo-output {args.demo_output}"
         + (f" --time-log {args.time_log}" if args.time_log else "")
         + (f" --wall-seconds {args.wall_seconds}" if args.wall_seconds is not None else "")

@@ -20,7 +20,6 @@ import re
 import shlex
 import sys
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +33,9 @@ from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe import ProbeError, ProbeOptions, comparisons, parse_settings, run_probe, summary_table
 from nnunet_dkm.probe.cli import add_split_arguments, run_reported, split_options
 from nnunet_dkm.probe.features import FILTER_BANK
-from nnunet_dkm.probe.outputs import classifier_description, machine_description
-from nnunet_dkm.probe.results import UNTRAINED, ProbeResult
-from nnunet_dkm.probe.tables import CLASSIFIER_NAMES
+from nnunet_dkm.probe.report import CLASSIFIER_NAMES, classifier_description
+from nnunet_dkm.probe.run import UNTRAINED, ProbeResult
+from nnunet_dkm.reporting import format_p, format_signed, machine_description, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results_dm_learning_curve.md"
@@ -116,22 +115,13 @@ def curve_figure(curve: pd.DataFrame, setting: str) -> Figure:
     return figure
 
 
-def _signed(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:+.3f}"
-
-
-def _p(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.2g}"
-
-
 def curve_markdown(result: ProbeResult, curve: pd.DataFrame, command: str, dataset: PlannedDataset, setting: str,
                    options: ProbeOptions, figure: str) -> str:
     lines = [
         f"# DM learning curve of the feature probe: {dataset.name}, {dataset.configuration}, {setting}",
         "",
         f"- **Command:** `{command}`",
-        f"- **Date / machine:** {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
-        f"{machine_description(options.device)}",
+        f"- **Date / machine:** {utc_now()}; {machine_description(options.device)}",
         "- **Snapshots:** " + "; ".join(f"{info.name}: `{info.path}`" for info in result.checkpoints),
         f"- **Cases:** {result.split.describe()}",
         f"- **Pixels:** {result.sampled_pixels} balanced body pixels; {classifier_description(options)}; seed "
@@ -147,10 +137,10 @@ def curve_markdown(result: ProbeResult, curve: pd.DataFrame, command: str, datas
     for line in curve.itertuples(index=False):
         lines.append(
             f"| {line.steps} | {CLASSIFIER_NAMES.get(line.classifier, line.classifier)} | {line.dice_mean:.3f} "
-            f"| {_signed(line.mean_difference_untrained)} ± {line.standard_error_untrained:.3f} "
-            f"| {_p(line.wilcoxon_p_untrained)} "
-            f"| {_signed(line.mean_difference_filter_bank)} ± {line.standard_error_filter_bank:.3f} "
-            f"| {_p(line.wilcoxon_p_filter_bank)} |")
+            f"| {format_signed(line.mean_difference_untrained)} ± {line.standard_error_untrained:.3f} "
+            f"| {format_p(line.wilcoxon_p_untrained)} "
+            f"| {format_signed(line.mean_difference_filter_bank)} ± {line.standard_error_filter_bank:.3f} "
+            f"| {format_p(line.wilcoxon_p_filter_bank)} |")
     lines += ["", f"![learning curve]({figure})"]
     return "\n".join(lines) + "\n"
 

@@ -61,9 +61,14 @@ RUNS = {
     "enh_p32": Run("enh_p32", "target enhancement, 32x32 patches (4x the steps for the same pixels)",
                    ("--target", "enhancement", "--patch-size", "32", "32", "--steps", "16000"),
                    (2000, 4000, 8000, 16000)),
+    "regression": Run("regression", "reference, not a candidate: the regression objective (one forward at t = 50, "
+                      "target enhancement): what this network learns of E[post | pre] by plain regression",
+                      ("--objective", "regression", "--target", "enhancement", "--steps", "4000"),
+                      (500, 1000, 2000, 4000)),
 }
+CANDIDATES = ("post", "enh", "enh_w0", "enh_p32")
 # the common budget at which the levers are compared: 4000 steps of 64x64 patches (16000 of 32x32)
-COMPARISON_STEP = {"post": 4000, "enh": 4000, "enh_w0": 4000, "enh_p32": 16000}
+COMPARISON_STEP = {"post": 4000, "enh": 4000, "enh_w0": 4000, "enh_p32": 16000, "regression": 4000}
 SAMPLERS = {"ddim1": (1, 0.0), "ddim5": (5, 0.0), "ddim20": (20, 0.0), "ddim20_eta1": (20, 1.0)}
 WEIGHTS = ("ema", "raw")
 
@@ -150,7 +155,7 @@ def collect(workdir: Path, runs: list[Run], split: str = "selection") -> pd.Data
                 checkpoint = snapshot_file(workdir, run, step, weights)
                 if checkpoint is None:
                     continue
-                for sampler in SAMPLERS:
+                for sampler in SAMPLERS if run.name != "regression" else ("ddim1",):  # one forward whatever K
                     output = workdir / "quality" / split / run.name / f"step{step}_{weights}_{sampler}"
                     table = evaluate(workdir, checkpoint, split, sampler, output)
                     frames.append(table.assign(run=run.name, step=step, weights=weights, sampler=sampler))
@@ -170,7 +175,7 @@ def tumour_phase1(scores: pd.DataFrame) -> pd.DataFrame:
 
 def choose(rows: pd.DataFrame, runs: list[Run]) -> dict:
     """The fixed rule of the module docstring."""
-    common = rows[rows.apply(lambda r: r["step"] == COMPARISON_STEP[r["run"]], axis=1)]
+    common = rows[rows.apply(lambda r: r["step"] == COMPARISON_STEP[r["run"]] and r["run"] in CANDIDATES, axis=1)]
     best = common.loc[common["mae_vs_identity"].idxmin()]
     same = rows[(rows["run"] == best["run"]) & (rows["weights"] == best["weights"])
                 & (rows["sampler"] == best["sampler"])].sort_values("step")
@@ -232,7 +237,7 @@ def goal_lines(test: pd.DataFrame) -> list[str]:
 
 def markdown(rows: pd.DataFrame, scores: pd.DataFrame, test: pd.DataFrame, chosen: dict, runs: list[Run],
              command: str) -> str:
-    from nnunet_dkm.evaluation.benchmark.outputs import machine_description
+    from nnunet_dkm.reporting import machine_description
 
     reference = scores[(scores["phase"] == 1) & (scores["region"] == "tumour")].groupby("estimate")
     reference = reference["mae_vs_identity"].first()

@@ -19,11 +19,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
-import gc
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -34,11 +31,11 @@ from functools import partial
 from pathlib import Path
 from unittest import mock
 
-import monai
 import torch
 
 from nnunet_dkm.diffusion import InputScaling, KineticFeatureConfig, KineticFeatureExtractor, preset_network
 from nnunet_dkm.diffusion import features as features_module
+from nnunet_dkm.reporting import PeakMemory, machine_description
 
 DEFAULT_OUTPUT = Path(__file__).with_name("results_feature_extraction_speed.md")
 PATCH_SIZE = 128
@@ -118,58 +115,6 @@ def cases_for(preset: str, batch: int) -> list[Case]:
     return [case for case, setting in rows if setting in included]
 
 
-class PeakMemory:
-    """Peak memory growth of one configuration: RSS high-water mark on Linux CPUs, allocator peak on CUDA."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self._libc = None
-        try:
-            self._libc = ctypes.CDLL("libc.so.6")
-        except OSError:
-            pass
-        self.available = device.type == "cuda" or self._can_reset_rss_peak()
-
-    @staticmethod
-    def _status_kib(field: str) -> int:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        raise KeyError(field)
-
-    def _can_reset_rss_peak(self) -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
-                clear_refs.write("5")
-            self._status_kib("VmHWM")
-            return True
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._baseline = torch.cuda.memory_allocated()
-            return
-        if not self.available:
-            return
-        if self._libc is not None:
-            self._libc.malloc_trim(0)
-        self._baseline = self._status_kib("VmRSS") * 1024
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
-            clear_refs.write("5")
-
-    def peak_mib(self) -> float | None:
-        if self.device.type == "cuda":
-            return (torch.cuda.max_memory_allocated() - self._baseline) / 2**20
-        if not self.available:
-            return None
-        return (self._status_kib("VmHWM") * 1024 - self._baseline) / 2**20
-
-
 class PreparedCase:
     """An extractor and its input, ready to be called repeatedly."""
 
@@ -198,13 +143,15 @@ class PreparedCase:
 def measure_all(
     cases: list[tuple[Case, int]], device: torch.device, time_budget_s: float, log: Callable[[str], None]
 ) -> list[Measurement]:
-    """Warm up every case once (measuring its peak memory), then time them in interleaved rounds.
+    """Warm up every case once (measuring its peak memory), then time them in interleaved rounds (own loop, not
+    torch.utils.benchmark.Timer, which times one statement at a time: interleaving spread other jobs' load over every
+    row, median / best <= 1.28 in ``results_feature_extraction_speed.md``).
 
     Rounds interleave the cases so that load from other jobs on a shared machine spreads over all of them instead
     of biasing whichever case ran while it peaked. A case takes part in as many rounds as its repeat count; no new
     round starts once ``time_budget_s`` has passed (every case gets at least one timed call).
     """
-    memory = PeakMemory(device)
+    memory = PeakMemory(str(device))
     prepared, peaks = [], []
     for index, (case, _) in enumerate(cases, start=1):
         runner = PreparedCase(case, device)
@@ -250,23 +197,6 @@ class OtherJobsMeter:
             return None
         busy, own, wall = (end - start for end, start in zip(self._sample(), self._start, strict=True))
         return max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
-
-
-def machine_description(device: torch.device) -> list[str]:
-    cpu_model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            cpu_model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    lines = [
-        f"- CPU: {cpu_model}, nproc {os.cpu_count()}, torch threads {torch.get_num_threads()}",
-        f"- torch {torch.__version__}, MONAI {monai.__version__}, Python {platform.python_version()}",
-        f"- device: {device}" + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-    ]
-    if hasattr(os, "getloadavg"):
-        lines.append("- load average (1, 5, 15 min) at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
-    return lines
 
 
 def results_table(measurements: list[Measurement]) -> list[str]:
@@ -316,7 +246,9 @@ def summary(measurements: list[Measurement]) -> list[str]:
 def run_benchmark(output: Path, repeats: int, paper_repeats: int, device: torch.device, time_budget_s: float,
                   log: Callable[[str], None]) -> Path:
     """Measure every case and write the markdown report to ``output``."""
-    header = machine_description(device)
+    header = [f"- machine: {machine_description(str(device))}"]
+    if hasattr(os, "getloadavg"):
+        header.append("- load average (1, 5, 15 min) at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     other_jobs = OtherJobsMeter()
     plan = [(case, repeats) for batch in (4, 12) for case in cases_for("small", batch)]
     plan += [(case, paper_repeats) for case in cases_for("paper", 1)]

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +21,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_dkm.evaluation.metrics import case_metrics
+from nnunet_dkm.reporting import machine_description, mean_seconds, utc_now
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,18 +41,16 @@ def load_predictor(model_folder: Path, fold: int):
 
 
 def predict_all(predictor, images: list[Path], repeats: int) -> tuple[list[np.ndarray], float]:
-    """Segmentations (z, y, x) of every image and the best-of-``repeats`` mean seconds per case."""
+    """Segmentations (z, y, x) of every image and the mean seconds per case over ``repeats`` passes after warm-up."""
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
     reader = SimpleITKIO()
     loaded = [reader.read_images([str(p)]) for p in images]
-    best, outputs = float("inf"), []
-    for _ in range(repeats):
-        start, outputs = time.perf_counter(), []
-        for data, properties in loaded:
-            outputs.append(predictor.predict_single_npy_array(data, properties, None, None, False))
-        best = min(best, (time.perf_counter() - start) / len(images))
-    return outputs, best
+
+    def predict() -> list[np.ndarray]:
+        return [predictor.predict_single_npy_array(data, properties, None, None, False) for data, properties in loaded]
+
+    return predict(), mean_seconds(predict, repeats) / len(images)
 
 
 def main() -> None:
@@ -94,11 +90,9 @@ def main() -> None:
         "",
         f"- **Command:** `python benchmarks/feature_precision.py --results {args.results} --raw {args.raw} "
         f"--vanilla {args.vanilla} --dkm {args.dkm} --fold {args.fold}`",
-        f"- **Date / machine:** {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU",
+        f"- **Date / machine:** {utc_now()}; {machine_description()}",
         f"- **Data:** {len(images)} test cases of {args.raw.name}; fold {args.fold} models; nnU-Net predictor with "
-        "mirroring (as `nnUNetv2_predict`), best of "
-        f"{args.repeats} passes",
+        f"mirroring (as `nnUNetv2_predict`), mean of {args.repeats} passes after warm-up",
         "",
         "| model | s / case | vs vanilla | Dice vs labels (mean ± std) |",
         "|---|---|---|---|",

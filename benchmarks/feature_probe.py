@@ -18,7 +18,6 @@ import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +34,12 @@ from nnunet_dkm.probe import (
     run_probe,
     write_results,
 )
+from nnunet_dkm.probe.cases import probe_checkpoint
 from nnunet_dkm.probe.cli import add_split_arguments, run_reported, split_options
-from nnunet_dkm.probe.outputs import classifier_description, machine_description
-from nnunet_dkm.probe.paths import probe_checkpoint
-from nnunet_dkm.probe.results import ProbeResult
+from nnunet_dkm.probe.report import CLASSIFIER_NAMES, classifier_description, summary_table
+from nnunet_dkm.probe.run import ProbeResult
 from nnunet_dkm.probe.settings import DmSetting
-from nnunet_dkm.probe.tables import CLASSIFIER_NAMES, summary_table
+from nnunet_dkm.reporting import machine_description, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results_feature_probe.md"
@@ -106,7 +105,7 @@ def run_study(dataset_id: str, configuration: str, plans: str, checkpoint: Path 
     result = run_probe(dataset, {"pretrained": path}, parsed, options=options)
     context = ReportContext(
         title=f"DM feature probe over {len(parsed)} settings: {dataset.name}, {configuration}", command=command,
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine_description(options.device),
+        date=utc_now(), machine=machine_description(options.device),
         dataset=dataset.name, configuration=configuration, plans=plans, seed=options.seed,
         classifier_description=classifier_description(options),
     )

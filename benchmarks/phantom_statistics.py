@@ -17,7 +17,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from importlib.metadata import version  # noqa: E402
@@ -27,19 +26,10 @@ from dataset_conversion.phantom.case import generate_case  # noqa: E402
 from dataset_conversion.phantom.parameters import PRESETS, preset_parameters  # noqa: E402
 from dataset_conversion.phantom.stats import format_table, measure_dataset, summarise, write_montage  # noqa: E402
 from dataset_conversion.phantom.synthesize import synthesize_dataset  # noqa: E402
+from nnunet_dkm.reporting import machine_description  # noqa: E402
 
 DEMO_ID, NACT_ID = 990, 991
 NACT_EXAMS = 8  # enough for a median; the full nact preset (160 exams) takes about 15 minutes
-
-
-def machine_description() -> str:
-    """One line naming the machine and the library versions the figures depend on."""
-    cpu = platform.processor() or platform.machine()
-    packages = ", ".join(f"{name} {version(name)}" for name in ("numpy", "scipy", "dcmri", "SimpleITK"))
-    return (
-        f"{platform.node()} ({platform.platform()}, {cpu}, {os.cpu_count()} logical CPUs, "
-        f"{os.environ['OMP_NUM_THREADS']} thread), Python {platform.python_version()}, {packages}"
-    )
 
 
 def run(seed: int, output_dir: Path) -> str:
@@ -70,7 +60,8 @@ def run(seed: int, output_dir: Path) -> str:
         "",
         f"- command: `python benchmarks/phantom_statistics.py --seed {seed}`",
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {machine_description()}",
+        f"- machine: {machine_description()}, {os.environ['OMP_NUM_THREADS']} thread; "
+        + ", ".join(f"{name} {version(name)}" for name in ("numpy", "scipy", "dcmri", "SimpleITK")),
         "",
         "## Generation time (one CPU thread, including writing compressed NIfTI)",
         "",

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from nnunet_dkm.reporting import machine_description, mean_seconds, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [  # preset, prediction type, patch, batch, timed steps
@@ -31,7 +29,8 @@ CASES = [  # preset, prediction type, patch, batch, timed steps
 
 
 def measure(preset: str, prediction_type: str, patch: int, batch: int, steps: int) -> dict:
-    """Time ``steps`` training steps after one warm-up step; returns seconds per step and slices per second."""
+    """Mean seconds of ``steps`` training steps after warm-up steps; returns seconds per step and slices per
+    second."""
     import torch
 
     from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
@@ -55,11 +54,7 @@ def measure(preset: str, prediction_type: str, patch: int, batch: int, steps: in
         loss.backward()
         optimizer.step()
 
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = (time.perf_counter() - start) / steps
+    seconds = mean_seconds(step, steps)
     return {"seconds_per_step": seconds, "slices_per_second": batch / seconds,
             "parameters_millions": sum(p.numel() for p in network.parameters()) / 1e6,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -74,8 +69,6 @@ def main() -> None:
         preset, prediction_type, patch, batch, steps = args.case
         print(json.dumps(measure(preset, prediction_type, int(patch), int(batch), int(steps))))
         return
-    import torch
-
     rows = []
     for case in CASES:
         result = subprocess.run([sys.executable, __file__, "--case", *map(str, case)], capture_output=True,
@@ -87,11 +80,10 @@ def main() -> None:
         "# DM pretraining speed",
         "",
         "- command: `python benchmarks/pretrain_speed.py`",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} CPU cores), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, fp32, CPU",
+        f"- date: {utc_now()}",
+        f"- machine: {machine_description()}, fp32",
         "- one step = forward + backward + AdamW on random data with 2 post-contrast phases; mean of the timed steps "
-        "after one warm-up step; peak RSS of the measuring process",
+        "after two warm-up steps; peak RSS of the measuring process",
         "",
         "| preset | prediction | patch | batch | params (M) | s / step | slices / s | peak RSS (MiB) |",
         "|---|---|---|---|---|---|---|---|",

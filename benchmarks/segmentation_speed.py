@@ -19,18 +19,14 @@ the process's peak resident memory (Linux ``VmHWM``, reset through ``/proc/self/
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
-import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
+
+from nnunet_dkm.reporting import PeakMemory, machine_description, mean_seconds, utc_now
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET_ID = 990
@@ -111,16 +107,6 @@ def make_trainer(trainer_name: str, workdir: Path, configuration: str):
     return trainer
 
 
-def best_and_median(call, runs: int) -> tuple[float, float]:
-    """Seconds of ``call()``: the best and the median of ``runs`` timed calls."""
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - start)
-    return min(seconds), statistics.median(seconds)
-
-
 def dm_features_call(network, data):
     """A call that computes the network's DM features of a batch, as its forward does (2D or slice-wise 3D)."""
     per_slice = getattr(network, "kinetic_features", None)  # KineticUNet3D: the 2D DM slice by slice
@@ -139,56 +125,19 @@ def training_batch(trainer):
 
 
 def measure_training(trainer_name: str, workdir: Path, configuration: str, steps: int) -> dict:
-    """Seconds per training iteration (forward, loss, backward, SGD) on one fixed batch, after one warm-up."""
+    """Mean seconds per training iteration (forward, loss, backward, SGD) on one fixed batch, after warm-up."""
     trainer = make_trainer(trainer_name, workdir, configuration)
     batch, data = training_batch(trainer)
     trainer.network.train()
-    trainer.train_step(batch)
-    best, median = best_and_median(lambda: trainer.train_step(batch), steps)
-    result = {"seconds": best, "median_seconds": median, "batch": list(batch["data"].shape)}
+    result = {"seconds": mean_seconds(lambda: trainer.train_step(batch), steps), "batch": list(batch["data"].shape)}
     if hasattr(trainer.network, "kinetic"):
-        call = dm_features_call(trainer.network, data)
-        call()
-        result["dm_seconds"] = best_and_median(call, steps)[0]
+        result["dm_seconds"] = mean_seconds(dm_features_call(trainer.network, data), steps)
     return result
-
-
-class PeakMemory:
-    """Growth of this process's peak resident set size over a block (Linux ``VmHWM``, reset through
-    ``/proc/self/clear_refs`` after returning freed heap memory with ``malloc_trim``); None where unsupported."""
-
-    def __init__(self) -> None:
-        try:
-            self._libc = ctypes.CDLL("libc.so.6")
-        except OSError:
-            self._libc = None
-        self._baseline = 0
-
-    @staticmethod
-    def _status_kib(field: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        raise OSError(f"{field} not in /proc/self/status")
-
-    def start(self) -> bool:
-        gc.collect()
-        if self._libc is not None:
-            self._libc.malloc_trim(0)
-        try:
-            self._baseline = self._status_kib("VmRSS")
-            Path("/proc/self/clear_refs").write_text("5")
-            return True
-        except OSError:
-            return False
-
-    def peak_mib(self) -> float:
-        return (self._status_kib("VmHWM") - self._baseline) / 1024
 
 
 def measure_dm_memory(trainer_name: str, workdir: Path, configuration: str, steps: int) -> dict:
     """The DM's features of one training batch alone (3D: slice-wise) with the default chunking, with every slice in
-    one call and with 4 slices per call: best seconds and the growth of the peak resident memory (MiB) during one
+    one call and with 4 slices per call: mean seconds and the growth of the peak resident memory (MiB) during one
     call, per setting."""
     import torch
 
@@ -210,18 +159,17 @@ def measure_dm_memory(trainer_name: str, workdir: Path, configuration: str, step
             with torch.no_grad():
                 slicewise_kinetic_features(kinetic, data[:, :1], axis, pixels)
         call()  # warm-up
-        tracked = memory.start()
+        memory.start()
         call()
-        peak = memory.peak_mib() if tracked else None
-        result["settings"].append({"name": name, "chunk_pixels": pixels, "peak_mib": peak,
+        result["settings"].append({"name": name, "chunk_pixels": pixels, "peak_mib": memory.peak_mib(),
                                    "slices_per_call": slices_per_chunk(plane, pixels, num_slices),
-                                   "seconds": best_and_median(call, steps)[0]})
+                                   "seconds": mean_seconds(call, steps)})
     return result
 
 
 def measure_prediction(trainer_name: str, workdir: Path, configuration: str, mirroring: bool, runs: int) -> dict:
-    """Seconds to predict one test case with nnU-Net's predictor (sliding window, Gaussian weighting): the best and
-    the median of ``runs`` runs after a warm-up."""
+    """Mean seconds to predict one test case with nnU-Net's predictor (sliding window, Gaussian weighting) over
+    ``runs`` runs after warm-up."""
     import torch
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -238,10 +186,8 @@ def measure_prediction(trainer_name: str, workdir: Path, configuration: str, mir
                                     tuple(range(len(trainer.configuration_manager.patch_size))))  # nnU-Net's axes
     raw = next((workdir / "nnUNet_raw").glob(f"Dataset{DATASET_ID}_*"))
     image, properties = SimpleITKIO().read_images([str(sorted((raw / "imagesTs").iterdir())[0])])
-    predictor.predict_single_npy_array(image, properties, None, None, False)  # warm-up
-    best, median = best_and_median(lambda: predictor.predict_single_npy_array(image, properties, None, None, False),
-                                   runs)
-    return {"seconds": best, "median_seconds": median, "shape": list(image.shape)}
+    seconds = mean_seconds(lambda: predictor.predict_single_npy_array(image, properties, None, None, False), runs)
+    return {"seconds": seconds, "shape": list(image.shape)}
 
 
 def run_case(spec: dict, workdir: Path) -> dict:
@@ -309,12 +255,12 @@ def speed_table(rows: dict[str, dict]) -> list[str]:
         dm = row["train"].get("dm_seconds")
         dm_share = "-" if dm is None else f"{dm:.2f} s ({dm / row['train']['seconds']:.0%})"
         lines.append(
-            f"| {label} | {row['train']['seconds']:.2f} ({row['train']['median_seconds']:.2f}) "
+            f"| {label} | {row['train']['seconds']:.2f} "
             f"| {row['train']['seconds'] / vanilla['train']['seconds']:.2f}x "
             f"| {dm_share} "
-            f"| {row['predict_mirroring']['seconds']:.2f} ({row['predict_mirroring']['median_seconds']:.2f}) "
+            f"| {row['predict_mirroring']['seconds']:.2f} "
             f"| {row['predict_mirroring']['seconds'] / vanilla['predict_mirroring']['seconds']:.2f}x "
-            f"| {row['predict_plain']['seconds']:.2f} ({row['predict_plain']['median_seconds']:.2f}) "
+            f"| {row['predict_plain']['seconds']:.2f} "
             f"| {row['predict_plain']['seconds'] / vanilla['predict_plain']['seconds']:.2f}x "
             f"| {row['train']['peak_rss_mib']:.0f} / {row['predict_mirroring']['peak_rss_mib']:.0f} |"
         )
@@ -358,8 +304,6 @@ def main() -> None:
     if args.case:
         print(json.dumps(measure_case(json.loads(args.case), workdir)))
         return
-    import torch
-
     prepare(workdir, args.configurations, args.phantom_shape)
     results = {configuration: measure_configuration(configuration, workdir, args)
                for configuration in args.configurations}
@@ -377,14 +321,13 @@ def main() -> None:
         "# Segmentation speed: DKM vs vanilla nnU-Net",
         "",
         f"- command: `{command}`",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} CPU cores), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, CPU, fp32",
-        f"- training: best of {args.train_steps} iterations after one warm-up; prediction: best of "
-        f"{args.prediction_runs} runs after a warm-up, in each of {args.prediction_rounds} rounds over all trainers "
-        "(medians of the best round in parentheses). This VM's CPU is shared, so single runs slow down at random; the "
-        "best time estimates the cost and the ratios compare bests. Peak RSS of the measuring process; DM weights "
-        "random (speed does not depend on them)",
+        f"- date: {utc_now()}",
+        f"- machine: {machine_description()}, fp32",
+        f"- training: mean of {args.train_steps} iterations after warm-up; prediction: mean of "
+        f"{args.prediction_runs} runs after warm-up, the best of {args.prediction_rounds} rounds over all trainers "
+        "(torch.utils.benchmark.Timer). This VM's CPU is shared, so single runs slow down at random; the ratios "
+        "compare the best rounds. Peak RSS of the measuring process; DM weights random (speed does not depend on "
+        "them)",
         "- `nnUNetTrainerDKM`: fusions merge with a 1x1 convolution, DM in channels-last memory format (the "
         "defaults); `nnUNetTrainerDKM_merge3x3`: the stage's own 3x3 merge kernel (the default before 1x1); "
         "`nnUNetTrainerDKM_bf16`: the DM under bfloat16 autocast (this CPU has AVX512-BF16)",
@@ -407,7 +350,7 @@ def main() -> None:
             lines += [
                 "",
                 "The 2D DM runs on every slice of the 3D training batch; its features of one batch alone, per "
-                "chunking (best seconds; growth of the process's peak resident memory during one call, which "
+                "chunking (mean seconds; growth of the process's peak resident memory during one call, which "
                 "bounds the DM's activation memory):",
                 "",
                 *memory_table(rows),

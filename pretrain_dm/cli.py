@@ -35,7 +35,8 @@ from pretrain_dm.training import DmPretrainer
 
 
 def preset_values(field: str) -> str:
-    """``small: 2000, paper: 100000``: the presets' recipe values of one field, for the help texts."""
+    """The presets' recipe values of one field for the help texts, e.g. ``small: 1000, paper: 100000`` for
+    ``steps``."""
     def shown(value: object) -> str:
         if value is None:
             return "the configuration's"

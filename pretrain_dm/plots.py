@@ -16,7 +16,7 @@ from monai.networks.nets import DiffusionModelUNet
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling
 from nnunet_dkm.diffusion.estimates import synthesise_post_contrast
-from pretrain_dm.cache import CachedExam
+from nnunet_dkm.preprocessing import CachedExam
 from pretrain_dm.slices import crop_around
 
 SAMPLE_ROWS = 4

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pretrain_dm.cache import CachedExam
+from nnunet_dkm.preprocessing import CachedExam
 
 ENHANCING_SLICE_QUANTILE = 0.75  # unlabelled exams: slices at or above this quantile of slice enhancement
 

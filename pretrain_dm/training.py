@@ -19,21 +19,28 @@ state it continues bit for bit (on the same device and thread count).
 
 Runs in one process, or under ``torchrun --nproc_per_node N -m pretrain_dm ...`` with torch DDP
 (gloo on CPU, nccl on GPU): each rank draws its own patches, gradients are averaged, rank 0
-validates, plots and saves.
+validates, plots and saves. After every step all ranks agree on whether to stop: rank 0's clock decides the
+``--max-minutes`` cap, and SIGINT or SIGTERM on any rank stops every rank after the step, with a checkpoint of it.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import hashlib
 import math
+import signal
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.optim.lr_scheduler import LinearLR
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
@@ -43,15 +50,40 @@ from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
 from nnunet_dkm.diffusion.presets import preset_network
 from nnunet_dkm.paths import dm_figure_path
-from nnunet_dkm.preprocessing import PlannedDataset
+from nnunet_dkm.preprocessing import DmCache, PlannedDataset, build_cache
 from pretrain_dm.augment import AugmentationConfig, augment_patches
-from pretrain_dm.cache import DmCache, build_cache
 from pretrain_dm.objective import autocast_context, enhancement_weights, step_generators, weighted_mse
 from pretrain_dm.plots import held_out_tumour_patches, plot_loss_curve, plot_samples
 from pretrain_dm.settings import PretrainingError, PretrainSettings, RunContext, settings_from_dict, settings_to_dict
 from pretrain_dm.slices import PatchSampler, split_exams
 
 VALIDATION_PATCHES = 32
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class PretrainingInterrupted(SystemExit):
+    """SIGINT or SIGTERM stopped pretraining after a checkpoint was saved; exits with 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def deferred_stop_signals() -> Iterator[list[int]]:
+    """While training runs, SIGINT and SIGTERM only append their number to the yielded list (the loop then saves
+    and stops after the step); the previous handlers come back afterwards. Off the main thread nothing changes."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {number: signal.signal(number, lambda signum, frame: received.append(signum))
+                for number in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class DmPretrainer:
@@ -85,7 +117,10 @@ class DmPretrainer:
         self.scheduler = make_ddpm_scheduler(self.config)
         torch.manual_seed(settings.seed)
         self.network = build_network(self.config).to(self.context.device)
-        self.ema = copy.deepcopy(self.network).requires_grad_(False) if settings.ema_decay > 0 else None
+        self.ema: AveragedModel | None = None
+        if settings.ema_decay > 0:
+            self.ema = AveragedModel(self.network, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
+            self.ema.requires_grad_(False).n_averaged.fill_(1)  # the initial weights are the first average
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=settings.precision == "fp16")
@@ -95,6 +130,7 @@ class DmPretrainer:
         self.elapsed_before = 0.0
         if resume:
             self._restore()
+        self.warmup = self._warmup_schedule()
         self.training_network: torch.nn.Module = self.network
         if self.context.world_size > 1:
             device_ids = [self.context.device.index] if self.context.device.type == "cuda" else None
@@ -158,14 +194,14 @@ class DmPretrainer:
                                    + "; ".join(differences) + ". Use --overwrite to start a new run.")
         self.network.load_state_dict(state["raw_weights"])
         if self.ema is not None:
-            self.ema.load_state_dict(checkpoint.weights)
+            self.ema.module.load_state_dict(checkpoint.weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.history = {key: list(values) for key, values in state["history"].items()}
         self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
 
     def _checkpoint(self, elapsed: float) -> DiffusionCheckpoint:
-        weights = (self.ema if self.ema is not None else self.network).state_dict()
+        weights = self.saved_network().state_dict()
         return DiffusionCheckpoint(
             config=self.config,
             weights={k: v.detach().clone() for k, v in weights.items()},
@@ -238,8 +274,7 @@ class DmPretrainer:
 
     @torch.no_grad()
     def validation_loss(self) -> float:
-        network = self.ema if self.ema is not None else self.network
-        network.eval()
+        network = self.saved_network().eval()
         patches, timesteps, noise = self.validation_batch
         losses = [
             self._loss(network, patches[i:i + 8], timesteps[i:i + 8], noise[i:i + 8]).item()
@@ -249,9 +284,22 @@ class DmPretrainer:
         return float(np.mean(losses))
 
     # -- the loop ----------------------------------------------------------------------------------
-    def _learning_rate(self, step: int) -> float:
+    def _warmup_schedule(self) -> LinearLR:
+        """The learning rate rises linearly to ``learning_rate`` over ``warmup_steps``; a resumed run replays the
+        schedule up to its step."""
         warmup = max(1, self.settings.warmup_steps)
-        return self.settings.learning_rate * min(1.0, (step + 1) / warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = self.settings.learning_rate
+        schedule = LinearLR(self.optimizer, start_factor=1 / warmup, total_iters=warmup - 1)
+        with warnings.catch_warnings():  # the replay steps the schedule before this process's first optimiser step
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(min(self.step, warmup)):
+                schedule.step()
+        return schedule
+
+    def saved_network(self) -> torch.nn.Module:
+        """The weights a checkpoint holds: the EMA's where EMA is on, else the trained network."""
+        return self.ema.module if self.ema is not None else self.network
 
     def _draw_timesteps(self, count: int, generator: torch.Generator) -> torch.Tensor:
         """t ~ U[0, T), or with probability ``high_noise_fraction`` from U[T/2, T) where the DM must rely on the
@@ -272,8 +320,6 @@ class DmPretrainer:
         timesteps = self._draw_timesteps(patches.shape[0], torch_generator)
         noise = torch.randn((patches.shape[0], self.config.num_post_phases, *self.patch_size),
                             generator=torch_generator)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self._learning_rate(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss(self.training_network, patches, timesteps, noise)
         reported = loss.detach().clone()
@@ -290,10 +336,9 @@ class DmPretrainer:
         torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.settings.grad_clip)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
+        self.warmup.step()
         if self.ema is not None:
-            with torch.no_grad():
-                for ema_param, param in zip(self.ema.parameters(), self.network.parameters(), strict=True):
-                    ema_param.lerp_(param, 1.0 - self.settings.ema_decay)
+            self.ema.update_parameters(self.network)
         self.step += 1
         return float(reported.item())
 
@@ -344,9 +389,19 @@ class DmPretrainer:
         return tqdm(total=settings.steps, initial=self.step, desc=description, unit="step", disable=not self.progress,
                     dynamic_ncols=True)
 
+    def _stop_reason(self, out_of_time: bool, received: list[int]) -> tuple[int, bool]:
+        """(signal number or 0, whether the time cap is reached), the same on every rank: rank 0's clock decides
+        the cap, a signal on any rank stops them all."""
+        reason = torch.tensor([received[0] if received else 0, int(out_of_time and self.context.is_main)],
+                              device=self.context.device)
+        if self.context.world_size > 1:
+            dist.all_reduce(reason, op=dist.ReduceOp.MAX)
+        return int(reason[0]), bool(reason[1])
+
     def run(self) -> Path:
-        """Train to ``settings.steps`` (or until the optional ``max_minutes`` cap), validating and saving
-        periodically and keeping a copy at each of ``settings.keep_steps``."""
+        """Train to ``settings.steps`` (or until the optional ``max_minutes`` cap, or SIGINT / SIGTERM), validating
+        and saving periodically and keeping a copy at each of ``settings.keep_steps``. A signal saves the step it
+        stopped at and raises :class:`PretrainingInterrupted`."""
         settings = self.settings
         self.network.train()
         start = time.perf_counter()
@@ -354,36 +409,47 @@ class DmPretrainer:
         smoothed = math.nan
         slices_per_step = settings.batch_size * self.context.world_size
         self._keep_snapshot(self.elapsed_before)
-        while self.step < settings.steps:
-            loss = self.train_step()
-            smoothed = loss if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss
-            elapsed = self.elapsed_before + time.perf_counter() - start
-            self.history["step"].append(self.step)
-            self.history["train_loss"].append(loss)
-            self.history["seconds"].append(elapsed)
-            done = self.step - self.history["step"][0]
-            bar.set_postfix(loss=f"{smoothed:.4f}",
-                            slices_s=f"{slices_per_step * done / max(time.perf_counter() - start, 1e-9):.1f}")
-            bar.update(1)
-            out_of_time = settings.max_minutes is not None and elapsed > 60 * settings.max_minutes
-            if self.context.is_main and (self.step % settings.validate_every == 0 or self.step == settings.steps
-                                         or out_of_time):
-                self.history["val_step"].append(self.step)
-                self.history["val_loss"].append(self.validation_loss())
-                bar.write(f"step {self.step}: train loss {smoothed:.4f}, validation loss "
-                          f"{self.history['val_loss'][-1]:.4f}, {elapsed / 60:.1f} min")
-            if self.step % settings.save_every == 0 or self.step == settings.steps or out_of_time:
-                self._save(elapsed)
-            self._keep_snapshot(elapsed)
-            if out_of_time:
-                bar.write(f"stopping at step {self.step} of {settings.steps}: --max-minutes {settings.max_minutes:g} "
-                          f"reached (--continue with a larger cap goes on)")
-                break
+        signum = 0
+        with deferred_stop_signals() as received:
+            while self.step < settings.steps:
+                loss = self.train_step()
+                smoothed = loss if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss
+                elapsed = self.elapsed_before + time.perf_counter() - start
+                self.history["step"].append(self.step)
+                self.history["train_loss"].append(loss)
+                self.history["seconds"].append(elapsed)
+                done = self.step - self.history["step"][0]
+                bar.set_postfix(loss=f"{smoothed:.4f}",
+                                slices_s=f"{slices_per_step * done / max(time.perf_counter() - start, 1e-9):.1f}")
+                bar.update(1)
+                signum, out_of_time = self._stop_reason(
+                    settings.max_minutes is not None and elapsed > 60 * settings.max_minutes, received)
+                stop = out_of_time or signum > 0
+                if self.context.is_main and (self.step % settings.validate_every == 0 or self.step == settings.steps
+                                             or stop):
+                    self.history["val_step"].append(self.step)
+                    self.history["val_loss"].append(self.validation_loss())
+                    bar.write(f"step {self.step}: train loss {smoothed:.4f}, validation loss "
+                              f"{self.history['val_loss'][-1]:.4f}, {elapsed / 60:.1f} min")
+                if self.step % settings.save_every == 0 or self.step == settings.steps or stop:
+                    self._save(elapsed)
+                self._keep_snapshot(elapsed)
+                if out_of_time and not signum:
+                    bar.write(f"stopping at step {self.step} of {settings.steps}: --max-minutes "
+                              f"{settings.max_minutes:g} reached (--continue with a larger cap goes on)")
+                if stop:
+                    break
         bar.close()
         if self.context.world_size > 1:
             self._record_rank_agreement()
+        if signum:
+            if self.context.is_main:
+                print(f"{signal.Signals(signum).name}: stopped after step {self.step} of {settings.steps}; checkpoint "
+                      f"saved at step {self.step} in {self.checkpoint_path}. The same command with --continue resumes "
+                      "it.", flush=True)
+            raise PretrainingInterrupted(signum)
         if self.context.is_main and objectives.synthesises_post_contrast(self.config):
-            network = (self.ema if self.ema is not None else self.network).eval()
+            network = self.saved_network().eval()
             patches = held_out_tumour_patches(self.validation_exams, self.patch_size, settings.seed)
             plot_samples(network, self.config, self.scaling, patches, settings.seed, settings.sample_ddim_steps,
                          self.step, dm_figure_path(self.checkpoint_path, "samples"))

@@ -87,10 +87,15 @@ def test_a_killed_synthesis_is_cleaned_up_by_the_next_one(nnunet_folders: dict[s
     assert stat.S_IMODE((raw / "Dataset908_DKMPhantom").stat().st_mode) == default_folder_mode()
 
 
-@pytest.mark.parametrize("mask", [0o022, 0o077])
-def test_default_modes_follow_the_umask(mask: int) -> None:
+@pytest.mark.parametrize(("mask", "file_mode", "folder_mode"),
+                         [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)])
+def test_default_modes_are_what_open_and_mkdir_give_under_the_umask(mask: int, file_mode: int, folder_mode: int,
+                                                                    tmp_path: Path) -> None:
     previous = os.umask(mask)
     try:
-        assert default_file_mode() == 0o666 & ~mask and default_folder_mode() == 0o777 & ~mask
+        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "folder").mkdir()
+        assert default_file_mode() == file_mode == stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode)
+        assert default_folder_mode() == folder_mode == stat.S_IMODE((tmp_path / "folder").stat().st_mode)
     finally:
         os.umask(previous)

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from conftest import PHANTOM_ID, plan_and_preprocess
 
@@ -32,6 +33,7 @@ def test_synthetic_dataset_passes_nnunet_planning(planned_phantom: dict[str, Pat
     assert len(preprocessed_case_ids(planned_phantom["nnUNet_preprocessed"], preprocessed.name)) == 3
 
 
+@pytest.mark.slow
 def test_converted_real_case_passes_nnunet_planning(nact_pilot_folder: Path, nnunet_folders: dict[str, Path]) -> None:
     dataset = convert_nact(nact_pilot_folder, 991)
     plan_and_preprocess(991)

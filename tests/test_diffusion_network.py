@@ -35,6 +35,7 @@ from nnunet_dkm.diffusion import (
     training_target,
 )
 from nnunet_dkm.paths import dm_checkpoint_location, missing_dm_message
+from nnunet_dkm.preprocessing import PreprocessedSpaceError
 
 
 def nnunet_plans() -> dict:
@@ -384,7 +385,7 @@ def test_plans_identity_resolves_inherited_configurations() -> None:
 
 
 def test_plans_identity_of_a_missing_configuration_is_a_clear_error() -> None:
-    with pytest.raises(DiffusionCheckpointError, match=r"'3d_cascade_fullres'.*available"):
+    with pytest.raises(PreprocessedSpaceError, match=r"'3d_cascade_fullres'.*available"):
         plans_identity(nnunet_plans(), "3d_cascade_fullres")
 
 

@@ -10,8 +10,7 @@ import pytest
 from conftest import PHANTOM_ID, use_nnunet_folders
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
-from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError, find_pretraining_exams
-from pretrain_dm.cache import build_cache
+from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError, build_cache, find_pretraining_exams
 
 
 def test_precontrast_channel_equals_nnunet_preprocessing(

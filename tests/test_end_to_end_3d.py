@@ -24,6 +24,7 @@ from dataset_conversion.phantom.synthesize import synthesize_dataset
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint, plans_identity, save_checkpoint
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow  # a command-line journey: minutes of nnU-Net planning, training and prediction
 DATASET = 994
 CONFIGURATION = "3d_fullres"
 TRAINER = "nnUNetTrainerDKM_debug"

@@ -21,6 +21,7 @@ from conftest import run_command as run
 from dataset_conversion.phantom.synthesize import synthesize_dataset
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow  # a command-line journey: minutes of nnU-Net planning, training and prediction
 DATASET = 995
 TRAINER = "nnUNetTrainerDKM_debug"
 

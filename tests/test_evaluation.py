@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 from scipy.stats import wilcoxon
 
 from nnunet_dkm.evaluation.baselines import IntensityWindow, body_mask, label_rule_on_post_contrast, largest_component
@@ -99,6 +100,16 @@ def test_largest_component_keeps_only_the_biggest_blob() -> None:
     mask[0, 5:9, 5:9] = True
     kept = largest_component(mask)
     assert kept.sum() == 16 and kept[0, 6, 6] and not kept[0, 0, 0]
+    assert not largest_component(np.zeros((2, 3, 3), bool)).any()
+
+
+def test_largest_component_is_scipys_26_connected_largest_label() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        mask = rng.random((6, 20, 20)) > 0.88  # about 50 components touching by faces, edges or corners; ties too
+        labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(labels.ravel())[1:]
+        assert np.array_equal(largest_component(mask), labels == int(np.argmax(sizes)) + 1)
 
 
 # -- statistics -----------------------------------------------------------------------------------------------------

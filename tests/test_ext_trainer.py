@@ -28,6 +28,7 @@ NAMES = ["nnUNetTrainerDKM", "nnUNetTrainerDKM_f1234_demo", "nnUNetTrainerDKMPap
          "nnUNetTrainer_demo"]
 
 
+@pytest.mark.slow
 def test_nnunet_finds_the_trainers_by_name() -> None:
     code = ("from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find\n"
             f"for name in {NAMES!r}:\n"
@@ -48,6 +49,7 @@ def test_the_export_line_is_shown_while_the_variable_is_missing(monkeypatch: pyt
     assert "nnUNetv2_train 990 2d 0 -tr nnUNetTrainerDKM" in next_steps(990, "2d")
 
 
+@pytest.mark.slow
 def test_every_registered_trainer_resolves_through_nnunet_and_every_class_is_registered() -> None:
     from nnunet_dkm.training import TRAINERS
 
@@ -68,6 +70,7 @@ def test_every_registered_trainer_resolves_through_nnunet_and_every_class_is_reg
     assert [line.split()[1] for line in result.stdout.splitlines()] == sorted(TRAINERS)
 
 
+@pytest.mark.slow
 def test_the_startup_hook_makes_the_export_unnecessary_and_keeps_a_users_folders(tmp_path: Path) -> None:
     site = tmp_path / "site-packages"
     site.mkdir()

@@ -20,15 +20,14 @@ from nnunet_dkm.architecture.builder import DKM_PLANS_KEY, MissingDkmBlockError,
 from nnunet_dkm.architecture.kinetic_unet_3d import (
     InPlaneSizeError,
     KineticUNet3D,
-    pool_to_stage,
     stage_for_level_in_plane,
 )
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity, save_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor, slices_per_chunk, slicewise_kinetic_features
+from nnunet_dkm.preprocessing.dm_cache import CachedExam, slice_facts
 from nnunet_dkm.training.nnUNetTrainerDKM import DkmSetupError, nnUNetTrainerDKM, trainable_parameters
 from nnunet_dkm.training.variants.paper import nnUNetTrainerDKMPaper
-from pretrain_dm.cache import CachedExam, slice_facts
 
 BIN = Path(sys.executable).parent
 SCALING = InputScaling(0.5, 0.0)
@@ -176,10 +175,12 @@ def test_residual_encoder_plans_work(planned: dict) -> None:
 
 def test_depth_pooling_averages_neighbouring_slices() -> None:
     features = torch.arange(2 * 3 * 8 * 4 * 4, dtype=torch.float32).reshape(2, 3, 8, 4, 4)
-    pooled = pool_to_stage(features, (4, 4, 4))
-    torch.testing.assert_close(pooled, 0.5 * (features[:, :, 0::2] + features[:, :, 1::2]))
-    assert pool_to_stage(features, (8, 4, 4)) is features
-    assert pool_to_stage(features, (3, 4, 4)).shape == (2, 3, 3, 4, 4)  # sizes nnU-Net would not plan: adaptive
+    def pooled(depth: int) -> torch.Tensor:
+        return KineticUNet3D.fit_to_stage(features, torch.empty(2, 3, depth, 4, 4))
+
+    torch.testing.assert_close(pooled(4), 0.5 * (features[:, :, 0::2] + features[:, :, 1::2]))
+    torch.testing.assert_close(pooled(8), features, rtol=0, atol=0)
+    torch.testing.assert_close(pooled(3)[:, :, 1], features[:, :, 2:6].mean(dim=2))  # sizes nnU-Net would not plan
 
 
 @pytest.mark.parametrize("slice_axis", [0, 1, 2])

@@ -73,12 +73,14 @@ def test_region_training_uses_sigmoid_and_the_ignore_channel() -> None:
     assert SSIMLoss(regions=True, ignore_label=True)(logits, target).item() < 1e-3
 
 
-def test_compound_loss_adds_half_the_ssim_term() -> None:
+def test_compound_loss_adds_half_of_one_minus_the_foreground_ssim() -> None:
     base = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
                           weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
     loss = DC_CE_SSIM_loss(base, SSIMLoss())
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 2, 16, 16, generator=generator)
     target = (torch.rand(2, 1, 16, 16, generator=generator) > 0.6).long()
-    expected = base(logits, target) + 0.5 * SSIMLoss()(logits, target)
-    torch.testing.assert_close(loss(logits, target), expected)
+    foreground = 1.0 / (1.0 + np.exp((logits[:, 0] - logits[:, 1]).double().numpy()))  # softmax of class 1
+    ssim = np.mean([numpy_ssim(foreground[b], target[b, 0].double().numpy()) for b in range(2)])
+    expected = base(logits, target).item() + 0.5 * (1.0 - ssim)
+    assert loss(logits, target).item() == pytest.approx(expected, rel=1e-5)

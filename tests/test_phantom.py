@@ -140,6 +140,7 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_writes_dataset_with_custom_phases_and_stats_cli_measures_it(nnunet_folders, tmp_path: Path):
     result = run_module(
         "dataset_conversion.phantom.synthesize", "-d", "903", "--shape", "64", "64", "6", "--num-train", "2",
@@ -161,6 +162,7 @@ def test_cli_writes_dataset_with_custom_phases_and_stats_cli_measures_it(nnunet_
     assert montage.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -178,6 +180,7 @@ def test_cli_rejects_bad_arguments_with_a_clear_error(nnunet_folders, arguments,
     assert not any(nnunet_folders["nnUNet_raw"].iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -254,6 +257,7 @@ def test_pre_contrast_cue_sets_tumour_contrast_before_contrast_agent():
     assert median_cnr(3.0) - median_cnr(0.0) == pytest.approx(3.0, abs=1.0)
 
 
+@pytest.mark.slow
 def test_demo_preset_matches_the_real_case_statistics():
     """Calibration: the medians over 12 demo-preset exams fall in the targets measured on the real case."""
     params = preset_parameters("demo")

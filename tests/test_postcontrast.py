@@ -50,6 +50,7 @@ def run_cli(*arguments: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_writes_every_phase_in_the_input_geometry_deterministically(
     planned_phantom: dict[str, Path], tiny_dm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -80,6 +81,7 @@ def test_cli_writes_every_phase_in_the_input_geometry_deterministically(
         np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / name))), array)
 
 
+@pytest.mark.slow
 def test_cli_explains_a_missing_checkpoint(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -91,6 +93,7 @@ def test_cli_explains_a_missing_checkpoint(
     assert "nnUNetv2_dkm_pretrain" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_folder_is_read_for_its_precontrast_images_only(
     planned_phantom: dict[str, Path], tiny_dm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -109,6 +112,7 @@ def test_a_folder_is_read_for_its_precontrast_images_only(
     assert "not an nnU-Net input folder" in result.stdout
 
 
+@pytest.mark.slow
 def test_outputs_are_never_written_where_nnunet_would_read_them_as_channels(
     planned_phantom: dict[str, Path], tiny_dm: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -126,6 +130,7 @@ def test_outputs_are_never_written_where_nnunet_would_read_them_as_channels(
     assert sorted(p.name for p in images.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_missing_dm_message_names_this_dataset_and_the_variable(
     planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -138,6 +143,7 @@ def test_missing_dm_message_names_this_dataset_and_the_variable(
     assert "$nnUNet_dkm_checkpoint=" in result.stderr and "unset nnUNet_dkm_checkpoint" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arguments", [["--ddim-steps", "0"], ["--ddim-steps", "-5"], ["--seed", "-1"]])
 def test_bad_numbers_are_refused_by_the_parser(arguments: list[str], tmp_path: Path) -> None:
     result = run_cli("-i", str(tmp_path), "-o", str(tmp_path / "out"), "-d", "1", *arguments)

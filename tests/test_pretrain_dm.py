@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +17,7 @@ from conftest import PHANTOM_ID, use_nnunet_folders
 
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint, load_network
 from nnunet_dkm.diffusion.presets import DM_PRESETS
-from nnunet_dkm.preprocessing import PlannedDataset
-from pretrain_dm.cache import build_cache
+from nnunet_dkm.preprocessing import PlannedDataset, build_cache
 from pretrain_dm.objective import enhancement_weights, weighted_mse
 from pretrain_dm.settings import PretrainingError, PretrainSettings
 from pretrain_dm.slices import PatchSampler, crop_around
@@ -198,6 +200,7 @@ def test_crop_keeps_the_centre_and_pads_small_slices() -> None:
     assert padded.shape == (2, 16, 16) and np.count_nonzero(padded[0]) == 120
 
 
+@pytest.mark.slow
 def test_cli_error_names_the_missing_dataset(nnunet_folders: dict[str, Path]) -> None:
     result = subprocess.run([str(BIN / "nnUNetv2_dkm_pretrain"), "-d", "321", "-c", "2d"], capture_output=True,
                             text=True)
@@ -206,6 +209,7 @@ def test_cli_error_names_the_missing_dataset(nnunet_folders: dict[str, Path]) ->
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_end_with_identical_weights(
     planned_phantom: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -222,3 +226,60 @@ def test_torchrun_two_cpu_processes_end_with_identical_weights(
     digests = checkpoint.metadata["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert checkpoint.metadata["world_size"] == 2
+
+
+SLOW_RANK = """import os, sys, time
+from pretrain_dm import training
+from pretrain_dm.cli import main
+
+if os.environ["RANK"] == "1":  # rank 1 starts training 3 s after rank 0 and is slower at every step
+    run, train_step = training.DmPretrainer.run, training.DmPretrainer.train_step
+    training.DmPretrainer.run = lambda self: (time.sleep(3), run(self))[1]
+    training.DmPretrainer.train_step = lambda self: (time.sleep(0.3), train_step(self))[1]
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_stop_together_at_the_time_cap_when_one_is_slower(
+    planned_phantom: dict[str, Path], tmp_path: Path
+) -> None:
+    script = tmp_path / "slow_rank.py"
+    script.write_text(SLOW_RANK)
+    env = {**os.environ, **{k: str(v) for k, v in planned_phantom.items()}, "OMP_NUM_THREADS": "1",
+           "nnUNet_dkm_checkpoint": str(tmp_path / "capped.pt")}
+    command = [
+        str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(script), "-d", str(PHANTOM_ID), "-c", "2d",
+        "--steps", "1000", "--max-minutes", "0.1", "--batch-size", "2", "--patch-size", "32", "32",
+        "--channels", "16", "32", "32", "32", "--validate-every", "1000",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "--max-minutes 0.1 reached" in result.stdout
+    checkpoint = load_checkpoint(tmp_path / "capped.pt")
+    digests = checkpoint.metadata["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1] and 0 < checkpoint.metadata["steps"] < 1000
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_reached_and_exits_with_143(planned_phantom: dict[str, Path], tmp_path: Path) -> None:
+    env = {**os.environ, **{k: str(v) for k, v in planned_phantom.items()}, "OMP_NUM_THREADS": "1",
+           "nnUNet_dkm_checkpoint": str(tmp_path / "dm.pt")}
+    command = [
+        str(BIN / "nnUNetv2_dkm_pretrain"), "-d", str(PHANTOM_ID), "-c", "2d", "--steps", "1000",
+        "--save-every", "1000", "--validate-every", "1000", "--batch-size", "2", "--patch-size", "32", "32",
+        "--channels", "16", "32", "32", "32",
+    ]  # fmt: skip
+    progress = tmp_path / "progress.txt"
+    with progress.open("w") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+        deadline = time.monotonic() + 300
+        while not re.search(r"\b([2-9]|\d\d+)/1000\b", progress.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.2)  # until two steps are done
+        process.send_signal(signal.SIGTERM)
+        stdout, _ = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM == 143, progress.read_text()[-3000:]
+    checkpoint = load_checkpoint(tmp_path / "dm.pt")
+    steps = checkpoint.metadata["steps"]
+    assert 2 <= steps < 1000 and checkpoint.training_state["step"] == steps
+    assert f"checkpoint saved at step {steps}" in stdout and "--continue" in stdout

@@ -15,12 +15,11 @@ from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity,
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe import ProbeError, ProbeOptions, parse_setting, parse_settings, run_probe, settings_grid
-from nnunet_dkm.probe.cases import ProbeCase, split_cases
+from nnunet_dkm.probe.cases import ProbeCase, balanced_sample, split_cases
 from nnunet_dkm.probe.cli import main
 from nnunet_dkm.probe.features import RowSpec
-from nnunet_dkm.probe.sampling import balanced_sample
 from nnunet_dkm.probe.scoring import evaluate_family, fit_family
-from nnunet_dkm.probe.settings import group_by_forward
+from nnunet_dkm.probe.settings import group_by_forward, setting_of
 from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
 
 FAST = ProbeOptions(time_settings=False, progress=False)
@@ -43,7 +42,7 @@ def test_setting_syntax_grid_and_default() -> None:
     assert len(grid) == 84 and len(set(grid)) == 84
     assert len(group_by_forward(grid)) == 14  # one DM forward per (mode, t*, source)
     default = parse_settings(["default"])
-    assert [s.feature_config() for s in default][0].levels == nnUNetTrainerDKM.kinetic_features.levels
+    assert default == [setting_of(nnUNetTrainerDKM.kinetic_features)]
     assert default[0].code == "A50:decoder:2"  # nnUNetTrainerDKM's, chosen by the probe
     assert len(parse_settings(["default", "all"])) == 84
 

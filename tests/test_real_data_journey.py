@@ -26,6 +26,7 @@ from conftest import journey_environment, plan_and_preprocess
 from conftest import run_command as run
 
 BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow  # a command-line journey on the real case
 DATASET = 996
 CASE = "UCSF-BR-06"
 OFFICIAL_FTV_VOXELS = 41105

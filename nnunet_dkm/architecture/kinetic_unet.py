@@ -9,10 +9,7 @@ feature level, a kinetic fusion merges the DM features into the stage output::
 
 ``merge`` is one convolution of the stage's own kind (norm, nonlinearity) back to the stage's channel
 count, so skip connections and nnU-Net's ``UNetDecoder`` (with its deep-supervision switch) stay as planned.
-Its kernel is 1x1 by default: the next encoder stage and the decoder's convolutions that read the fused
-features mix them spatially anyway, and a stage-sized (3x3) merge cost as much as the DM's forward at
-prediction time (``benchmarks/results_segmentation_speed.md``). ``merge_kernel_size=None`` uses the stage's
-own kernel (models trained before this option existed).
+Its kernel is 1x1 by default; ``merge_kernel_size=None`` uses the stage's own kernel (3x3).
 
 The frozen DM (``KineticFeatureExtractor``) is a submodule: always in eval mode, no gradients, its weights
 saved in every checkpoint.

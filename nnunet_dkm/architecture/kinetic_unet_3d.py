@@ -71,21 +71,6 @@ def stage_for_level_in_plane(strides: list, level: int, slice_axis: int = DEFAUL
     )
 
 
-def pool_to_stage(features: torch.Tensor, stage_shape: tuple[int, ...]) -> torch.Tensor:
-    """Average-pool DM features [B, C, *spatial] to the stage's spatial shape (only the slice axis differs).
-
-    Where the stage's size divides the features' size this is plain average pooling with kernel = stride = the
-    ratio; otherwise (patch sizes nnU-Net would not plan) adaptive average pooling.
-    """
-    if tuple(features.shape[2:]) == tuple(stage_shape):
-        return features
-    ratios = [size // target if target and size % target == 0 else 0
-              for size, target in zip(features.shape[2:], stage_shape, strict=True)]
-    if all(ratios):
-        return F.avg_pool3d(features, kernel_size=ratios, stride=ratios)
-    return F.adaptive_avg_pool3d(features, stage_shape)
-
-
 class KineticUNet3D(KineticUNet):
     """Planned 3D encoder/decoder + kinetic fusions + a frozen 2D DM run slice by slice (``KineticUNet`` with
     slice-wise features, in-plane stage matching and depth pooling). ``decoder.deep_supervision`` behaves as in
@@ -122,6 +107,8 @@ class KineticUNet3D(KineticUNet):
         """The DM's features of (B, 1, S0, S1, S2) patches, stacked per level (``slicewise_kinetic_features``)."""
         return slicewise_kinetic_features(self.kinetic, x, self.slice_axis)
 
-    def fit_to_stage(self, features: torch.Tensor, stage_output: torch.Tensor) -> torch.Tensor:
-        """Stacked features average-pooled along the slice axis to the stage's size."""
-        return pool_to_stage(features, tuple(stage_output.shape[2:]))
+    @staticmethod
+    def fit_to_stage(features: torch.Tensor, stage_output: torch.Tensor) -> torch.Tensor:
+        """Stacked features [B, C, *spatial] average-pooled along the slice axis to the stage's spatial size (plain
+        average pooling over 1, 2, 4 ... slices where the sizes divide, as nnU-Net plans them)."""
+        return F.adaptive_avg_pool3d(features, stage_output.shape[2:])

@@ -23,8 +23,6 @@ message naming the differing field and the command that makes the right one (``c
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,30 +31,15 @@ from typing import Any
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
-from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.diffusion.config import DiffusionConfig, DiffusionConfigError, InputScaling
 from nnunet_dkm.diffusion.network import build_network
 from nnunet_dkm.paths import pretrain_command
+from nnunet_dkm.preprocessing.planned_dataset import plans_identity
 
 CHECKPOINT_FORMAT = "nnunet_dkm.diffusion_module"
 CHECKPOINT_FORMAT_VERSION = 1
-
-# Entries of the resolved configuration that decide what the DM's input looks like.
-_CONFIGURATION_ENTRIES = (
-    "patch_size",
-    "spacing",
-    "normalization_schemes",
-    "use_mask_for_norm",
-    "resampling_fn_data",
-    "resampling_fn_data_kwargs",
-    "preprocessor_name",
-)
-# Plans-level entries with the same role (axis order, image reader).
-_PLANS_ENTRIES = ("transpose_forward", "image_reader_writer")
-# Normalisation schemes whose output depends on the dataset fingerprint's intensity statistics.
-_FINGERPRINT_DEPENDENT_NORMALIZATIONS = ("CTNormalization",)
 
 
 class DiffusionCheckpointError(RuntimeError):
@@ -65,51 +48,6 @@ class DiffusionCheckpointError(RuntimeError):
 
 class PlansMismatchError(DiffusionCheckpointError):
     """A DM checkpoint was made for other nnU-Net plans / configuration than the ones in use."""
-
-
-def _json_normalised(value: Any) -> Any:
-    """Tuples to lists, numpy scalars to Python numbers: the form the value takes after a JSON round trip."""
-    return json.loads(json.dumps(value, default=lambda obj: obj.item() if hasattr(obj, "item") else str(obj)))
-
-
-def plans_identity(plans: Mapping[str, Any], configuration: str) -> dict[str, Any]:
-    """What identifies the preprocessed space a DM was trained in.
-
-    Args:
-        plans: the content of an nnU-Net plans file (e.g. ``nnUNetPlans.json``).
-        configuration: configuration name, e.g. "2d"; inheritance ("inherits_from") is resolved with nnU-Net's
-            ``PlansManager``.
-
-    Returns:
-        JSON-compatible dict: ``dataset_name``, ``plans_name``, ``configuration``, ``preprocessing`` (the resolved
-        entries that decide the DM's input: patch size, spacing, normalisation, resampling, axis transpose, image
-        reader; plus the fingerprint's intensity properties when a CT-style normalisation uses them) and
-        ``preprocessing_sha256``, a hash of ``preprocessing``.
-    """
-    for key in ("dataset_name", "plans_name", "configurations"):
-        if key not in plans:
-            raise DiffusionCheckpointError(f"nnU-Net plans lack the entry {key!r}; is this a plans file?")
-    if configuration not in plans["configurations"]:
-        raise DiffusionCheckpointError(
-            f"configuration {configuration!r} is not in plans {plans['plans_name']!r} of {plans['dataset_name']}; "
-            f"available: {sorted(plans['configurations'])}"
-        )
-    resolved = PlansManager(dict(plans)).get_configuration(configuration).configuration
-    preprocessing: dict[str, Any] = {key: resolved.get(key) for key in _CONFIGURATION_ENTRIES}
-    preprocessing.update({key: plans.get(key) for key in _PLANS_ENTRIES})
-    if any(s in _FINGERPRINT_DEPENDENT_NORMALIZATIONS for s in resolved.get("normalization_schemes") or ()):
-        preprocessing["foreground_intensity_properties_per_channel"] = plans.get(
-            "foreground_intensity_properties_per_channel"
-        )
-    preprocessing = _json_normalised(preprocessing)
-    canonical = json.dumps(preprocessing, sort_keys=True, separators=(",", ":"))
-    return {
-        "dataset_name": str(plans["dataset_name"]),
-        "plans_name": str(plans["plans_name"]),
-        "configuration": configuration,
-        "preprocessing": preprocessing,
-        "preprocessing_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
-    }
 
 
 def check_plans_identity(

@@ -206,18 +206,15 @@ class KineticFeatureConfig:
         mode: "A" the noised identity guess (``objectives.identity_guess``: the pre-contrast image, or zero
             enhancement) at ``timestep`` (default); "B" pure noise at t = T-1; "C" synthesise the
             post-contrast image with ``ddim_steps`` DDIM steps, then read features at t = 0.
-        levels: resolution levels to return (1 = full size, 2 = 1/2, ... ); default f2.
-            The defaults (mode A, t* = 50, decoder, f2) are the setting whose frozen features told tumour from
-            tissue best in the pixel probe on training cases held out from its fit (``nnUNetv2_dkm_probe``,
-            ``benchmarks/results_feature_probe.md``); the paper's best, f3 + f4 at t* = 250, carried no more tumour
-            information than an untrained DM there.
+        levels: resolution levels to return (1 = full size, 2 = 1/2, ... ); default f2 (why these defaults:
+            ``benchmarks/results_feature_probe.md``).
         source: "decoder" (default) or "encoder" features.
         timestep: t* of mode A.
         ddim_steps: K, DDIM steps of mode C.
         noise_seed: seed of the fixed noise map, re-seeded on every call so the same input gives the same features.
         autocast: run the DM under bfloat16 autocast (features are returned in the input's dtype).
-        channels_last: run the DM in channels-last memory format (default: faster on CPU and GPU; features equal
-            the contiguous-format ones to float rounding, ``benchmarks/results_feature_extraction_speed.md``).
+        channels_last: run the DM in channels-last memory format (default; features equal the contiguous-format
+            ones to float rounding).
         slice_chunk_pixels: 3D configurations only (the 2D DM runs slice by slice inside the 3D patch): at most this
             many pixels (slices x in-plane pixels) per DM call, at least one slice; 0 runs every slice of the batch
             in one call. Bounds the DM's activation memory whatever the patch size; features do not depend on it

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from monai.transforms import DivisiblePad
 from tqdm import tqdm
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed, write_atomically
@@ -92,13 +93,6 @@ def check_output_folder(inputs: Path | Sequence[Path], output_folder: Path, file
         )
 
 
-def pad_to_multiple(slices: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Zero-pad (N, 1, H, W) at the end of H and W to multiples of ``divisor``; returns the padded tensor and (H, W)."""
-    height, width = slices.shape[2:]
-    padded_height, padded_width = -(-height // divisor) * divisor, -(-width // divisor) * divisor
-    return torch.nn.functional.pad(slices, (0, padded_width - width, 0, padded_height - height)), (height, width)
-
-
 def synthesize_case(
     pre: np.ndarray, network: torch.nn.Module, checkpoint, method: str, ddim_steps: int, seed: int,
     device: torch.device, batch_size: int = 8, slice_axis: int = 0, eta: float = 0.0,
@@ -116,8 +110,8 @@ def synthesize_case(
         moved = synthesize_case(np.moveaxis(pre, slice_axis, 0), network, checkpoint, method, ddim_steps, seed,
                                 device, batch_size, eta=eta)
         return np.ascontiguousarray(np.moveaxis(moved, 1, 1 + slice_axis))
-    slices, (height, width) = pad_to_multiple(torch.from_numpy(pre[:, None].astype(np.float32)),
-                                              checkpoint.config.size_divisor)
+    height, width = pre.shape[1:]
+    slices = DivisiblePad(checkpoint.config.size_divisor, method="end")(pre.astype(np.float32)).as_tensor()[:, None]
     out = []
     for start in range(0, len(slices), batch_size):
         batch = slices[start:start + batch_size].to(device)

@@ -2,18 +2,15 @@
 
 A recipe is a number of optimisation STEPS (plus batch, patch and sampling settings), so that one command gives one
 model on any machine whatever its load; ``nnUNetv2_dkm_pretrain --max-minutes`` is only an optional cap.
-``DiffusionConfig`` describes the network alone; ``pretrain_dm.settings.PretrainSettings`` takes every recipe value
-it is not given from here, and ``nnUNetv2_dkm_pretrain`` shows these values as its defaults.
+``DiffusionConfig`` describes the network alone; pretraining takes every recipe value it is not given from here, and
+``nnUNetv2_dkm_pretrain --help`` shows these values as its defaults.
 
 - ``paper``: the paper's DM (channels 128-256-256-256, attention at the lowest level, epsilon prediction), the
-  plain DDPM loss, uniform timesteps, half the patches on tumour / strong enhancement, nnU-Net's patch size: a GPU
-  recipe.
-- ``small``: sized for a 2-core CPU (1.5 M parameters). Its training target and sampling settings were chosen by
-  ``benchmarks/dm_evidence.py`` (``benchmarks/results_dm_evidence.md``): v-prediction, 64x64 patches (4x the slices
-  per second of 128x128), half the timesteps from the noisier half of the schedule, 90 % of patches centred on
-  tumour / strong enhancement and each pixel's loss weighted by ``1 + 2 |post - pre|``. Its step count, 1000, comes
-  from the DM's learning curve (``benchmarks/results_dm_learning_curve.md``): the feature probe's Dice on held-out
-  training cases peaked at 1000 steps (2000 and 4000 were no better).
+  plain DDPM loss, uniform timesteps, half the patches on tumour / strong enhancement, nnU-Net's patch size.
+- ``small``: sized for a 2-core CPU (1.5 M parameters): v-prediction, 64x64 patches, half the timesteps from the
+  noisier half of the schedule, 90 % of patches on tumour / strong enhancement, each pixel's loss weighted by
+  ``1 + 2 |post - pre|``, 1000 steps (the measurements behind these values: ``benchmarks/results_dm_evidence.md``,
+  ``benchmarks/results_dm_learning_curve.md``).
 """
 
 from __future__ import annotations

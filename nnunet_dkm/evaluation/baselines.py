@@ -25,11 +25,8 @@ from nnunet_dkm.ftv_rule import ftv_label
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of a boolean 3D mask (empty in, empty out)."""
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    if count == 0:
-        return np.zeros_like(mask, dtype=bool)
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (int(np.argmax(sizes)) + 1)
+    components = sitk.ConnectedComponent(sitk.GetImageFromArray(np.asarray(mask, dtype=np.uint8)), True)
+    return sitk.GetArrayFromImage(sitk.RelabelComponent(components, sortByObjectSize=True)) == 1
 
 
 def body_mask(pre: np.ndarray) -> np.ndarray:

@@ -40,7 +40,6 @@ from nnunet_dkm.diffusion.postcontrast import (
     dm_checkpoint_for,
     synthesize_postcontrast,
 )
-from nnunet_dkm.evaluation.benchmark.outputs import machine_description
 from nnunet_dkm.evaluation.dm_quality import QualityCase, References, read_volume, score_cases
 from nnunet_dkm.paths import DatasetLocationError, nnunet_folder
 from nnunet_dkm.preprocessing import (
@@ -50,6 +49,7 @@ from nnunet_dkm.preprocessing import (
     find_pretraining_exams,
     find_test_exams,
 )
+from nnunet_dkm.reporting import machine_description
 
 SPLITS = ("test", "selection")
 ESTIMATE_ORDER = ("identity", "linear", "synthetic", "mask-told ceiling")

@@ -6,9 +6,12 @@ the feature probe) starts from one :class:`PlannedDataset` instead of looking up
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
@@ -23,10 +26,69 @@ from nnunet_dkm.paths import (
 )
 
 SUPPORTED_NORMALIZATION = ("ZScoreNormalization", "NoNormalization")
+# Entries of the resolved configuration that decide what the DM's input looks like.
+_CONFIGURATION_ENTRIES = (
+    "patch_size",
+    "spacing",
+    "normalization_schemes",
+    "use_mask_for_norm",
+    "resampling_fn_data",
+    "resampling_fn_data_kwargs",
+    "preprocessor_name",
+)
+# Plans-level entries with the same role (axis order, image reader).
+_PLANS_ENTRIES = ("transpose_forward", "image_reader_writer")
+# Normalisation schemes whose output depends on the dataset fingerprint's intensity statistics.
+_FINGERPRINT_DEPENDENT_NORMALIZATIONS = ("CTNormalization",)
 
 
 class PreprocessedSpaceError(Exception):
     """The dataset, plans or configuration cannot be used; the message says what to run."""
+
+
+def _json_normalised(value: Any) -> Any:
+    """Tuples to lists, numpy scalars to Python numbers: the form the value takes after a JSON round trip."""
+    return json.loads(json.dumps(value, default=lambda obj: obj.item() if hasattr(obj, "item") else str(obj)))
+
+
+def plans_identity(plans: Mapping[str, Any], configuration: str) -> dict[str, Any]:
+    """What identifies the preprocessed space a DM was trained in.
+
+    Args:
+        plans: the content of an nnU-Net plans file (e.g. ``nnUNetPlans.json``).
+        configuration: configuration name, e.g. "2d"; inheritance ("inherits_from") is resolved with nnU-Net's
+            ``PlansManager``.
+
+    Returns:
+        JSON-compatible dict: ``dataset_name``, ``plans_name``, ``configuration``, ``preprocessing`` (the resolved
+        entries that decide the DM's input: patch size, spacing, normalisation, resampling, axis transpose, image
+        reader; plus the fingerprint's intensity properties when a CT-style normalisation uses them) and
+        ``preprocessing_sha256``, a hash of ``preprocessing``.
+    """
+    for key in ("dataset_name", "plans_name", "configurations"):
+        if key not in plans:
+            raise PreprocessedSpaceError(f"nnU-Net plans lack the entry {key!r}; is this a plans file?")
+    if configuration not in plans["configurations"]:
+        raise PreprocessedSpaceError(
+            f"configuration {configuration!r} is not in plans {plans['plans_name']!r} of {plans['dataset_name']}; "
+            f"available: {sorted(plans['configurations'])}"
+        )
+    resolved = PlansManager(dict(plans)).get_configuration(configuration).configuration
+    preprocessing: dict[str, Any] = {key: resolved.get(key) for key in _CONFIGURATION_ENTRIES}
+    preprocessing.update({key: plans.get(key) for key in _PLANS_ENTRIES})
+    if any(s in _FINGERPRINT_DEPENDENT_NORMALIZATIONS for s in resolved.get("normalization_schemes") or ()):
+        preprocessing["foreground_intensity_properties_per_channel"] = plans.get(
+            "foreground_intensity_properties_per_channel"
+        )
+    preprocessing = _json_normalised(preprocessing)
+    canonical = json.dumps(preprocessing, sort_keys=True, separators=(",", ":"))
+    return {
+        "dataset_name": str(plans["dataset_name"]),
+        "plans_name": str(plans["plans_name"]),
+        "configuration": configuration,
+        "preprocessing": preprocessing,
+        "preprocessing_sha256": hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+    }
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +172,10 @@ class PlannedDataset:
     @property
     def file_ending(self) -> str:
         return str(self.dataset_json.get("file_ending", ".nii.gz"))
+
+    def plans_identity(self) -> dict[str, Any]:
+        """:func:`plans_identity` of this configuration: what a DM checkpoint or the DM cache records."""
+        return plans_identity(self.plans_manager.plans, self.configuration)
 
     def pretrain_command(self) -> str:
         """The command that pretrains this configuration's DM."""

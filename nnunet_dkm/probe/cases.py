@@ -1,26 +1,35 @@
-"""The probe's cases in nnU-Net's preprocessed space, and their split into fit, selection and report sets.
+"""The probe's cases in nnU-Net's preprocessed space, their split into fit, selection and report sets, the balanced
+pixels the classifiers train on, and where the probe reads its DM and writes its results.
 
-Labelled training cases come from the DM cache (``pretrain_dm.cache.build_cache``); test cases, which the cache never
-holds, are brought into the same space in memory with the same functions. The split is drawn from the seed once, so
-the fit sets of growing ``num_labelled`` are nested and the selection and report sets do not depend on it.
+Labelled training cases come from the DM cache (``nnunet_dkm.preprocessing.build_cache``); test cases, which the
+cache never holds, are brought into the same space in memory with the same functions. The split is drawn from the
+seed once, so the fit sets of growing ``num_labelled`` are nested and the selection and report sets do not depend on
+it. Each fit case gives the same number of tumour and non-tumour body pixels, ``min(cap, tumour, non-tumour)`` of
+each, drawn without replacement from a generator seeded with (seed, case index), so every row's classifier is trained
+on exactly the same pixels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from nnunet_dkm.evaluation.baselines import body_mask
+from nnunet_dkm.paths import missing_dm_message, nnunet_folder
 from nnunet_dkm.preprocessing import (
     DceExam,
     PlannedDataset,
+    build_cache,
+    find_test_exams,
     mask_to_preprocessed_space,
     preprocess_like_precontrast,
     read_exam,
 )
-from nnunet_dkm.probe.errors import ProbeError
+from nnunet_dkm.probe.settings import ProbeError
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,3 +140,96 @@ def split_cases(labelled: Sequence[str], test: Sequence[str], num_labelled: int 
         raise ProbeError(f"--num-labelled {count}: only {len(rest)} labelled training case(s) are available to fit "
                          f"({len(labelled)} labelled, {len(selection)} held out for selection{held})")
     return CaseSplit(tuple(rest[:count]), tuple(selection), tuple(report), bool(test), len(rest))
+
+
+def load_split_cases(dataset: PlannedDataset, split: CaseSplit, progress: bool) -> dict[str, ProbeCase]:
+    """The fit, selection and report cases in preprocessed space: training cases from the DM cache, test cases
+    preprocessed in memory."""
+
+    cache = {exam.case_id: exam for exam in build_cache(dataset, progress=progress).exams}
+    cases = {}
+    training = [*split.fit, *split.selection, *([] if split.report_is_test else split.report)]
+    for case_id in tqdm(training, desc="loading training cases", unit="case", disable=not progress, leave=False):
+        exam = cache.get(case_id)
+        if exam is None or exam.seg_file is None:
+            raise ProbeError(f"case {case_id}: not in the DM cache {dataset.dkm_folder / 'cache'} with its label; "
+                             "delete that folder to rebuild it")
+        images, seg = exam.load(mmap=False)
+        cases[case_id] = probe_case(case_id, images, seg)
+    if split.report_is_test:
+        exams = {exam.case_id: exam for exam in find_test_exams(dataset.raw_folder)}
+        for case_id in tqdm(split.report, desc="loading test cases", unit="case", disable=not progress, leave=False):
+            cases[case_id] = load_raw_case(exams[case_id], dataset)
+    return cases
+
+
+@dataclass(frozen=True)
+class PixelSample:
+    """The sampled pixels of one case: flat indices into its (z, y, x) grid (sorted) and their labels (0/1)."""
+
+    case_id: str
+    indices: np.ndarray
+    labels: np.ndarray
+
+    def in_slices(self, slices: slice, slice_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into a chunk's flattened (n, y, x) grid, positions in this sample) for the chunk ``slices``."""
+        start, stop = slices.start * slice_size, slices.stop * slice_size
+        first, last = np.searchsorted(self.indices, [start, stop])
+        return self.indices[first:last] - start, np.arange(first, last)
+
+
+def balanced_sample(case: ProbeCase, cap: int, seed: int, case_index: int) -> PixelSample:
+    """Up to ``cap`` tumour and as many non-tumour pixels of ``case``'s body mask.
+
+    Tumour pixels are label pixels inside the body; a case without any gives an empty sample.
+    """
+    rng = np.random.default_rng([seed, case_index])
+    body = case.body.ravel()
+    seg = case.seg.ravel()
+    tumour = np.flatnonzero(body & seg)
+    background = np.flatnonzero(body & ~seg)
+    count = min(cap, len(tumour), len(background))
+    chosen_tumour = rng.choice(tumour, size=count, replace=False)
+    chosen_background = rng.choice(background, size=count, replace=False)
+    indices = np.concatenate([chosen_tumour, chosen_background])
+    labels = np.concatenate([np.ones(count, np.float32), np.zeros(count, np.float32)])
+    order = np.argsort(indices, kind="stable")
+    return PixelSample(case.case_id, indices[order], labels[order])
+
+
+def slice_chunks(num_slices: int, chunk: int) -> Iterator[slice]:
+    """Consecutive slice ranges of at most ``chunk`` slices covering ``range(num_slices)``."""
+    for start in range(0, num_slices, chunk):
+        yield slice(start, min(start + chunk, num_slices))
+
+
+def gather_features(features: np.ndarray, sample: PixelSample, slices: slice,
+                    out: np.ndarray) -> None:
+    """Copy the sampled pixels of a chunk's features (C, n, y, x) into ``out`` (len(sample), C) at their rows."""
+    slice_size = features.shape[2] * features.shape[3]
+    local, positions = sample.in_slices(slices, slice_size)
+    out[positions] = features.reshape(features.shape[0], -1)[:, local].T
+
+
+def total_pixels(samples: Sequence[PixelSample]) -> int:
+    return int(sum(len(sample.indices) for sample in samples))
+
+
+def probe_checkpoint(dataset: PlannedDataset, checkpoint_file: Path | None) -> Path:
+    """``--checkpoint`` where given, else the dataset's DM (``$nnUNet_dkm_checkpoint`` or its dkm folder); it must
+    exist, else :class:`ProbeError` names the file and the pretraining command."""
+    if checkpoint_file is not None:
+        if not checkpoint_file.is_file():
+            raise ProbeError(f"--checkpoint {checkpoint_file}: no such file. To probe the dataset's own DM, leave "
+                             f"--checkpoint out, or pretrain one with: {dataset.pretrain_command()}")
+        return checkpoint_file
+    location = dataset.dm_checkpoint
+    if not location.path.is_file():
+        raise ProbeError(missing_dm_message(location, dataset.name, dataset.configuration, dataset.plans_identifier))
+    return location.path
+
+
+def probe_output_folder(dataset: PlannedDataset) -> Path:
+    """``$nnUNet_results/DatasetXXX_Name/dkm_probe__<plans>__<configuration>/``."""
+    return nnunet_folder("nnUNet_results") / dataset.name / f"dkm_probe__{dataset.plans_identifier}__" \
+                                                            f"{dataset.configuration}"

@@ -21,7 +21,6 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -30,14 +29,12 @@ from nnunet_dkm.cli_types import non_negative_int, positive_int
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
 from nnunet_dkm.paths import DatasetLocationError
 from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError
-from nnunet_dkm.probe.classifiers import CLASSIFIERS, ClassifierSettings
-from nnunet_dkm.probe.errors import ProbeError
-from nnunet_dkm.probe.outputs import ProbeFiles, classifier_description, machine_description, write_results
-from nnunet_dkm.probe.paths import probe_checkpoint, probe_output_folder
-from nnunet_dkm.probe.results import ProbeOptions
+from nnunet_dkm.probe.cases import probe_checkpoint, probe_output_folder
+from nnunet_dkm.probe.report import ProbeFiles, ReportContext, classifier_description, write_results
 from nnunet_dkm.probe.run import run_probe
-from nnunet_dkm.probe.settings import SYNTAX_HELP, parse_settings
-from nnunet_dkm.probe.tables import ReportContext
+from nnunet_dkm.probe.scoring import CLASSIFIERS, ClassifierSettings, ProbeOptions
+from nnunet_dkm.probe.settings import SYNTAX_HELP, ProbeError, parse_settings
+from nnunet_dkm.reporting import machine_description, utc_now
 
 PROG = "nnUNetv2_dkm_probe"
 PROBE_ERRORS = (ProbeError, PreprocessedSpaceError, DiffusionCheckpointError, DatasetLocationError)
@@ -106,7 +103,7 @@ def probe(args: argparse.Namespace, command: str) -> Path:
         print(f"note: {note}")
     context = ReportContext(
         title=f"DM feature probe: {dataset.name}, {dataset.configuration}", command=command,
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=machine_description(args.device),
+        date=utc_now(), machine=machine_description(args.device),
         dataset=dataset.name, configuration=dataset.configuration, plans=dataset.plans_identifier, seed=args.seed,
         classifier_description=classifier_description(options),
     )

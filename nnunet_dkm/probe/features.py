@@ -8,7 +8,8 @@ A *family* produces the features of several rows from one pass over a chunk of a
 - :class:`DmFeatures`: one frozen DM forward (one mode, t* or DDIM steps, and source) reading all levels any of its
   settings needs; each level is upsampled bilinearly to the slice size and a setting's row concatenates its levels.
 
-Every family returns ``{row label: (C, n, y, x) float32}`` for ``n`` slices.
+Every family returns ``{row label: (C, n, y, x) float32}`` for ``n`` slices. :func:`forward_ms_per_slice` is the cost
+of a setting: its truncated DM forward per slice.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from monai.transforms import DivisiblePad
 from scipy import ndimage
 
 from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor
-from nnunet_dkm.diffusion.postcontrast import pad_to_multiple
 from nnunet_dkm.probe.cases import ProbeCase
 from nnunet_dkm.probe.settings import DmSetting
+from nnunet_dkm.reporting import mean_seconds
 
 FILTER_SIGMAS = (1.0, 2.0, 4.0)
 INTENSITY, FILTER_BANK, CEILING = "intensity", "filter bank", "enhancement ceiling"
@@ -132,9 +134,8 @@ class DmFeatures:
 
     def level_maps(self, pre: np.ndarray) -> dict[int, np.ndarray]:
         """(n, y, x) pre-contrast slices -> ``{level: (C_l, n, y, x)}`` upsampled to the slice size."""
-        slices, (height, width) = pad_to_multiple(torch.from_numpy(np.ascontiguousarray(pre[:, None],
-                                                                                        dtype=np.float32)),
-                                                  self.divisor)
+        height, width = pre.shape[1:]
+        slices = DivisiblePad(self.divisor, method="end")(np.asarray(pre, dtype=np.float32)).as_tensor()[:, None]
         chunks: dict[int, list[torch.Tensor]] = {level: [] for level in self.levels}
         for start in range(0, len(slices), self.batch_size):
             batch = slices[start:start + self.batch_size].to(self.device)
@@ -149,3 +150,16 @@ class DmFeatures:
         maps = self.level_maps(case.pre[slices])
         return {row.label: np.concatenate([maps[level] for level in setting.levels])
                 for row, setting in zip(self.rows, self.settings, strict=True)}
+
+
+def forward_ms_per_slice(config: DiffusionConfig, input_scaling: InputScaling, network: torch.nn.Module,
+                         setting: DmSetting, slice_shape: tuple[int, int], device: torch.device,
+                         batch_size: int = 8, repeats: int = 3) -> float:
+    """Milliseconds per slice of ``KineticFeatureExtractor`` with exactly ``setting``'s levels on a [batch_size, 1,
+    H, W] batch (H, W: ``slice_shape`` padded to the DM's size divisor): the mean of ``repeats`` calls after a
+    warm-up."""
+    divisor = config.size_divisor
+    height, width = (-(-size // divisor) * divisor for size in slice_shape)
+    extractor = KineticFeatureExtractor(config, input_scaling, setting.feature_config(), network).to(device)
+    batch = torch.randn((batch_size, 1, height, width), generator=torch.Generator().manual_seed(0)).to(device)
+    return 1000.0 * mean_seconds(lambda: extractor(batch), repeats) / batch_size

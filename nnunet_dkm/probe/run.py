@@ -12,7 +12,7 @@ family's probability maps are scored and dropped before the next, so memory stay
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +24,52 @@ from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, check_plans_ide
 from nnunet_dkm.diffusion.config import DiffusionConfig
 from nnunet_dkm.diffusion.network import build_network
 from nnunet_dkm.preprocessing import PlannedDataset, find_pretraining_exams, find_test_exams
-from nnunet_dkm.probe.cases import CaseSplit, ProbeCase, load_raw_case, probe_case, split_cases
-from nnunet_dkm.probe.errors import ProbeError
-from nnunet_dkm.probe.features import BaselineFeatures, DmFeatures, FeatureFamily, RowSpec
-from nnunet_dkm.probe.results import PER_CASE_COLUMNS, UNTRAINED, CheckpointInfo, ProbeOptions, ProbeResult
-from nnunet_dkm.probe.sampling import balanced_sample, total_pixels
-from nnunet_dkm.probe.scoring import evaluate_family, fit_family, preview_slices
-from nnunet_dkm.probe.settings import DmSetting, group_by_forward
-from nnunet_dkm.probe.timing import forward_ms_per_slice
+from nnunet_dkm.probe.cases import CaseSplit, balanced_sample, load_split_cases, split_cases, total_pixels
+from nnunet_dkm.probe.features import BaselineFeatures, DmFeatures, FeatureFamily, RowSpec, forward_ms_per_slice
+from nnunet_dkm.probe.scoring import Preview, ProbeOptions, evaluate_family, fit_family, preview_slices
+from nnunet_dkm.probe.settings import DmSetting, ProbeError, group_by_forward
 
-__all__ = ["UNTRAINED", "ProbeOptions", "ProbeResult", "run_probe"]
+UNTRAINED = "untrained"
+PER_CASE_COLUMNS = ("row", "kind", "model", "setting", "classifier", "case", "dice", "auc", "average_precision",
+                    "threshold", "selection_dice")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A probed DM checkpoint: its file and training steps (``metadata['steps']``, None where not recorded)."""
+
+    name: str
+    path: Path
+    steps: int | None
+
+
+@dataclass
+class ProbeResult:
+    """Everything the probe measured.
+
+    Attributes:
+        per_case: one row per (row, classifier, report case), columns ``PER_CASE_COLUMNS``.
+        selection: one row per (row, classifier): threshold and mean selection Dice.
+        costs: one row per setting: ``setting``, ``forward_ms_per_slice`` (empty where not timed).
+        rows: the probe's rows in table order.
+        split: the case split.
+        checkpoints: the probed DMs.
+        settings: the probed settings.
+        sampled_pixels: training pixels (both classes) over all fit cases.
+        previews: report slices with probability maps, for the figure.
+        notes: sentences the report must show (e.g. a missing test split).
+    """
+
+    per_case: pd.DataFrame
+    selection: pd.DataFrame
+    costs: pd.DataFrame
+    rows: list[RowSpec]
+    split: CaseSplit
+    checkpoints: list[CheckpointInfo]
+    settings: list[DmSetting]
+    sampled_pixels: int
+    previews: list[Preview]
+    notes: list[str]
 
 
 def load_probed_checkpoints(dataset: PlannedDataset, checkpoints: Mapping[str, Path],
@@ -55,28 +91,6 @@ def load_probed_checkpoints(dataset: PlannedDataset, checkpoints: Mapping[str, P
     for setting in settings:
         setting.check_against(loaded[0][1].config)
     return loaded
-
-
-def load_split_cases(dataset: PlannedDataset, split: CaseSplit, progress: bool) -> dict[str, ProbeCase]:
-    """The fit, selection and report cases in preprocessed space: training cases from the DM cache, test cases
-    preprocessed in memory."""
-    from pretrain_dm.cache import build_cache  # the DM cache lives with pretraining
-
-    cache = {exam.case_id: exam for exam in build_cache(dataset, progress=progress).exams}
-    cases = {}
-    training = [*split.fit, *split.selection, *([] if split.report_is_test else split.report)]
-    for case_id in tqdm(training, desc="loading training cases", unit="case", disable=not progress, leave=False):
-        exam = cache.get(case_id)
-        if exam is None or exam.seg_file is None:
-            raise ProbeError(f"case {case_id}: not in the DM cache {dataset.dkm_folder / 'cache'} with its label; "
-                             "delete that folder to rebuild it")
-        images, seg = exam.load(mmap=False)
-        cases[case_id] = probe_case(case_id, images, seg)
-    if split.report_is_test:
-        exams = {exam.case_id: exam for exam in find_test_exams(dataset.raw_folder)}
-        for case_id in tqdm(split.report, desc="loading test cases", unit="case", disable=not progress, leave=False):
-            cases[case_id] = load_raw_case(exams[case_id], dataset)
-    return cases
 
 
 def untrained_network(config: DiffusionConfig, seed: int) -> torch.nn.Module:

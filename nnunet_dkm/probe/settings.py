@@ -18,7 +18,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from nnunet_dkm.diffusion.config import DiffusionConfig, KineticFeatureConfig
-from nnunet_dkm.probe.errors import ProbeError
 
 DEFAULT_TIMESTEP = KineticFeatureConfig().timestep  # the trainer's t* (50)
 DEFAULT_DDIM_STEPS = 5
@@ -30,6 +29,10 @@ SYNTAX_HELP = ("<mode>[<t* or DDIM steps>]:<decoder|encoder>:<levels>, e.g. A250
                "C5:encoder:3; or 'default' or 'all'")
 
 ForwardKey = tuple[str, int, str]
+
+
+class ProbeError(Exception):
+    """The probe cannot run as asked; the message names the file, case or setting and what to do."""
 
 
 @dataclass(frozen=True, order=True)
@@ -97,10 +100,8 @@ def setting_of(config: KineticFeatureConfig) -> DmSetting:
 
 
 def default_setting() -> DmSetting:
-    """The setting of ``nnUNetTrainerDKM`` (``nnUNetTrainerDKM.kinetic_features``)."""
-    from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM  # nnU-Net's trainer stack: import on demand
-
-    return setting_of(nnUNetTrainerDKM.kinetic_features)
+    """The setting of ``KineticFeatureConfig()``, which ``nnUNetTrainerDKM`` uses."""
+    return setting_of(KineticFeatureConfig())
 
 
 def settings_grid() -> list[DmSetting]:

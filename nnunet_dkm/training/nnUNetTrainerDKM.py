@@ -63,8 +63,8 @@ class nnUNetTrainerDKM(nnUNetTrainer):
     """DKM segmentation: kinetic features of a frozen DM fused into nnU-Net's planned encoder.
 
     Class attributes that variants override:
-        kinetic_features: which DM features (mode A/B/C, t*, levels, decoder/encoder); default mode A at t* = 50,
-            decoder level f2, chosen by the feature probe (``benchmarks/results_feature_probe.md``).
+        kinetic_features: which DM features (mode A/B/C, t*, levels, decoder/encoder); default
+            ``KineticFeatureConfig()``: mode A at t* = 50, decoder level f2.
         ssim_weight: weight of ``1 - SSIM`` in the loss (0.5, the paper's).
         use_pretrained_dm: False builds the untrained-DM control (same architecture, random frozen weights).
         dm_objective: the objective the DM must have been pretrained with (``nnUNetv2_dkm_pretrain --objective``):

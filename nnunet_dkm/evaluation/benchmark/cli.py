@@ -43,7 +43,7 @@ from nnunet_dkm.evaluation.benchmark.methods import (
     TrainerChoice,
     plan_methods,
 )
-from nnunet_dkm.evaluation.benchmark.outputs import machine_description, write_label_runs, write_outputs
+from nnunet_dkm.evaluation.benchmark.outputs import write_label_runs, write_outputs
 from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext
 from nnunet_dkm.evaluation.benchmark.stages import (
     ensure_planned,
@@ -64,6 +64,7 @@ from nnunet_dkm.paths import (
     nnunet_folder,
     pretrain_command,
 )
+from nnunet_dkm.reporting import machine_description
 
 
 def locate(args: argparse.Namespace) -> tuple[Path, Path]:

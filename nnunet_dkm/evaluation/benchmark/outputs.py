@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,15 +17,6 @@ from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext, dice_bar_ch
 from nnunet_dkm.evaluation.benchmark.verdicts import comparison_pairs, findings_of
 from nnunet_dkm.evaluation.run_statistics import run_level_comparison, run_means, run_to_run_spread
 from nnunet_dkm.evaluation.statistics import PairedComparison, paired_comparison, summarise
-
-
-def machine_description(device: str) -> str:
-    import torch
-
-    text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    if device == "cuda" and torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name(0)}"
-    return text + f", device {device}"
 
 
 def run_label(fold: int, repeat: int, repeats: int) -> str:

@@ -20,6 +20,7 @@ from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.evaluation.benchmark.methods import MethodInfo
 from nnunet_dkm.evaluation.run_statistics import RunLevelComparison
 from nnunet_dkm.evaluation.statistics import PairedComparison
+from nnunet_dkm.reporting import format_mean_std, format_number, format_p
 
 ROLE_COLOURS = {"pre-contrast network": "#1f77b4", "control": "#9467bd", "pre-contrast baseline": "#7f7f7f",
                 "post-contrast ceiling": "#2ca02c"}
@@ -40,20 +41,6 @@ class BenchmarkContext:
     machine: str
     notes: list[str] = field(default_factory=list)
     repeats: int = 1
-
-
-def _pm(mean: float, std: float, digits: int) -> str:
-    return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    if math.isnan(value):
-        return "n/a"
-    return f"{value:.2g}" if value >= 1e-3 else f"{value:.1e}"
-
-
-def _number(value: float, digits: int = 3) -> str:
-    return "n/a" if value != value else f"{value:.{digits}f}"
 
 
 def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], summary: pd.DataFrame,
@@ -84,12 +71,12 @@ def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], su
         info = by_key[row.method]
         noise = ""
         if row.method in spread_of.index:
-            noise = (f"{_number(spread_of.loc[row.method, 'dice_run_std'])} / "
-                     f"{_number(spread_of.loc[row.method, 'dice_repeat_std'])}")
+            noise = (f"{format_number(spread_of.loc[row.method, 'dice_run_std'])} / "
+                     f"{format_number(spread_of.loc[row.method, 'dice_repeat_std'])}")
         lines.append(
             f"| {info.label} | {info.role} | {info.input} | `{info.made_by}` | {row.n} "
-            f"| {_pm(row.dice_mean, row.dice_std, 3)} | {_pm(row.jaccard_mean, row.jaccard_std, 3)} "
-            f"| {_pm(row.hd95_mm_mean, row.hd95_mm_std, 1)} | {row.empty_predictions} | {noise} |"
+            f"| {format_mean_std(row.dice_mean, row.dice_std)} | {format_mean_std(row.jaccard_mean, row.jaccard_std)} "
+            f"| {format_mean_std(row.hd95_mm_mean, row.hd95_mm_std, 1)} | {row.empty_predictions} | {noise} |"
         )
     lines += ["", "HD95 of an empty prediction is the image diagonal (the worst distance the grid allows).", ""]
     if run_level:
@@ -129,7 +116,7 @@ def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], su
             lines.append(
                 f"| {by_key[c.method].label} − {by_key[c.reference].label} | {c.metric} | {c.pairs} "
                 f"| {c.mean_difference:+.3f} | {c.std_difference:.3f} | {c.wins} / {c.ties} / {c.losses} "
-                f"| {_p(c.wilcoxon_p)} |"
+                f"| {format_p(c.wilcoxon_p)} |"
             )
         lines.append("")
     lines += ["## What the numbers show", "", *[f"- {f}" for f in findings]]

@@ -1,5 +1,4 @@
-"""DKM with another kinetic fusion (the default merges with a 1x1 convolution,
-``benchmarks/results_segmentation_speed.md`` has the cost of each)."""
+"""DKM with another kinetic fusion (the default merges with a 1x1 convolution)."""
 
 from __future__ import annotations
 
@@ -7,6 +6,6 @@ from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
 
 
 class nnUNetTrainerDKM_merge3x3(nnUNetTrainerDKM):
-    """DKM whose fusions merge with the stage's own (3x3) kernel instead of 1x1, as before the 1x1 default."""
+    """DKM whose fusions merge with the stage's own (3x3) kernel instead of 1x1."""
 
     fusion_merge_kernel_size = None

@@ -4,10 +4,13 @@
 |---|---|---|---|
 | ``_debug`` | 2 | 4 | 2 |
 | ``_demo`` | 10 | 12 | 2 |
+| ``_2epochs`` | 2 | 250 | 50 |
 
-Every trainer of this package has both, written out below so that a name in a log can be found with grep. The
-vanilla baselines are thin subclasses of nnU-Net's own ``nnUNetTrainer`` (never a copy), so DKM and vanilla train
-for exactly the same number of steps.
+Written out below, so that a name in a log can be found with grep: the trainers ``nnUNetv2_dkm_benchmark --schedule
+debug|demo`` trains (vanilla, DKM, the untrained-DM control and the ``--ablation`` default levels 1, 2, 3, 4, 1234)
+and ``nnUNetTrainerDKMPaper_debug`` (tests). The vanilla baselines are thin subclasses of nnU-Net's own
+``nnUNetTrainer`` (never a copy), so DKM and vanilla train for exactly the same number of steps; nnU-Net itself ships
+vanilla ``nnUNetTrainer_1epoch``, ``_5epochs`` and ``_10epochs``.
 """
 
 from __future__ import annotations
@@ -21,31 +24,14 @@ from nnunet_dkm.training.variants.controls import (
     nnUNetTrainerDKM_regressionDM,
     nnUNetTrainerDKM_untrainedDM,
 )
-from nnunet_dkm.training.variants.extraction_modes import (
-    nnUNetTrainerDKM_encoder,
-    nnUNetTrainerDKM_modeB,
-    nnUNetTrainerDKM_modeC,
-)
 from nnunet_dkm.training.variants.feature_levels import (
     nnUNetTrainerDKM_f1,
     nnUNetTrainerDKM_f2,
     nnUNetTrainerDKM_f3,
     nnUNetTrainerDKM_f4,
-    nnUNetTrainerDKM_f12,
-    nnUNetTrainerDKM_f13,
-    nnUNetTrainerDKM_f14,
-    nnUNetTrainerDKM_f23,
-    nnUNetTrainerDKM_f24,
-    nnUNetTrainerDKM_f34,
-    nnUNetTrainerDKM_f123,
-    nnUNetTrainerDKM_f124,
-    nnUNetTrainerDKM_f134,
-    nnUNetTrainerDKM_f234,
     nnUNetTrainerDKM_f1234,
 )
-from nnunet_dkm.training.variants.fusion import nnUNetTrainerDKM_merge3x3
 from nnunet_dkm.training.variants.paper import nnUNetTrainerDKMPaper
-from nnunet_dkm.training.variants.precision import nnUNetTrainerDKM_bf16
 
 
 class ShortSchedule:
@@ -110,30 +96,6 @@ class nnUNetTrainerDKM_untrainedDM_demo(DemoSchedule, nnUNetTrainerDKM_untrained
     """nnUNetTrainerDKM_untrainedDM, demo schedule."""
 
 
-class nnUNetTrainerDKM_encoder_debug(DebugSchedule, nnUNetTrainerDKM_encoder):
-    """nnUNetTrainerDKM_encoder, debug schedule."""
-
-
-class nnUNetTrainerDKM_encoder_demo(DemoSchedule, nnUNetTrainerDKM_encoder):
-    """nnUNetTrainerDKM_encoder, demo schedule."""
-
-
-class nnUNetTrainerDKM_modeB_debug(DebugSchedule, nnUNetTrainerDKM_modeB):
-    """nnUNetTrainerDKM_modeB, debug schedule."""
-
-
-class nnUNetTrainerDKM_modeB_demo(DemoSchedule, nnUNetTrainerDKM_modeB):
-    """nnUNetTrainerDKM_modeB, demo schedule."""
-
-
-class nnUNetTrainerDKM_modeC_debug(DebugSchedule, nnUNetTrainerDKM_modeC):
-    """nnUNetTrainerDKM_modeC, debug schedule."""
-
-
-class nnUNetTrainerDKM_modeC_demo(DemoSchedule, nnUNetTrainerDKM_modeC):
-    """nnUNetTrainerDKM_modeC, demo schedule."""
-
-
 class nnUNetTrainerDKM_f1_debug(DebugSchedule, nnUNetTrainerDKM_f1):
     """nnUNetTrainerDKM_f1, debug schedule."""
 
@@ -166,86 +128,6 @@ class nnUNetTrainerDKM_f4_demo(DemoSchedule, nnUNetTrainerDKM_f4):
     """nnUNetTrainerDKM_f4, demo schedule."""
 
 
-class nnUNetTrainerDKM_f12_debug(DebugSchedule, nnUNetTrainerDKM_f12):
-    """nnUNetTrainerDKM_f12, debug schedule."""
-
-
-class nnUNetTrainerDKM_f12_demo(DemoSchedule, nnUNetTrainerDKM_f12):
-    """nnUNetTrainerDKM_f12, demo schedule."""
-
-
-class nnUNetTrainerDKM_f13_debug(DebugSchedule, nnUNetTrainerDKM_f13):
-    """nnUNetTrainerDKM_f13, debug schedule."""
-
-
-class nnUNetTrainerDKM_f13_demo(DemoSchedule, nnUNetTrainerDKM_f13):
-    """nnUNetTrainerDKM_f13, demo schedule."""
-
-
-class nnUNetTrainerDKM_f14_debug(DebugSchedule, nnUNetTrainerDKM_f14):
-    """nnUNetTrainerDKM_f14, debug schedule."""
-
-
-class nnUNetTrainerDKM_f14_demo(DemoSchedule, nnUNetTrainerDKM_f14):
-    """nnUNetTrainerDKM_f14, demo schedule."""
-
-
-class nnUNetTrainerDKM_f23_debug(DebugSchedule, nnUNetTrainerDKM_f23):
-    """nnUNetTrainerDKM_f23, debug schedule."""
-
-
-class nnUNetTrainerDKM_f23_demo(DemoSchedule, nnUNetTrainerDKM_f23):
-    """nnUNetTrainerDKM_f23, demo schedule."""
-
-
-class nnUNetTrainerDKM_f24_debug(DebugSchedule, nnUNetTrainerDKM_f24):
-    """nnUNetTrainerDKM_f24, debug schedule."""
-
-
-class nnUNetTrainerDKM_f24_demo(DemoSchedule, nnUNetTrainerDKM_f24):
-    """nnUNetTrainerDKM_f24, demo schedule."""
-
-
-class nnUNetTrainerDKM_f34_debug(DebugSchedule, nnUNetTrainerDKM_f34):
-    """nnUNetTrainerDKM_f34, debug schedule."""
-
-
-class nnUNetTrainerDKM_f34_demo(DemoSchedule, nnUNetTrainerDKM_f34):
-    """nnUNetTrainerDKM_f34, demo schedule."""
-
-
-class nnUNetTrainerDKM_f123_debug(DebugSchedule, nnUNetTrainerDKM_f123):
-    """nnUNetTrainerDKM_f123, debug schedule."""
-
-
-class nnUNetTrainerDKM_f123_demo(DemoSchedule, nnUNetTrainerDKM_f123):
-    """nnUNetTrainerDKM_f123, demo schedule."""
-
-
-class nnUNetTrainerDKM_f124_debug(DebugSchedule, nnUNetTrainerDKM_f124):
-    """nnUNetTrainerDKM_f124, debug schedule."""
-
-
-class nnUNetTrainerDKM_f124_demo(DemoSchedule, nnUNetTrainerDKM_f124):
-    """nnUNetTrainerDKM_f124, demo schedule."""
-
-
-class nnUNetTrainerDKM_f134_debug(DebugSchedule, nnUNetTrainerDKM_f134):
-    """nnUNetTrainerDKM_f134, debug schedule."""
-
-
-class nnUNetTrainerDKM_f134_demo(DemoSchedule, nnUNetTrainerDKM_f134):
-    """nnUNetTrainerDKM_f134, demo schedule."""
-
-
-class nnUNetTrainerDKM_f234_debug(DebugSchedule, nnUNetTrainerDKM_f234):
-    """nnUNetTrainerDKM_f234, debug schedule."""
-
-
-class nnUNetTrainerDKM_f234_demo(DemoSchedule, nnUNetTrainerDKM_f234):
-    """nnUNetTrainerDKM_f234, demo schedule."""
-
-
 class nnUNetTrainerDKM_f1234_debug(DebugSchedule, nnUNetTrainerDKM_f1234):
     """nnUNetTrainerDKM_f1234, debug schedule."""
 
@@ -254,28 +136,8 @@ class nnUNetTrainerDKM_f1234_demo(DemoSchedule, nnUNetTrainerDKM_f1234):
     """nnUNetTrainerDKM_f1234, demo schedule."""
 
 
-class nnUNetTrainerDKM_merge3x3_debug(DebugSchedule, nnUNetTrainerDKM_merge3x3):
-    """nnUNetTrainerDKM_merge3x3, debug schedule."""
-
-
-class nnUNetTrainerDKM_merge3x3_demo(DemoSchedule, nnUNetTrainerDKM_merge3x3):
-    """nnUNetTrainerDKM_merge3x3, demo schedule."""
-
-
 class nnUNetTrainerDKMPaper_debug(DebugSchedule, nnUNetTrainerDKMPaper):
     """nnUNetTrainerDKMPaper, debug schedule."""
-
-
-class nnUNetTrainerDKMPaper_demo(DemoSchedule, nnUNetTrainerDKMPaper):
-    """nnUNetTrainerDKMPaper, demo schedule."""
-
-
-class nnUNetTrainerDKM_bf16_debug(DebugSchedule, nnUNetTrainerDKM_bf16):
-    """nnUNetTrainerDKM_bf16, debug schedule."""
-
-
-class nnUNetTrainerDKM_bf16_demo(DemoSchedule, nnUNetTrainerDKM_bf16):
-    """nnUNetTrainerDKM_bf16, demo schedule."""
 
 
 class nnUNetTrainerDKM_preOnlyDM_debug(DebugSchedule, nnUNetTrainerDKM_preOnlyDM):

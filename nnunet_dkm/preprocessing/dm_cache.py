@@ -1,4 +1,4 @@
-"""The DM's training data, cached in nnU-Net's preprocessed space.
+"""The DM's training data (and the probe's labelled cases), cached in nnU-Net's preprocessed space.
 
 ``nnUNet_preprocessed/DatasetXXX/dkm/<configuration>/cache/`` holds one ``{case}.npy`` per exam,
 shape (1 + K, z, y, x) float32: channel 0 the pre-contrast image exactly as nnU-Net preprocessed
@@ -25,15 +25,9 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
-from nnunet_dkm.diffusion.checkpoint import plans_identity
-from nnunet_dkm.preprocessing import (
-    DceExam,
-    PlannedDataset,
-    find_pretraining_exams,
-    mask_to_preprocessed_space,
-    preprocess_like_precontrast,
-    read_exam,
-)
+from nnunet_dkm.preprocessing.exams import DceExam, find_pretraining_exams, read_exam
+from nnunet_dkm.preprocessing.planned_dataset import PlannedDataset
+from nnunet_dkm.preprocessing.transforms import mask_to_preprocessed_space, preprocess_like_precontrast
 
 CACHE_VERSION = 1
 ENHANCEMENT_QUANTILE = 0.99
@@ -112,11 +106,6 @@ class DmCache:
         return replace(self, exams=tuple(exam.along_axis(axis) for exam in self.exams))
 
 
-def _identity(dataset: PlannedDataset) -> dict:
-    """The plans identity as stored in JSON (tuples become lists)."""
-    return json.loads(json.dumps(plans_identity(dataset.plans_manager.plans, dataset.configuration)))
-
-
 def cache_exam(exam: DceExam, out_folder: Path, dataset: PlannedDataset) -> dict:
     """Preprocess one exam into ``out_folder``; returns its manifest entry."""
     plans_manager, configuration_manager = dataset.plans_manager, dataset.configuration_manager
@@ -170,7 +159,7 @@ def build_cache(dataset: PlannedDataset, rebuild: bool = False, progress: bool =
     The cache is built in a temporary folder and renamed into place when complete; leftovers of killed builds are
     removed first.
     """
-    identity = _identity(dataset)
+    identity = dataset.plans_identity()
     folder = dataset.dkm_folder / "cache"
     if folder.is_dir() and not rebuild:
         try:
