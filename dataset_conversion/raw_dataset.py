@@ -38,6 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+from nnunet_dkm.errors import NnunetDkmError
 
 FILE_ENDING = ".nii.gz"
 LABELS = {"background": 0, "tumour": 1}
@@ -51,7 +52,7 @@ NO_TRAINING_CASE_NOTE = (
 )
 
 
-class DatasetConversionError(Exception):
+class DatasetConversionError(NnunetDkmError):
     """Bad input for a converter: the message names the file or case and what is wrong."""
 
 

@@ -38,6 +38,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.diffusion.config import DiffusionConfig, DiffusionConfigError, InputScaling
 from nnunet_dkm.diffusion.network import build_network
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.paths import pretrain_command
 
 CHECKPOINT_FORMAT = "nnunet_dkm.diffusion_module"
@@ -59,7 +60,7 @@ _PLANS_ENTRIES = ("transpose_forward", "image_reader_writer")
 _FINGERPRINT_DEPENDENT_NORMALIZATIONS = ("CTNormalization",)
 
 
-class DiffusionCheckpointError(RuntimeError):
+class DiffusionCheckpointError(NnunetDkmError, RuntimeError):
     """A DM checkpoint is missing, unreadable or inconsistent; the message names the file and the problem."""
 
 

@@ -30,6 +30,7 @@ from nnunet_dkm.atomic import remove_stale_temporaries, report_removed, write_at
 from nnunet_dkm.cli_types import non_negative_int, positive_int
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, check_plans_identity, load_network
 from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.paths import DmCheckpointLocation, missing_dm_message
 from nnunet_dkm.preprocessing import (
     PlannedDataset,
@@ -41,7 +42,7 @@ from nnunet_dkm.preprocessing import (
 PRE_SUFFIX = "_0000"
 
 
-class SynthesisError(Exception):
+class SynthesisError(NnunetDkmError):
     """Bad input or output for synthesis; the message names the file or folder and what to do."""
 
 

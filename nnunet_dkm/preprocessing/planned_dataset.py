@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.paths import (
     DatasetLocationError,
     DmCheckpointLocation,
@@ -25,7 +26,7 @@ from nnunet_dkm.paths import (
 SUPPORTED_NORMALIZATION = ("ZScoreNormalization", "NoNormalization")
 
 
-class PreprocessedSpaceError(Exception):
+class PreprocessedSpaceError(NnunetDkmError):
     """The dataset, plans or configuration cannot be used; the message says what to run."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from nnunet_dkm.errors import NnunetDkmError
 
-class ProbeError(Exception):
+
+class ProbeError(NnunetDkmError):
     """The probe cannot run as asked; the message names the file, case or setting and what to do."""
