@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
 from nnunet_dkm.diffusion.checkpoint import plans_identity
+from nnunet_dkm.image_integrity import read_checked
 from nnunet_dkm.preprocessing import (
     DceExam,
     PlannedDataset,
@@ -135,7 +136,7 @@ def cache_exam(exam: DceExam, out_folder: Path, dataset: PlannedDataset) -> dict
         "tumour_slices": [],
     }
     if exam.label_file is not None:
-        label, _ = plans_manager.image_reader_writer_class().read_seg(str(exam.label_file))
+        label, _ = read_checked(exam.label_file, plans_manager.image_reader_writer_class().read_seg)
         seg = mask_to_preprocessed_space(label, properties, plans_manager, configuration_manager, list(stack.shape[1:]))
         np.save(out_folder / f"{exam.case_id}_seg.npy", seg)
         entry["seg"] = f"{exam.case_id}_seg.npy"
