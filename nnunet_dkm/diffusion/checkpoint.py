@@ -36,10 +36,10 @@ from monai.networks.nets import DiffusionModelUNet
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_dkm.atomic import write_atomically
-from nnunet_dkm.diffusion.config import DiffusionConfig, DiffusionConfigError, InputScaling
+from nnunet_dkm.diffusion.config import OBJECTIVES, DiffusionConfig, DiffusionConfigError, InputScaling
 from nnunet_dkm.diffusion.network import build_network
 from nnunet_dkm.errors import NnunetDkmError
-from nnunet_dkm.paths import pretrain_command
+from nnunet_dkm.paths import DM_CHECKPOINT_ENV, dm_checkpoint_name, pretrain_command
 
 CHECKPOINT_FORMAT = "nnunet_dkm.diffusion_module"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -253,15 +253,51 @@ def save_checkpoint(checkpoint: DiffusionCheckpoint, path: str | Path) -> Path:
     return write_atomically(Path(path), write)
 
 
+def remake_dm_command(checkpoint_path: Path) -> str:
+    """The command that writes a new DM checkpoint at ``checkpoint_path`` in place of an unusable one.
+
+    The dataset, configuration and objective come from the default layout
+    (``<preprocessed>/DatasetXXX_Name/dkm/<configuration>/dm_checkpoint[_<objective>].pt``); for a file elsewhere the
+    command keeps them as placeholders and says how to write there.
+    """
+    path = Path(checkpoint_path)
+    objective_by_file_name = {dm_checkpoint_name(objective): objective for objective in OBJECTIVES}
+    dataset_folder_name = path.parent.parent.parent.name
+    command, in_default_place = "nnUNetv2_dkm_pretrain -d DATASET -c CONFIGURATION", False
+    if (path.name in objective_by_file_name and path.parent.parent.name == "dkm"
+            and dataset_folder_name.startswith("Dataset")):
+        try:
+            command = pretrain_command(dataset_folder_name, path.parent.name,
+                                       objective=objective_by_file_name[path.name])
+            in_default_place = True
+        except ValueError:
+            pass  # not an nnU-Net dataset name after all
+    command += " --overwrite"
+    override = os.environ.get(DM_CHECKPOINT_ENV)
+    if override and Path(override) == path:
+        return f"{command} (it writes to ${DM_CHECKPOINT_ENV})"
+    if override or not in_default_place:
+        return f"{DM_CHECKPOINT_ENV}={path} {command}"
+    return command
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionCheckpoint:
-    """Read a checkpoint written by ``save_checkpoint`` (tensors mapped to ``map_location``)."""
+    """Read a checkpoint written by ``save_checkpoint`` (tensors mapped to ``map_location``).
+
+    A file torch cannot load (cut short, corrupt, not a torch file) is refused as "not a DM checkpoint
+    (unreadable)" with the command that makes a new one, not with torch's advice to load it with
+    ``weights_only=False`` (that advice is for trusted pickles; a damaged file stays damaged).
+    """
     path = Path(path)
     if not path.is_file():
         raise DiffusionCheckpointError(f"{path}: no DM checkpoint there")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
-        raise DiffusionCheckpointError(f"{path}: not a readable DM checkpoint: {error}") from error
+    except PermissionError:
+        raise  # the file may be fine; the command line names the path and the permission problem
+    except Exception as error:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, OSError, ...)
+        raise DiffusionCheckpointError(f"not a DM checkpoint (unreadable): {path}. Make a new one with: "
+                                       f"{remake_dm_command(path)}") from error
     return DiffusionCheckpoint.from_payload(payload, path)
 
 
