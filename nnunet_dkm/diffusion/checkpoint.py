@@ -246,7 +246,12 @@ def save_checkpoint(checkpoint: DiffusionCheckpoint, path: str | Path) -> Path:
 
     def write(temporary: Path) -> None:
         with open(temporary, "wb") as stream:
-            torch.save(checkpoint.to_payload(), stream)
+            try:
+                torch.save(checkpoint.to_payload(), stream)
+            except RuntimeError as error:  # torch's zip writer reports a failed write (e.g. a full disk) this way
+                raise DiffusionCheckpointError(
+                    f"{path}: the DM checkpoint could not be written ({str(error).strip().splitlines()[0]}); is its "
+                    f"disk full? Free some space, or choose another place with ${DM_CHECKPOINT_ENV}") from error
             stream.flush()
             os.fsync(stream.fileno())
 
