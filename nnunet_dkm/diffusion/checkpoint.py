@@ -39,7 +39,7 @@ from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.diffusion.config import OBJECTIVES, DiffusionConfig, DiffusionConfigError, InputScaling
 from nnunet_dkm.diffusion.network import build_network
 from nnunet_dkm.errors import NnunetDkmError
-from nnunet_dkm.paths import DM_CHECKPOINT_ENV, dm_checkpoint_name, pretrain_command
+from nnunet_dkm.paths import DM_CHECKPOINT_ENV, DM_CHECKPOINT_NAME, dm_checkpoint_name, pretrain_command
 
 CHECKPOINT_FORMAT = "nnunet_dkm.diffusion_module"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -259,31 +259,28 @@ def save_checkpoint(checkpoint: DiffusionCheckpoint, path: str | Path) -> Path:
 
 
 def remake_dm_command(checkpoint_path: Path) -> str:
-    """The command that writes a new DM checkpoint at ``checkpoint_path`` in place of an unusable one.
+    """The command that makes a DM checkpoint in place of an unusable file at ``checkpoint_path``.
 
-    The dataset, configuration and objective come from the default layout
-    (``<preprocessed>/DatasetXXX_Name/dkm/<configuration>/dm_checkpoint[_<objective>].pt``); for a file elsewhere the
-    command keeps them as placeholders and says how to write there.
+    Only a file where pretraining writes is to be replaced (``--overwrite``): the default layout
+    (``<preprocessed>/DatasetXXX_Name/dkm/<configuration>/dm_checkpoint[_<objective>].pt``, whose dataset,
+    configuration and objective the command names) or ``$nnUNet_dkm_checkpoint``. Any other file (e.g. an nnU-Net
+    model checkpoint given to ``-chk`` by mistake) is left alone: the command makes a DM in the dataset's default place.
     """
     path = Path(checkpoint_path)
     objective_by_file_name = {dm_checkpoint_name(objective): objective for objective in OBJECTIVES}
     dataset_folder_name = path.parent.parent.parent.name
-    command, in_default_place = "nnUNetv2_dkm_pretrain -d DATASET -c CONFIGURATION", False
     if (path.name in objective_by_file_name and path.parent.parent.name == "dkm"
             and dataset_folder_name.startswith("Dataset")):
         try:
-            command = pretrain_command(dataset_folder_name, path.parent.name,
-                                       objective=objective_by_file_name[path.name])
-            in_default_place = True
+            return pretrain_command(dataset_folder_name, path.parent.name,
+                                    objective=objective_by_file_name[path.name]) + " --overwrite"
         except ValueError:
             pass  # not an nnU-Net dataset name after all
-    command += " --overwrite"
+    command = "nnUNetv2_dkm_pretrain -d DATASET -c CONFIGURATION"
     override = os.environ.get(DM_CHECKPOINT_ENV)
     if override and Path(override) == path:
-        return f"{command} (it writes to ${DM_CHECKPOINT_ENV})"
-    if override or not in_default_place:
-        return f"{DM_CHECKPOINT_ENV}={path} {command}"
-    return command
+        return f"{command} --overwrite (it writes to ${DM_CHECKPOINT_ENV})"
+    return f"{command} (it writes nnUNet_preprocessed/DatasetXXX_Name/dkm/CONFIGURATION/{DM_CHECKPOINT_NAME})"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionCheckpoint:
