@@ -219,7 +219,7 @@ class RawDatasetWriter:
     def _write(self, image: sitk.Image, relative: str) -> None:
         path = self.tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_checked_image(image, path)
+        write_checked_image(image, path, shown_as=self.final_path / relative)
 
     def _check_case_id(self, case_id: str) -> None:
         if not case_id or any(c in case_id for c in "/\\ ") or case_id.startswith("."):

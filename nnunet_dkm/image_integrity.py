@@ -241,21 +241,23 @@ def read_checked_image(path: str | os.PathLike) -> sitk.Image:
     return image
 
 
-def write_checked_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> None:
+def write_checked_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True,
+                        shown_as: str | os.PathLike | None = None) -> None:
     """``sitk.WriteImage``, then :func:`check_image_file` on what was written.
 
     ITK does not always raise when a write fails: on a full disk it prints an error and leaves a truncated file.
-    Raises :class:`ImageWriteError` naming the file where it could not be written whole.
+    Raises :class:`ImageWriteError` naming the file (``shown_as`` where ``path`` is a temporary name for it).
     """
     path = Path(path)
+    shown = shown_as if shown_as is not None else path
     try:
         sitk.WriteImage(image, str(path), useCompression=compress)
     except RuntimeError as error:
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-        raise ImageWriteError(f"{path}: cannot be written ({detail}): check that its folder is writable and its "
+        raise ImageWriteError(f"{shown}: cannot be written ({detail}): check that its folder is writable and its "
                               f"disk has space") from error
     try:
         check_image_file(path)
     except DamagedImageError as error:
-        raise ImageWriteError(f"{path}: written incompletely (is its disk full?): free some space or choose a folder "
+        raise ImageWriteError(f"{shown}: written incompletely (is its disk full?): free some space or choose a folder "
                               f"on another disk") from error

@@ -128,7 +128,7 @@ def write_image(array: np.ndarray, reference: dict, path: Path) -> None:
     image.SetSpacing(stuff["spacing"])
     image.SetOrigin(stuff["origin"])
     image.SetDirection(stuff["direction"])
-    write_atomically(path, lambda temporary: write_checked_image(image, temporary))
+    write_atomically(path, lambda temporary: write_checked_image(image, temporary, shown_as=path))
 
 
 def dm_checkpoint_for(dataset: PlannedDataset, checkpoint_file: Path | None) -> DmCheckpointLocation:
