@@ -18,7 +18,10 @@ are therefore matched without regard to case, and the case id written is the pat
 The number of post-contrast phases differs between exams, while a DKM dataset needs the same
 number in every exam: ``num_post_phases`` K keeps phases 1..K and skips patients with fewer.
 Exams without an (or with an empty) expert segmentation go to ``unlabelledTr/`` for DM pretraining.
-Nothing is resampled: a phase or label on another grid than the pre-contrast image skips the patient.
+Every file is checked to be complete, with finite voxels (``nnunet_dkm.image_integrity``): an exam with a
+damaged image or segmentation is skipped, naming the file. Label values other than 0 and 1 are merged into
+the tumour label, with a note in the summary. Nothing is resampled: a phase or label on another grid than the
+pre-contrast image skips the patient.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from dataset_conversion.raw_dataset import (
     DatasetConversionError,
     RawDatasetWriter,
     check_same_geometry,
-    exit_on_conversion_error,
+    describe_merged_label_values,
     nnunet_raw_folder,
 )
+from nnunet_dkm.command_line import add_verbose_argument, command_line_entry
+from nnunet_dkm.image_integrity import DamagedImageError, read_checked_image
 
 MAMA_MIA_COHORTS = ("DUKE", "ISPY1", "ISPY2", "NACT")
 SPLITS_CSV_NAME = "train_test_splits.csv"
@@ -166,12 +171,13 @@ def read_splits(csv_path: Path) -> dict[str, str]:
 
 # -- reading one exam -------------------------------------------------------------------------
 def read_volume(path: Path) -> sitk.Image:
-    """Read a 3D NIfTI volume; unreadable files and non-3D images raise :class:`DatasetConversionError`."""
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-        raise DatasetConversionError(f"{path} cannot be read ({detail})") from error
+    """Read a complete 3D NIfTI volume.
+
+    Raises:
+        DamagedImageError: the file is unreadable, truncated, corrupt or holds NaN / infinite voxels.
+        DatasetConversionError: it is not a 3D single-channel image.
+    """
+    image = read_checked_image(path)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise DatasetConversionError(
             f"{path}: expected a 3D single-channel volume, got {image.GetDimension()}D with "
@@ -215,20 +221,33 @@ def load_exam(patient: MamaMiaPatient, num_post_phases: int) -> tuple[sitk.Image
     return pre, posts
 
 
-def load_label(path: Path, pre: sitk.Image) -> sitk.Image | None:
-    """The expert segmentation binarised (> 0 -> 1) as UInt8 on ``pre``'s grid; None when it is empty.
+@dataclass
+class ExpertLabel:
+    """An expert segmentation binarised for nnU-Net: ``image`` UInt8 (> 0 -> 1) on the pre-contrast grid, or None
+    when it holds no voxel > 0; ``merged_values`` describes the values other than 0 and 1 that were merged (empty
+    when there were none)."""
 
-    A segmentation on another grid than the pre-contrast image raises :class:`DatasetConversionError`
-    (it is not resampled).
+    image: sitk.Image | None
+    merged_values: str = ""
+
+
+def load_label(path: Path, pre: sitk.Image) -> ExpertLabel:
+    """The expert segmentation binarised (> 0 -> 1) on ``pre``'s grid.
+
+    Raises:
+        DamagedImageError: the file is unreadable or damaged.
+        DatasetConversionError: a segmentation on another grid than the pre-contrast image (it is not resampled).
     """
     label = read_volume(path)
     check_same_geometry(pre, label, str(path))
-    binary = (sitk.GetArrayViewFromImage(label) > 0).astype(np.uint8)  # (z, y, x)
+    values = sitk.GetArrayViewFromImage(label)  # (z, y, x)
+    binary = (values > 0).astype(np.uint8)
+    merged = describe_merged_label_values(values)
     if not binary.any():
-        return None
+        return ExpertLabel(None, merged)
     result = sitk.GetImageFromArray(binary)
     result.CopyInformation(pre)
-    return result
+    return ExpertLabel(result, merged)
 
 
 # -- the conversion ---------------------------------------------------------------------------
@@ -335,14 +354,19 @@ def _convert_patient(
     """Write one exam, or record in ``summary`` why it was skipped.
 
     Returns ``"labelled"`` for a labelled case, the reason for an exam written to ``unlabelledTr/``
-    (``"no expert segmentation"`` or ``"empty expert segmentation"``), None for a skipped exam.
+    (``"no expert segmentation"`` or ``"empty expert segmentation"``), None for a skipped exam (a damaged image or
+    label, too few phases, a file on another grid, ...). Label values other than 0 and 1 are merged into 1 with a
+    note in ``summary``.
     """
     case = patient.patient_id
     try:
         pre, posts = load_exam(patient, num_post_phases)
-        label = load_label(patient.segmentation, pre) if patient.segmentation is not None else None
-        if label is not None:
-            writer.add_case(case, pre, posts, label, split=split)
+        label = load_label(patient.segmentation, pre) if patient.segmentation is not None else ExpertLabel(None)
+        if label.merged_values:
+            summary.note(f"{case}: {patient.segmentation} holds values other than 0 and 1: {label.merged_values}; "
+                         f"every value > 0 was merged into the tumour label 1, the others into background 0")
+        if label.image is not None:
+            writer.add_case(case, pre, posts, label.image, split=split)
             return "labelled"
         if patient.segmentation is None:
             missing = "no expert segmentation"
@@ -362,7 +386,7 @@ def _convert_patient(
             return None
         writer.add_unlabelled(case, pre, posts)
         return missing
-    except DatasetConversionError as error:
+    except (DatasetConversionError, DamagedImageError) as error:
         summary.skip(case, str(error))
         return None
 
@@ -372,7 +396,8 @@ def _short_list(items: Sequence[str], limit: int = 10) -> str:
     return shown if len(items) <= limit else f"{shown}, ... ({len(items) - limit} more)"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@command_line_entry
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_dkm_convert_mamamia",
         description="Convert the MAMA-MIA breast DCE-MRI dataset (images/, segmentations/expert/, "
@@ -393,18 +418,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--name", default="MAMAMIA", help="dataset name after the id (default: MAMAMIA)")
     parser.add_argument("--raw-folder", default=None, help="nnU-Net raw folder (default: $nnUNet_raw)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    with exit_on_conversion_error():
-        path = convert_mamamia(
-            args.input_folder,
-            args.dataset_id,
-            raw_folder=args.raw_folder,
-            overwrite=args.overwrite,
-            cohorts=args.cohort,
-            num_post_phases=args.num_post_phases,
-            skip_unlabelled=args.skip_unlabelled,
-            name=args.name,
-        )
+    path = convert_mamamia(
+        args.input_folder,
+        args.dataset_id,
+        raw_folder=args.raw_folder,
+        overwrite=args.overwrite,
+        cohorts=args.cohort,
+        num_post_phases=args.num_post_phases,
+        skip_unlabelled=args.skip_unlabelled,
+        name=args.name,
+    )
     print(f"dataset written to {path}")
 
 

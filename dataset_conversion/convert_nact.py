@@ -61,9 +61,9 @@ from dataset_conversion.raw_dataset import (
     ConversionSummary,
     DatasetConversionError,
     RawDatasetWriter,
-    exit_on_conversion_error,
     nnunet_raw_folder,
 )
+from nnunet_dkm.command_line import add_verbose_argument, command_line_entry
 
 DEFAULT_NAME = "BreastMRINACTPilot"
 REFERENCE = (
@@ -380,7 +380,8 @@ def _dkm_block(records: dict[str, dict[str, Any]], writer: RawDatasetWriter) -> 
     }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@command_line_entry
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_dkm_convert_nact",
         description="Convert TCIA Breast-MRI-NACT-Pilot DICOM into nnU-Net raw format for DKM: pre-contrast "
@@ -399,8 +400,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--unlabelled-visits", action="store_true",
                         help="also write later visits (MRI_2, ...) to unlabelledTr/ for DM pretraining")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"dataset name after the id (default: {DEFAULT_NAME})")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    with warnings.catch_warnings(), exit_on_conversion_error():
+    with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # for this command only: catch_warnings restores it
         path = convert_nact(
             args.input_folder,

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+from nnunet_dkm.command_line import check_writable_folder
+from nnunet_dkm.errors import NnunetDkmError
+from nnunet_dkm.image_integrity import write_checked_image
 
 FILE_ENDING = ".nii.gz"
 LABELS = {"background": 0, "tumour": 1}
@@ -51,19 +52,8 @@ NO_TRAINING_CASE_NOTE = (
 )
 
 
-class DatasetConversionError(Exception):
+class DatasetConversionError(NnunetDkmError):
     """Bad input for a converter: the message names the file or case and what is wrong."""
-
-
-@contextmanager
-def exit_on_conversion_error() -> Iterator[None]:
-    """For command-line mains: a ``DatasetConversionError`` becomes ``error: ...`` on stderr and exit status 1,
-    without a traceback."""
-    try:
-        yield
-    except DatasetConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
 
 
 def nnunet_raw_folder(explicit: str | os.PathLike | None = None) -> Path:
@@ -132,6 +122,14 @@ def check_same_geometry(reference: sitk.Image, other: sitk.Image, what: str, tol
         raise DatasetConversionError(f"{what}: orientation (direction cosines) differs from the pre-contrast image's")
 
 
+def describe_merged_label_values(values: np.ndarray) -> str:
+    """The values of a label array other than 0 and 1 with their voxel counts, e.g. ``2 (1234 voxels), 3 (5
+    voxels)``; empty when the label holds only 0 and 1. For the summary of a converter that binarises labels."""
+    unique, counts = np.unique(np.asarray(values), return_counts=True)
+    return ", ".join(f"{value:g} ({count} voxel{'s' if count != 1 else ''})"
+                     for value, count in zip(unique.tolist(), counts.tolist(), strict=True) if value not in (0, 1))
+
+
 @dataclass
 class ConversionSummary:
     """What a converter did: cases written per split, cases skipped with their reason, and notes
@@ -197,6 +195,7 @@ class RawDatasetWriter:
                 f"dataset {self.dataset_id} already exists ({names}); pass --overwrite to replace it "
                 f"or choose another id with -d"
             )
+        check_writable_folder(self.raw_folder, "nnU-Net raw folder (--raw-folder or $nnUNet_raw)")
         self.raw_folder.mkdir(parents=True, exist_ok=True)
         report_removed(remove_stale_temporaries(self.raw_folder), "dataset")
         self.tmp_path = make_temporary_folder(self.raw_folder, self.final_path.name)
@@ -220,7 +219,7 @@ class RawDatasetWriter:
     def _write(self, image: sitk.Image, relative: str) -> None:
         path = self.tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(image, str(path), useCompression=True)
+        write_checked_image(image, path, shown_as=self.final_path / relative)
 
     def _check_case_id(self, case_id: str) -> None:
         if not case_id or any(c in case_id for c in "/\\ ") or case_id.startswith("."):

@@ -4,6 +4,11 @@ hook that names it for every Python process of this environment.
     export nnUNet_extTrainer=$(nnUNetv2_dkm_trainer_path)        # per shell
     nnUNetv2_dkm_trainer_path --install-startup-hook             # once per environment: no export needed any more
     nnUNetv2_dkm_trainer_path --remove-startup-hook
+    nnUNetv2_dkm_trainer_path --check [-d 990 -c 2d]             # one line per check of the environment
+
+If nnUNetv2_train or nnUNetv2_predict answers "Could not find requested nnunet trainer nnUNetTrainerDKM ...", the
+variable is missing in that shell: run the export line above (or install the startup hook once), then
+``nnUNetv2_dkm_trainer_path --check`` to confirm (exit status 0 when every check passes).
 
 nnU-Net 2.8 looks for trainers outside its package only in the folders of ``nnUNet_extTrainer``, read when it looks.
 The startup hook is a one-line ``.pth`` file in this environment's site-packages: at interpreter start it appends
@@ -19,6 +24,8 @@ import sys
 import sysconfig
 from collections.abc import MutableMapping
 from pathlib import Path
+
+from nnunet_dkm.command_line import add_verbose_argument, command_line_entry
 
 EXT_TRAINER_FOLDER = Path(__file__).resolve().parent / "ext_trainer"
 EXT_TRAINER_VARIABLE = "nnUNet_extTrainer"
@@ -74,7 +81,8 @@ def remove_startup_hook(folder: Path | None = None) -> Path | None:
     return hook
 
 
-def main(argv: list[str] | None = None) -> None:
+@command_line_entry
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="nnUNetv2_dkm_trainer_path", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group()
@@ -82,8 +90,24 @@ def main(argv: list[str] | None = None) -> None:
                        help="make nnU-Net find the DKM trainers in every Python process of this environment, "
                             "without the export")
     group.add_argument("--remove-startup-hook", action="store_true", help="undo --install-startup-hook")
+    group.add_argument("--check", action="store_true",
+                       help="diagnose the environment, one line per check: the nnU-Net folder variables, "
+                            "nnUNet_extTrainer, the shim's import, nnU-Net's lookup of every DKM trainer and, with "
+                            "-d, the dataset's DM checkpoint; exit status 1 if any check fails")
+    parser.add_argument("-d", "--dataset", default=None, help="with --check: also check this dataset's DM checkpoint")
+    parser.add_argument("-c", "--configuration", default="2d", help="with --check -d: nnU-Net configuration (2d)")
+    parser.add_argument("-p", "--plans", default="nnUNetPlans", help="with --check -d: plans identifier")
     parser.add_argument("--site-packages", type=Path, default=None, help=argparse.SUPPRESS)  # for tests
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
+    if args.dataset is not None and not args.check:
+        parser.error("-d is an option of --check")
+    if args.check:
+        from nnunet_dkm.environment_check import diagnose  # imports nnU-Net and torch: only here
+
+        results = diagnose(args.dataset, args.configuration, args.plans)
+        print("\n".join(result.line() for result in results))
+        sys.exit(0 if all(result.ok for result in results) else 1)
     if not (EXT_TRAINER_FOLDER / "nnunet_dkm_trainers.py").is_file():
         sys.exit(f"error: {EXT_TRAINER_FOLDER} lacks nnunet_dkm_trainers.py; reinstall nnunet-dkm")
     if args.install_startup_hook:

@@ -16,13 +16,15 @@ from pathlib import Path
 
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id, maybe_convert_to_dataset_name
 
+from nnunet_dkm.errors import NnunetDkmError
+
 DM_CHECKPOINT_ENV = "nnUNet_dkm_checkpoint"
 DM_CHECKPOINT_NAME = "dm_checkpoint.pt"
 DEFAULT_OBJECTIVE = "kinetic"
 NNUNET_FOLDERS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")
 
 
-class DatasetLocationError(Exception):
+class DatasetLocationError(NnunetDkmError):
     """An nnU-Net folder variable is unset or a dataset cannot be found; the message says what to export or run."""
 
 

@@ -23,14 +23,14 @@ import torch
 import torch.distributed as dist
 
 from nnunet_dkm.cli_types import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion import objectives
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
-from nnunet_dkm.diffusion.config import OBJECTIVES, PREDICTION_TYPES, TARGETS, DiffusionConfigError
-from nnunet_dkm.diffusion.presets import DM_PRESETS, PRESET_NAMES
+from nnunet_dkm.diffusion.config import OBJECTIVES, PREDICTION_TYPES, TARGETS
+from nnunet_dkm.diffusion.presets import DM_PRESETS, PRESET_NAMES, dm_preset
 from nnunet_dkm.ext_trainer_path import export_hint, ext_trainer_is_set
-from nnunet_dkm.paths import DM_CHECKPOINT_ENV, dm_figure_path
-from nnunet_dkm.preprocessing import PreprocessedSpaceError
-from pretrain_dm.settings import PretrainingError, PretrainSettings, RunContext
+from nnunet_dkm.paths import DM_CHECKPOINT_ENV, dataset_folder, dm_checkpoint_location, dm_figure_path
+from nnunet_dkm.resources import check_fits_in_memory
+from pretrain_dm.settings import PretrainSettings, RunContext
 from pretrain_dm.training import DmPretrainer
 
 
@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--continue", dest="resume", action="store_true", help="resume the existing checkpoint")
     group.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    add_verbose_argument(parser)
     return parser
 
 
@@ -151,8 +152,23 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
     )
 
 
+# memory of one DM training step (forward and backward) per patch pixel and channel of the DM's first level: 280-310
+# bytes measured on CPU (channels 32-64-64-64 and 64-128-128-128, one residual block per level, 64 x 64 patches)
+DM_STEP_BYTES_PER_PIXEL_AND_CHANNEL = 280
 TRAINER_OF_OBJECTIVE = {"kinetic": "nnUNetTrainerDKM", "pre-only": "nnUNetTrainerDKM_preOnlyDM",
                         "regression": "nnUNetTrainerDKM_regressionDM"}
+
+
+def check_step_fits(settings: PretrainSettings) -> None:
+    """Refuse, before the cache is built, a batch and patch size whose training step cannot fit the device's memory
+    (the estimate is a lower bound: only what surely cannot fit is refused)."""
+    if settings.patch_size is None:  # the configuration's patch size, which nnU-Net planned for this machine
+        return
+    channels = settings.config_overrides.get("channels") or dm_preset(settings.preset).network.channels
+    height, width = settings.patch_size
+    needed = DM_STEP_BYTES_PER_PIXEL_AND_CHANNEL * channels[0] * settings.batch_size * height * width
+    check_fits_in_memory(needed, f"one DM training step of {settings.batch_size} patches of {height} x {width} pixels",
+                         "choose a smaller --batch-size or --patch-size", device=settings.device)
 
 
 def next_steps(dataset: int, configuration: str, objective: str = "kinetic") -> str:
@@ -178,22 +194,25 @@ def run_context(device: str) -> RunContext:
                       device=torch.device(f"cuda:{local_rank}") if device == "cuda" else torch.device("cpu"))
 
 
-def main(argv: list[str] | None = None) -> None:
+@command_line_entry
+def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
+    settings = settings_from_args(args)
+    check_step_fits(settings)
+    checkpoint = dm_checkpoint_location(dataset_folder("nnUNet_preprocessed", args.dataset), args.configuration,
+                                        args.objective)
+    check_writable_folder(checkpoint.path.parent, f"the DM checkpoint {checkpoint.describe()}: its folder")
     context = run_context(args.device)
     try:
-        pretrainer = DmPretrainer(settings_from_args(args), resume=args.resume, overwrite=args.overwrite,
-                                  context=context)
+        pretrainer = DmPretrainer(settings, resume=args.resume, overwrite=args.overwrite, context=context)
         path = pretrainer.run()
         if context.is_main:
             print(f"DM checkpoint: {path}\nloss curve:    {dm_figure_path(path, 'loss_curve')}")
             if objectives.synthesises_post_contrast(pretrainer.config):
                 print(f"samples:       {dm_figure_path(path, 'samples')}")
             print(next_steps(args.dataset, args.configuration, args.objective))
-    except (PretrainingError, PreprocessedSpaceError, DiffusionCheckpointError, DiffusionConfigError) as error:
-        sys.exit(f"error: {error}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -10,11 +10,12 @@ import torch
 
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.presets import RECIPE_FIELDS, PretrainingRecipe, dm_preset
+from nnunet_dkm.errors import NnunetDkmError
 
 DEFAULT_INPUT_SCALING = InputScaling(scale=0.5, offset=0.0)
 
 
-class PretrainingError(Exception):
+class PretrainingError(NnunetDkmError):
     """Pretraining cannot start or go on; the message says why and what to run."""
 
 

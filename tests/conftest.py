@@ -101,6 +101,20 @@ def use_nnunet_folders(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch
         monkeypatch.setenv(name, str(folder))
 
 
+@pytest.fixture(scope="session")
+def tiny_dm(planned_phantom: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DM pretrained for two steps on the planned phantom, outside the dataset's dkm folder (read-only)."""
+    from pretrain_dm.settings import PretrainSettings
+    from pretrain_dm.training import DmPretrainer
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_nnunet_folders(planned_phantom, monkeypatch)
+        monkeypatch.setenv("nnUNet_dkm_checkpoint", str(tmp_path_factory.mktemp("tiny_dm") / "dm.pt"))
+        settings = PretrainSettings(dataset_id=PHANTOM_ID, config_overrides={"channels": (16, 32, 32, 32)}, steps=2,
+                                    batch_size=2, patch_size=(32, 32), sample_ddim_steps=1)
+        return DmPretrainer(settings, progress=False).run()
+
+
 TINY_DM = {"channels": (8, 16, 16, 16), "norm_num_groups": 8, "num_head_channels": 8}
 
 

@@ -250,6 +250,57 @@ def test_label_of_wrong_size_is_skipped_naming_the_file(mamamia: Path, nnunet_fo
     assert "duke_003.nii.gz" in capsys.readouterr().out
 
 
+def test_truncated_phase_is_skipped_naming_the_file_not_written_as_a_black_phase(
+    mamamia: Path, nnunet_folders: dict[str, Path]
+):
+    # SimpleITK reads a .nii.gz cut to 300 bytes without an error and fills the rest with zeros
+    truncated = mamamia / "images" / "DUKE_002" / "duke_002_0001.nii.gz"
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    summary = ConversionSummary()
+    dataset = convert_mamamia(mamamia, 992, summary=summary)
+    assert "DUKE_002_0001" not in case_ids(dataset / "kineticsTr")
+    reason = dict(summary.skipped)["DUKE_002"]
+    assert reason.startswith(f"{truncated}: truncated") and "NIfTI header promises" in reason
+
+
+def test_nan_voxels_are_refused_although_the_reader_turns_them_into_zeros(
+    mamamia: Path, nnunet_folders: dict[str, Path]
+):
+    phase = mamamia / "images" / "ISPY1_1001" / "ispy1_1001_0002.nii.gz"
+    array = read_array(phase).astype(np.float32)
+    array[1, 2, 3] = np.nan
+    sitk.WriteImage(make_volume(array), str(phase))
+    assert not np.isnan(read_array(phase)).any()  # SimpleITK's NIfTI reader hides it
+    summary = ConversionSummary()
+    dataset = convert_mamamia(mamamia, 992, summary=summary)
+    assert "ISPY1_1001_0000" not in case_ids(dataset / "imagesTr")
+    assert f"{phase}: 1 of 1024 voxels are NaN or infinite" in dict(summary.skipped)["ISPY1_1001"]
+
+
+def test_damaged_label_skips_the_exam_naming_the_file(mamamia: Path, nnunet_folders: dict[str, Path]):
+    label = mamamia / "segmentations" / "expert" / "nact_01.nii.gz"
+    data = label.read_bytes()
+    label.write_bytes(data[:-20] + bytes(b ^ 0xFF for b in data[-20:]))  # a wrong CRC at the end of the gzip stream
+    summary = ConversionSummary()
+    dataset = convert_mamamia(mamamia, 992, summary=summary)
+    assert "NACT_01_0000" not in case_ids(dataset / "imagesTr") and not (dataset / "unlabelledTr").exists()
+    assert dict(summary.skipped)["NACT_01"].startswith(f"{label}: ")
+
+
+def test_label_values_other_than_0_and_1_are_reported_when_merged(tmp_path: Path, nnunet_folders: dict[str, Path]):
+    root = tmp_path / "MAMA-MIA"
+    written = write_patient(root, "DUKE_004", label_value=2, seed=4)
+    write_patient(root, "DUKE_005", seed=5)
+    summary = ConversionSummary()
+    dataset = convert_mamamia(root, 992, summary=summary)
+    assert np.array_equal(read_array(dataset / "labelsTr" / "DUKE_004.nii.gz"), (written["label"] > 0))
+    merged = [note for note in summary.notes if "other than 0 and 1" in note]
+    assert merged == [f"DUKE_004: {root / 'segmentations' / 'expert' / 'duke_004.nii.gz'} holds values other than 0 "
+                      f"and 1: 2 (60 voxels); every value > 0 was merged into the tumour label 1, the others into "
+                      f"background 0"]
+    assert merged[0] in summary.table()
+
+
 def test_unreadable_image_is_skipped_naming_the_file(mamamia: Path, nnunet_folders: dict[str, Path]):
     broken = mamamia / "images" / "DUKE_002" / "duke_002_0001.nii.gz"
     broken.write_bytes(b"not a nifti file")

@@ -13,21 +13,8 @@ import SimpleITK as sitk
 from conftest import PHANTOM_ID, use_nnunet_folders
 
 from nnunet_dkm.preprocessing import PlannedDataset, preprocess_like_precontrast, preprocessed_to_original_space
-from pretrain_dm.settings import PretrainSettings
-from pretrain_dm.training import DmPretrainer
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def tiny_dm(planned_phantom: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DM pretrained for two steps on the planned phantom."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        use_nnunet_folders(planned_phantom, monkeypatch)
-        monkeypatch.setenv("nnUNet_dkm_checkpoint", str(tmp_path_factory.mktemp("tiny_dm") / "dm.pt"))
-        settings = PretrainSettings(dataset_id=PHANTOM_ID, config_overrides={"channels": (16, 32, 32, 32)}, steps=2,
-                                    batch_size=2, patch_size=(32, 32), sample_ddim_steps=1)
-        return DmPretrainer(settings, progress=False).run()
 
 
 def test_preprocessing_round_trip_restores_the_image(

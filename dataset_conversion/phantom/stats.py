@@ -44,11 +44,12 @@ from dataset_conversion.raw_dataset import (
     FILE_ENDING,
     DatasetConversionError,
     existing_datasets_with_id,
-    exit_on_conversion_error,
     nnunet_raw_folder,
 )
 from nnunet_dkm.atomic import write_atomically
+from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.ftv_rule import percent_enhancement
+from nnunet_dkm.image_integrity import read_checked_image
 
 Array = np.ndarray
 
@@ -137,8 +138,8 @@ class PhantomDataset:
         for path in [*paths, label_path]:
             if not path.is_file():
                 raise DatasetConversionError(f"{path} is missing")
-        phases = [sitk.GetArrayFromImage(sitk.ReadImage(str(p))).astype(np.float32) for p in paths]
-        label = sitk.GetArrayFromImage(sitk.ReadImage(str(label_path))) > 0
+        phases = [sitk.GetArrayFromImage(read_checked_image(p)).astype(np.float32) for p in paths]
+        label = sitk.GetArrayFromImage(read_checked_image(label_path)) > 0
         anatomy = generate_anatomy_for(self.parameters, self.seed, split, int(info["index"]), int(info["attempt"]))
         if anatomy.fat.shape != label.shape or np.any(label & ~anatomy.tumour_region()):
             raise DatasetConversionError(
@@ -298,7 +299,8 @@ def write_montage(
     return output
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@command_line_entry
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_dkm_phantom_stats",
         description="Measure a phantom dataset (enhancement, SER, SNR, CNR, tumour volume) beside the figures of "
@@ -311,18 +313,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--raw-folder", default=None, help="nnU-Net raw folder (default $nnUNet_raw)")
     parser.add_argument("--json", default=None, help="also write the per-exam statistics to this JSON file")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 if a median misses its target")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if args.num_cases is not None and args.num_cases < 1:
         parser.error("--num-cases must be at least 1")
-    with exit_on_conversion_error():
-        statistics = measure_dataset(args.dataset_id, args.raw_folder, args.num_cases)
-        rows = summarise(statistics)
-        print(f"{len(statistics)} labelled exams of dataset {args.dataset_id}")
-        print(format_table(rows))
-        if args.json:
-            Path(args.json).write_text(json.dumps([asdict(s) for s in statistics], indent=1))
-        if args.montage:
-            print(f"montage: {write_montage(args.dataset_id, args.montage, args.raw_folder, args.montage_cases)}")
+    for option, output in (("-o", args.montage), ("--json", args.json)):
+        if output:
+            check_writable_folder(Path(output).parent, f"{option} {output}: its folder")
+    statistics = measure_dataset(args.dataset_id, args.raw_folder, args.num_cases)
+    rows = summarise(statistics)
+    print(f"{len(statistics)} labelled exams of dataset {args.dataset_id}")
+    print(format_table(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(s) for s in statistics], indent=1))
+    if args.montage:
+        print(f"montage: {write_montage(args.dataset_id, args.montage, args.raw_folder, args.montage_cases)}")
     if args.strict and not all(row.ok is not False for row in rows):
         sys.exit(1)
 

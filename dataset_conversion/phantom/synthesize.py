@@ -17,6 +17,7 @@ counts. ``dataset.json``'s ``dkm`` block records the preset, seed and every phan
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -30,11 +31,18 @@ from dataset_conversion.raw_dataset import (
     ConversionSummary,
     DatasetConversionError,
     RawDatasetWriter,
-    exit_on_conversion_error,
     nnunet_raw_folder,
 )
 from nnunet_dkm.cli_types import finite_float, non_negative_int, positive_int
+from nnunet_dkm.command_line import add_verbose_argument, command_line_entry
+from nnunet_dkm.resources import check_fits_in_memory, check_fits_on_disk
 
+# peak numpy memory of one exam (generate_case + to_image), measured with tracemalloc: 160 bytes per voxel for the
+# demo and nact presets, 3 to 5 phases
+PHANTOM_BYTES_PER_VOXEL = 160
+# gzipped NIfTI on disk per voxel of each written image: 1.5 bytes measured on the demo phantom (float32 with Rician
+# noise; 2 on the nact preset): the lower one, so that only what surely cannot fit is refused
+PHANTOM_DISK_BYTES_PER_IMAGE_VOXEL = 1.5
 LABEL_SOURCE = "synthetic: PE1>=70% within tumour, >=4/26 neighbours (TCIA FTV rule)"
 #: bump when a code change alters the exams a (preset, seed) produces
 PHANTOM_GENERATOR = "nnunet-dkm breast DCE phantom v1"
@@ -42,6 +50,20 @@ REFERENCE = (
     "nnunet-dkm synthetic phantom; contrast physics by dcmri (Parker AIF, extended Tofts, spoiled gradient echo); "
     "calibrated to TCIA Breast-MRI-NACT-Pilot (Newitt & Hylton 2016, DOI 10.7937/K9/TCIA.2016.QHSYHJKY)"
 )
+
+
+def check_phantom_fits(shape_xyz: Sequence[int], num_phases: int, counts: dict[str, int], raw: Path) -> None:
+    """Refuse, before anything is allocated or written, a phantom whose exam cannot fit in this machine's memory or
+    whose dataset cannot fit on the raw folder's disk."""
+    voxels = math.prod(int(n) for n in shape_xyz)
+    grid = " x ".join(str(n) for n in shape_xyz)
+    check_fits_in_memory(voxels * PHANTOM_BYTES_PER_VOXEL, f"one phantom exam of {grid} voxels",
+                         "choose a smaller --shape")
+    exams = sum(counts.values())
+    images = exams * num_phases + counts["Tr"] + counts["Ts"]  # every phase, and the labels
+    check_fits_on_disk(voxels * images * PHANTOM_DISK_BYTES_PER_IMAGE_VOXEL, raw, f"{exams} phantom exams of {grid} "
+                       f"voxels", "choose fewer exams (--num-train, --num-test, --num-unlabelled), a smaller --shape "
+                       "or a --raw-folder on another disk")
 
 
 def _count(value: int | None, default: int, what: str, minimum: int) -> int:
@@ -104,12 +126,13 @@ def synthesize_dataset(
         "Ts": _count(num_test, recipe.num_test, "number of test exams", 0),
         "unlabelled": _count(num_unlabelled, recipe.num_unlabelled, "number of unlabelled exams", 0),
     }
-    plan = [(split, index) for split, count in counts.items() for index in range(count)]
     raw = nnunet_raw_folder(raw_folder)
+    check_phantom_fits(params.shape_xyz, len(params.phase_times_s), counts, raw)
+    plan = ((split, index) for split, count in counts.items() for index in range(count))  # lazy: counts may be large
     start = time.perf_counter()
     with RawDatasetWriter(raw, dataset_id, name, overwrite=overwrite) as writer:
         cases: dict[str, dict] = {}
-        with tqdm(total=len(plan), desc=f"phantom {preset}", unit="exam", disable=not verbose) as progress:
+        with tqdm(total=sum(counts.values()), desc=f"phantom {preset}", unit="exam", disable=not verbose) as progress:
             for split, index in plan:
                 case = generate_case(params, int(seed), split, index)
                 images = [to_image(phase, params) for phase in case.phases]
@@ -179,27 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default="DKMPhantom", help="dataset name (default DKMPhantom)")
     parser.add_argument("--raw-folder", default=None, help="nnU-Net raw folder (default $nnUNet_raw)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
+    add_verbose_argument(parser)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@command_line_entry
+def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    with exit_on_conversion_error():
-        synthesize_dataset(
-            args.dataset_id,
-            preset=args.preset,
-            raw_folder=args.raw_folder,
-            overwrite=args.overwrite,
-            seed=args.seed,
-            num_train=args.num_train,
-            num_test=args.num_test,
-            num_unlabelled=args.num_unlabelled,
-            shape=args.shape,
-            phase_times=args.phase_times,
-            pre_contrast_cue=args.pre_contrast_cue,
-            name=args.name,
-            vessels=False if args.no_vessels else None,
-        )
+    synthesize_dataset(
+        args.dataset_id,
+        preset=args.preset,
+        raw_folder=args.raw_folder,
+        overwrite=args.overwrite,
+        seed=args.seed,
+        num_train=args.num_train,
+        num_test=args.num_test,
+        num_unlabelled=args.num_unlabelled,
+        shape=args.shape,
+        phase_times=args.phase_times,
+        pre_contrast_cue=args.pre_contrast_cue,
+        name=args.name,
+        vessels=False if args.no_vessels else None,
+    )
 
 
 if __name__ == "__main__":

@@ -26,12 +26,13 @@ from nnunet_dkm.architecture.paper_network import PAPER_CHANNELS, PaperKineticNe
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint
 from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.paths import dataset_id
 
 DKM_PLANS_KEY = "dkm"
 
 
-class MissingDkmBlockError(RuntimeError):
+class MissingDkmBlockError(NnunetDkmError, RuntimeError):
     """The plans' configuration has no ``"dkm"`` block, so the DM part cannot be rebuilt."""
 
 

@@ -29,11 +29,12 @@ from torch import nn
 
 from nnunet_dkm.architecture.kinetic_unet import DEFAULT_MERGE_KERNEL_SIZE, KineticUNet
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor, slicewise_kinetic_features
+from nnunet_dkm.errors import NnunetDkmError
 
 DEFAULT_SLICE_AXIS = 0
 
 
-class InPlaneSizeError(ValueError):
+class InPlaneSizeError(NnunetDkmError, ValueError):
     """A 3D patch whose in-plane size the 2D DM cannot take; the message names the patch size and the divisor."""
 
 

@@ -33,16 +33,17 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 
 from nnunet_dkm.atomic import write_atomically
-from nnunet_dkm.diffusion.config import DiffusionConfig, DiffusionConfigError, InputScaling
+from nnunet_dkm.diffusion.config import OBJECTIVES, DiffusionConfig, DiffusionConfigError, InputScaling
 from nnunet_dkm.diffusion.network import build_network
-from nnunet_dkm.paths import pretrain_command
+from nnunet_dkm.errors import NnunetDkmError
+from nnunet_dkm.paths import DM_CHECKPOINT_ENV, DM_CHECKPOINT_NAME, dm_checkpoint_name, pretrain_command
 from nnunet_dkm.preprocessing.planned_dataset import plans_identity
 
 CHECKPOINT_FORMAT = "nnunet_dkm.diffusion_module"
 CHECKPOINT_FORMAT_VERSION = 1
 
 
-class DiffusionCheckpointError(RuntimeError):
+class DiffusionCheckpointError(NnunetDkmError, RuntimeError):
     """A DM checkpoint is missing, unreadable or inconsistent; the message names the file and the problem."""
 
 
@@ -183,22 +184,60 @@ def save_checkpoint(checkpoint: DiffusionCheckpoint, path: str | Path) -> Path:
 
     def write(temporary: Path) -> None:
         with open(temporary, "wb") as stream:
-            torch.save(checkpoint.to_payload(), stream)
+            try:
+                torch.save(checkpoint.to_payload(), stream)
+            except RuntimeError as error:  # torch's zip writer reports a failed write (e.g. a full disk) this way
+                raise DiffusionCheckpointError(
+                    f"{path}: the DM checkpoint could not be written ({str(error).strip().splitlines()[0]}); is its "
+                    f"disk full? Free some space, or choose another place with ${DM_CHECKPOINT_ENV}") from error
             stream.flush()
             os.fsync(stream.fileno())
 
     return write_atomically(Path(path), write)
 
 
+def remake_dm_command(checkpoint_path: Path) -> str:
+    """The command that makes a DM checkpoint in place of an unusable file at ``checkpoint_path``.
+
+    Only a file where pretraining writes is to be replaced (``--overwrite``): the default layout
+    (``<preprocessed>/DatasetXXX_Name/dkm/<configuration>/dm_checkpoint[_<objective>].pt``, whose dataset,
+    configuration and objective the command names) or ``$nnUNet_dkm_checkpoint``. Any other file (e.g. an nnU-Net
+    model checkpoint given to ``-chk`` by mistake) is left alone: the command makes a DM in the dataset's default place.
+    """
+    path = Path(checkpoint_path)
+    objective_by_file_name = {dm_checkpoint_name(objective): objective for objective in OBJECTIVES}
+    dataset_folder_name = path.parent.parent.parent.name
+    if (path.name in objective_by_file_name and path.parent.parent.name == "dkm"
+            and dataset_folder_name.startswith("Dataset")):
+        try:
+            return pretrain_command(dataset_folder_name, path.parent.name,
+                                    objective=objective_by_file_name[path.name]) + " --overwrite"
+        except ValueError:
+            pass  # not an nnU-Net dataset name after all
+    command = "nnUNetv2_dkm_pretrain -d DATASET -c CONFIGURATION"
+    override = os.environ.get(DM_CHECKPOINT_ENV)
+    if override and Path(override) == path:
+        return f"{command} --overwrite (it writes to ${DM_CHECKPOINT_ENV})"
+    return f"{command} (it writes nnUNet_preprocessed/DatasetXXX_Name/dkm/CONFIGURATION/{DM_CHECKPOINT_NAME})"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> DiffusionCheckpoint:
-    """Read a checkpoint written by ``save_checkpoint`` (tensors mapped to ``map_location``)."""
+    """Read a checkpoint written by ``save_checkpoint`` (tensors mapped to ``map_location``).
+
+    A file torch cannot load (cut short, corrupt, not a torch file) is refused as "not a DM checkpoint
+    (unreadable)" with the command that makes a new one, not with torch's advice to load it with
+    ``weights_only=False`` (that advice is for trusted pickles; a damaged file stays damaged).
+    """
     path = Path(path)
     if not path.is_file():
         raise DiffusionCheckpointError(f"{path}: no DM checkpoint there")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
-        raise DiffusionCheckpointError(f"{path}: not a readable DM checkpoint: {error}") from error
+    except PermissionError:
+        raise  # the file may be fine; the command line names the path and the permission problem
+    except Exception as error:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, OSError, ...)
+        raise DiffusionCheckpointError(f"not a DM checkpoint (unreadable): {path}. Make a new one with: "
+                                       f"{remake_dm_command(path)}") from error
     return DiffusionCheckpoint.from_payload(payload, path)
 
 

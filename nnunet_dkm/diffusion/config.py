@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from nnunet_dkm.errors import NnunetDkmError
+
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 Objective = Literal["kinetic", "pre-only", "regression"]
@@ -22,7 +24,7 @@ OBJECTIVES: tuple[str, ...] = ("kinetic", "pre-only", "regression")
 Target = Literal["post", "enhancement"]
 TARGETS: tuple[str, ...] = ("post", "enhancement")
 
-class DiffusionConfigError(ValueError):
+class DiffusionConfigError(NnunetDkmError, ValueError):
     """A diffusion or feature configuration is inconsistent; the message names the field and the problem."""
 
 

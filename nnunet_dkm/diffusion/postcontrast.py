@@ -29,13 +29,15 @@ from tqdm import tqdm
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed, write_atomically
 from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, check_plans_identity, load_network
+from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
+from nnunet_dkm.diffusion.checkpoint import check_plans_identity, load_checkpoint
 from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
 from nnunet_dkm.diffusion.objectives import synthesises_post_contrast
+from nnunet_dkm.errors import NnunetDkmError
+from nnunet_dkm.image_integrity import check_finite_voxels, check_image_file, write_checked_image
 from nnunet_dkm.paths import DmCheckpointLocation, missing_dm_message
 from nnunet_dkm.preprocessing import (
     PlannedDataset,
-    PreprocessedSpaceError,
     preprocess_like_precontrast,
     preprocessed_to_original_space,
 )
@@ -47,7 +49,7 @@ DEFAULT_DDIM_STEPS = 20
 DEFAULT_ETA = 0.0
 
 
-class SynthesisError(Exception):
+class SynthesisError(NnunetDkmError):
     """Bad input or output for synthesis; the message names the file or folder and what to do."""
 
 
@@ -131,7 +133,7 @@ def write_image(array: np.ndarray, reference: dict, path: Path) -> None:
     image.SetSpacing(stuff["spacing"])
     image.SetOrigin(stuff["origin"])
     image.SetDirection(stuff["direction"])
-    write_atomically(path, lambda temporary: sitk.WriteImage(image, str(temporary), useCompression=True))
+    write_atomically(path, lambda temporary: write_checked_image(image, temporary, shown_as=path))
 
 
 def dm_checkpoint_for(dataset: PlannedDataset, checkpoint_file: Path | None,
@@ -166,18 +168,25 @@ def synthesize_postcontrast(
 ) -> list[Path]:
     """Synthesise post-contrast phases for one image, a list of images or a folder of pre-contrast images; returns
     the written files. ``objective`` chooses the dataset's DM where no ``checkpoint_file`` is given."""
+    check_writable_folder(output_folder, "-o")
     dataset = PlannedDataset.load(dataset_id, configuration, plans_identifier)
     file_ending = dataset.file_ending
     cases = input_cases(inputs, file_ending)
     check_output_folder(inputs, output_folder, file_ending)
     location = dm_checkpoint_for(dataset, checkpoint_file, objective)
-    network, checkpoint = load_network(location.path, map_location=device)
+    checkpoint = load_checkpoint(location.path, map_location=device)
     if not synthesises_post_contrast(checkpoint.config):
         raise SynthesisError(f"{location.path}: a DM with the {checkpoint.config.objective!r} objective generates "
                              f"pre-contrast images, not post-contrast ones (a control for the benchmark); use the "
                              f"kinetic DM")
     check_plans_identity(checkpoint.plans_identity, dataset.plans_manager.plans, configuration, location.path)
-    network = network.to(device)
+    schedule_length = checkpoint.config.num_train_timesteps
+    if method == "ddim" and ddim_steps > schedule_length:
+        raise SynthesisError(f"--ddim-steps {ddim_steps}: the DM's schedule has T = {schedule_length} timesteps "
+                             f"({location.path}); choose at most {schedule_length} steps (default 20)")
+    for _, file in cases:
+        check_image_file(file)  # every input before anything is written
+    network = checkpoint.build_network(source=location.path).to(device)
     if checkpoint.config.spatial_dims != 2:
         raise SynthesisError(f"{location.path}: the DM is {checkpoint.config.spatial_dims}D; synthesis runs a 2D DM "
                              f"slice by slice")
@@ -197,6 +206,7 @@ def synthesize_postcontrast(
             data, properties = reader.read_images([str(file)])
         except Exception as error:  # readers raise many types; name the file
             raise SynthesisError(f"{file}: cannot read it as an image ({error})") from error
+        check_finite_voxels(data, file)
         if "sitk_stuff" not in properties:
             raise SynthesisError(f"{file}: writing needs the SimpleITK reader; the plans use {type(reader)}")
         stack, stats, geometry = preprocess_like_precontrast([data], properties["spacing"], plans_manager,
@@ -210,7 +220,8 @@ def synthesize_postcontrast(
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@command_line_entry
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="nnUNetv2_dkm_synthesize_postcontrast", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-i", "--input", type=Path, required=True,
@@ -232,15 +243,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the initial noise (same seed, same output)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
-    try:
-        written = synthesize_postcontrast(args.input, args.output, args.dataset, args.configuration, args.plans,
-                                          args.checkpoint, args.device, args.method, args.ddim_steps, args.seed,
-                                          args.overwrite, args.eta)
-    except (SynthesisError, PreprocessedSpaceError, DiffusionCheckpointError) as error:
-        sys.exit(f"error: {error}")
+    written = synthesize_postcontrast(args.input, args.output, args.dataset, args.configuration, args.plans,
+                                      args.checkpoint, args.device, args.method, args.ddim_steps, args.seed,
+                                      args.overwrite, args.eta)
     print(f"wrote {len(written)} post-contrast image(s) to {args.output} as {{case}}_{{phase:04d}} (the kinetics "
           f"folder layout; not an nnU-Net input folder: nnU-Net would read these names as extra input channels)")
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.ext_trainer_path import add_to_environment
 
 
-class NnunetRunError(Exception):
+class NnunetRunError(NnunetDkmError):
     """An nnU-Net command failed; the message holds the command and where its log is."""
 
 

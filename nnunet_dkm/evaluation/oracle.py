@@ -19,12 +19,13 @@ from nnunet_dkm.atomic import (
     report_removed,
     write_atomically,
 )
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.paths import dataset_id
 
 ORACLE_SUFFIX = "PostContrastOracle"
 
 
-class OracleDatasetError(Exception):
+class OracleDatasetError(NnunetDkmError):
     """The companion dataset cannot be made; the message says what is wrong and where."""
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+from nnunet_dkm.image_integrity import read_checked
 from nnunet_dkm.preprocessing.exams import DceExam, find_pretraining_exams, read_exam
 from nnunet_dkm.preprocessing.planned_dataset import PlannedDataset
 from nnunet_dkm.preprocessing.transforms import mask_to_preprocessed_space, preprocess_like_precontrast
@@ -124,7 +125,7 @@ def cache_exam(exam: DceExam, out_folder: Path, dataset: PlannedDataset) -> dict
         "tumour_slices": [],
     }
     if exam.label_file is not None:
-        label, _ = plans_manager.image_reader_writer_class().read_seg(str(exam.label_file))
+        label, _ = read_checked(exam.label_file, plans_manager.image_reader_writer_class().read_seg)
         seg = mask_to_preprocessed_space(label, properties, plans_manager, configuration_manager, list(stack.shape[1:]))
         np.save(out_folder / f"{exam.case_id}_seg.npy", seg)
         entry["seg"] = f"{exam.case_id}_seg.npy"

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+from nnunet_dkm.image_integrity import read_checked
 from nnunet_dkm.preprocessing.planned_dataset import PreprocessedSpaceError
 
 PRE_CONTRAST_SUFFIX = "_0000"
@@ -96,12 +97,16 @@ def find_test_exams(raw_dataset: Path) -> list[DceExam]:
 
 
 def read_exam(exam: DceExam, plans_manager: PlansManager) -> tuple[list[np.ndarray], dict]:
-    """Read an exam's images with the plans' reader: ([pre, post_1, ...] each (1, z, y, x), properties)."""
+    """Read an exam's images with the plans' reader: ([pre, post_1, ...] each (1, z, y, x), properties).
+
+    Every file is checked to be complete, with finite voxels (``nnunet_dkm.image_integrity``): a damaged file raises
+    ``DamagedImageError`` naming it.
+    """
     reader = plans_manager.image_reader_writer_class()
     images = []
     properties: dict = {}
     for index, file in enumerate((exam.pre_file, *exam.post_files)):
-        data, file_properties = reader.read_images([str(file)])
+        data, file_properties = read_checked(file, lambda name: reader.read_images([name]))
         if index == 0:
             properties = file_properties
         elif data.shape != images[0].shape:

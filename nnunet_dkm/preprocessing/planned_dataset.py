@@ -15,6 +15,7 @@ from typing import Any
 
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.paths import (
     DatasetLocationError,
     DmCheckpointLocation,
@@ -42,7 +43,7 @@ _PLANS_ENTRIES = ("transpose_forward", "image_reader_writer")
 _FINGERPRINT_DEPENDENT_NORMALIZATIONS = ("CTNormalization",)
 
 
-class PreprocessedSpaceError(Exception):
+class PreprocessedSpaceError(NnunetDkmError):
     """The dataset, plans or configuration cannot be used; the message says what to run."""
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from nnunet_dkm.evaluation.baselines import body_mask
+from nnunet_dkm.image_integrity import read_checked
 from nnunet_dkm.paths import missing_dm_message, nnunet_folder
 from nnunet_dkm.preprocessing import (
     DceExam,
@@ -80,7 +81,7 @@ def load_raw_case(exam: DceExam, dataset: PlannedDataset) -> ProbeCase:
     images, reader_properties = read_exam(exam, plans_manager)
     stack, _, properties = preprocess_like_precontrast(images, reader_properties["spacing"], plans_manager,
                                                        configuration_manager)
-    label, _ = plans_manager.image_reader_writer_class().read_seg(str(exam.label_file))
+    label, _ = read_checked(exam.label_file, plans_manager.image_reader_writer_class().read_seg)
     if label.shape[1:] != images[0].shape[1:]:
         raise ProbeError(f"case {exam.case_id}: label {exam.label_file} has shape {label.shape[1:]}, the image "
                          f"{images[0].shape[1:]}")

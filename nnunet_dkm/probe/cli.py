@@ -20,12 +20,13 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from nnunet_dkm.cli_types import non_negative_int, positive_int
+from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
 from nnunet_dkm.paths import DatasetLocationError
 from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError
@@ -85,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("--classifiers", nargs="+", choices=CLASSIFIERS, default=list(CLASSIFIERS))
     result.add_argument("-o", "--output", type=Path,
                         help="output folder (default: $nnUNet_results/DatasetXXX/dkm_probe__<plans>__<cfg>/)")
+    add_verbose_argument(result)
     return result
 
 
@@ -93,7 +95,7 @@ def probe(args: argparse.Namespace, command: str) -> Path:
     settings = parse_settings(args.settings)
     dataset = PlannedDataset.load(args.dataset, args.configuration, args.plans)
     checkpoint = probe_checkpoint(dataset, args.checkpoint)
-    output = args.output if args.output is not None else probe_output_folder(dataset)
+    output = check_writable_folder(args.output if args.output is not None else probe_output_folder(dataset), "-o")
     options = split_options(args, pixels_per_class=args.pixels_per_class, classifiers=tuple(args.classifiers),
                             classifier_settings=ClassifierSettings())
     started = time.perf_counter()
@@ -114,15 +116,12 @@ def probe(args: argparse.Namespace, command: str) -> Path:
     return output
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+@command_line_entry
+def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
-    try:
-        probe(args, " ".join([PROG, shlex.join(argv)]))
-    except PROBE_ERRORS as error:
-        sys.exit(f"error: {error}")
+    probe(args, " ".join([PROG, shlex.join(argv)]))
 
 
 if __name__ == "__main__":

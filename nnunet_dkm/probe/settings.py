@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from nnunet_dkm.diffusion.config import DiffusionConfig, KineticFeatureConfig
+from nnunet_dkm.errors import NnunetDkmError
 
 DEFAULT_TIMESTEP = KineticFeatureConfig().timestep  # the trainer's t* (50)
 DEFAULT_DDIM_STEPS = 5
@@ -31,7 +32,7 @@ SYNTAX_HELP = ("<mode>[<t* or DDIM steps>]:<decoder|encoder>:<levels>, e.g. A250
 ForwardKey = tuple[str, int, str]
 
 
-class ProbeError(Exception):
+class ProbeError(NnunetDkmError):
     """The probe cannot run as asked; the message names the file, case or setting and what to do."""
 
 

@@ -44,13 +44,14 @@ from nnunet_dkm.architecture.kinetic_unet_3d import (
 )
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, check_plans_identity, load_checkpoint
 from nnunet_dkm.diffusion.config import DiffusionConfig, KineticFeatureConfig
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.loss.dc_ce_ssim import SSIM_WEIGHT, DC_CE_SSIM_loss, SSIMLoss
 from nnunet_dkm.paths import DmCheckpointLocation, dm_checkpoint_location, missing_dm_message, pretrain_command
 
 DEFAULT_DEVICE = torch.device("cuda")  # nnU-Net's default; -device cpu|cuda overrides it
 
 
-class DkmSetupError(RuntimeError):
+class DkmSetupError(NnunetDkmError, RuntimeError):
     """DKM training cannot start; the message names the command that fixes it."""
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunet_dkm.errors import NnunetDkmError
 
-class BenchmarkError(Exception):
+
+class BenchmarkError(NnunetDkmError):
     """The benchmark cannot go on; the message names what is missing and the command that fixes it."""
 
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
-from nnunet_dkm.cli_types import fraction, positive_int
+from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
+from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 from nnunet_dkm.evaluation.benchmark.cases import (
     BenchmarkError,
@@ -53,8 +54,7 @@ from nnunet_dkm.evaluation.benchmark.stages import (
     stage,
     train_models,
 )
-from nnunet_dkm.evaluation.nnunet_runs import NnunetRunError
-from nnunet_dkm.evaluation.oracle import OracleDatasetError, copy_split_file, make_oracle_dataset
+from nnunet_dkm.evaluation.oracle import copy_split_file, make_oracle_dataset
 from nnunet_dkm.evaluation.virtual_contrast import SynthesisRecipe, file_digest, make_virtual_contrast_dataset
 from nnunet_dkm.paths import (
     DatasetLocationError,
@@ -65,6 +65,12 @@ from nnunet_dkm.paths import (
     pretrain_command,
 )
 from nnunet_dkm.reporting import machine_description
+from nnunet_dkm.training.lookup import check_trainer_names
+
+# the option that names each network row's trainer (the ablation rows' names come from --ablation)
+TRAINER_OPTIONS = {"vanilla": "--vanilla-trainer", "dkm": "--dkm-trainer", "untrained_dm_control": "--control-trainer",
+                   "oracle_post_contrast": "--oracle-trainer", "virtual_contrast": "--vanilla-trainer",
+                   "pre_only_dm_control": "--schedule", "regression_dm_control": "--schedule"}
 
 
 def locate(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -78,6 +84,21 @@ def locate(args: argparse.Namespace) -> tuple[Path, Path]:
     if not (preprocessed / f"{args.plans}.json").is_file():
         raise BenchmarkError(f"{preprocessed / (args.plans + '.json')} not found: {plan_first}")
     return raw, preprocessed
+
+
+def preprocessed_data_identifier(args: argparse.Namespace, preprocessed: Path) -> str:
+    """The configuration's preprocessed data folder name; refuses a configuration that the plans lack or that was not
+    preprocessed, before anything trains (nnUNetv2_train would fail on it after the first models)."""
+    plans = PlansManager(str(preprocessed / f"{args.plans}.json"))
+    available = ", ".join(plans.available_configurations)
+    if args.configuration not in plans.available_configurations:
+        raise BenchmarkError(f"-c {args.configuration}: not a configuration of {preprocessed / args.plans}.json "
+                             f"(it has {available})")
+    data_identifier = plans.get_configuration(args.configuration).data_identifier
+    if not (preprocessed / data_identifier).is_dir():
+        raise BenchmarkError(f"-c {args.configuration}: {preprocessed / data_identifier} is missing; run "
+                             f"`nnUNetv2_plan_and_preprocess -d {args.dataset} -c {args.configuration}` first")
+    return data_identifier
 
 
 def checked_dms(args: argparse.Namespace, raw: Path, preprocessed: Path, methods: list[Method]) -> dict[str, dict]:
@@ -143,29 +164,31 @@ def companion_datasets(args: argparse.Namespace, raw: Path, preprocessed: Path, 
 
 def run_benchmark(args: argparse.Namespace) -> Path:
     raw, preprocessed = locate(args)
+    data_identifier = preprocessed_data_identifier(args, preprocessed)
     info = json.loads((raw / "dataset.json").read_text())
     file_ending = info["file_ending"]
     label_source = info.get("dkm", {}).get("label_source", "unknown")
     trainers = TrainerChoice(args.schedule, args.vanilla_trainer, args.dkm_trainer, args.control_trainer,
                              args.oracle_trainer)
     methods = plan_methods(trainers, args.post_phase, tuple(args.methods), tuple(args.ablation or ()))
+    check_trainer_names({f"{TRAINER_OPTIONS.get(m.info.key, '--ablation')} ({m.info.label}):": m.trainer
+                         for m in methods if m.trainer})
     dms = checked_dms(args, raw, preprocessed, methods)
     output = Path(args.output) if args.output else (
         nnunet_folder("nnUNet_results") / raw.name / f"dkm_benchmark__{args.plans}__{args.configuration}")
+    check_writable_folder(output, "-o")
+    runs = label_runs(preprocessed, data_identifier, args.folds, args.num_labelled or [None])
+    folds = list(dict.fromkeys(run.nnunet_fold for run in runs))
+    splits = load_splits(preprocessed)
+    split_text, cases = evaluation_cases(raw, splits, folds, file_ending, args.post_phase)  # inputs, before training
     output.mkdir(parents=True, exist_ok=True)
     report_removed(remove_stale_temporaries(output), "partly written file")
-    plans = PlansManager(str(preprocessed / f"{args.plans}.json"))
-    runs = label_runs(preprocessed, plans.get_configuration(args.configuration).data_identifier, args.folds,
-                      args.num_labelled or [None])
-    folds = list(dict.fromkeys(run.nnunet_fold for run in runs))
     notes = [dm_note(objective, metadata) for objective, metadata in dms.items()]
 
     stage(f"1/5 nnU-Net models (trained where missing; {args.repeats} repeat(s) of {len(folds)} fold(s))")
     datasets = companion_datasets(args, raw, preprocessed, methods, dms, notes)
     train_models([m for m in methods if m.trainer], folds, args.repeats, datasets, args.plans, args.configuration,
                  args.device)
-    splits = load_splits(preprocessed)
-    split_text, cases = evaluation_cases(raw, splits, folds, file_ending, args.post_phase)
 
     stage("2/5 predictions")
     predictions = predict(methods, cases, args.repeats, datasets, args.plans, args.configuration, args.device, output,
@@ -208,7 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset id, e.g. 990")
     parser.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
-    parser.add_argument("-f", "--folds", type=int, nargs="+", default=[0],
+    parser.add_argument("-f", "--folds", type=non_negative_int, nargs="+", default=[0],
                         help="folds to train and evaluate; several folds give paired statistics that include "
                              "training noise (default 0)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
@@ -254,6 +277,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="output folder (default $nnUNet_results/DatasetXXX/dkm_benchmark__<plans>__<cfg>)")
     parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default=None,
                         help="device for training and prediction (default cuda if available, else cpu)")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if args.ablation is not None and not args.ablation:
         args.ablation = list(DEFAULT_ABLATION)
@@ -273,12 +297,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        run_benchmark(args)
-    except (BenchmarkError, NnunetRunError, OracleDatasetError, DatasetLocationError) as error:
-        sys.exit(f"error: {error}")
+@command_line_entry
+def main(argv: list[str]) -> None:
+    run_benchmark(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ def nnunet_default_split(preprocessed: Path, data_identifier: str) -> list[dict]
     if not data_folder.is_dir():
         raise BenchmarkError(f"{data_folder} is missing: run nnUNetv2_plan_and_preprocess for this configuration")
     identifiers = sorted(infer_dataset_class(str(data_folder)).get_identifiers(str(data_folder)))
+    if len(identifiers) < 5:
+        raise BenchmarkError(f"{len(identifiers)} labelled training case(s): nnU-Net's default split needs 5. Write "
+                             f"{preprocessed / 'splits_final.json'} yourself (README: \"With one or two patients\")")
     return [{"train": list(map(str, s["train"])), "val": list(map(str, s["val"]))}
             for s in generate_crossval_split(identifiers, seed=NNUNET_SPLIT_SEED, n_splits=5)]
 
