@@ -32,30 +32,25 @@ from matplotlib.figure import Figure
 
 from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, write_atomically
 from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, load_checkpoint
+from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
+from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 from nnunet_dkm.diffusion.postcontrast import (
     DEFAULT_DDIM_STEPS,
     DEFAULT_ETA,
-    SynthesisError,
     dm_checkpoint_for,
     synthesize_postcontrast,
 )
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.evaluation.dm_quality import QualityCase, References, read_volume, score_cases
-from nnunet_dkm.paths import DatasetLocationError, nnunet_folder
-from nnunet_dkm.preprocessing import (
-    DceExam,
-    PlannedDataset,
-    PreprocessedSpaceError,
-    find_pretraining_exams,
-    find_test_exams,
-)
+from nnunet_dkm.paths import nnunet_folder
+from nnunet_dkm.preprocessing import DceExam, PlannedDataset, find_pretraining_exams, find_test_exams
 from nnunet_dkm.reporting import machine_description
 
 SPLITS = ("test", "selection")
 ESTIMATE_ORDER = ("identity", "linear", "synthetic", "mask-told ceiling")
 
 
-class DmQualityError(Exception):
+class DmQualityError(NnunetDkmError):
     """The DM-quality measure cannot run; the message names the file or the command that fixes it."""
 
 
@@ -253,7 +248,7 @@ def measure(dataset_id: int, configuration: str = "2d", plans: str = "nnUNetPlan
     return table, output
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nnUNetv2_dkm_dm_quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset id")
@@ -276,21 +271,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "nnUNetv2_dkm_synthesize_postcontrast) instead of synthesising them")
     parser.add_argument("-o", "--output", type=Path, help="output folder")
     parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"))
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    args.command = shlex.join(["nnUNetv2_dkm_dm_quality", *(sys.argv[1:] if argv is None else argv)])
+    args.command = shlex.join(["nnUNetv2_dkm_dm_quality", *argv])
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+@command_line_entry
+def main(argv: list[str]) -> None:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: -device cuda requested but no CUDA device is available; use -device cpu")
-    try:
-        measure(args.dataset, args.configuration, args.plans, args.split, args.checkpoint, "kinetic", args.method,
-                args.ddim_steps, args.eta, args.seed, args.synthetic, args.output, args.device, args.command)
-    except (DmQualityError, SynthesisError, PreprocessedSpaceError, DiffusionCheckpointError,
-            DatasetLocationError) as error:
-        sys.exit(f"error: {error}")
+    if args.output is not None:
+        check_writable_folder(args.output, "-o")
+    measure(args.dataset, args.configuration, args.plans, args.split, args.checkpoint, "kinetic", args.method,
+            args.ddim_steps, args.eta, args.seed, args.synthetic, args.output, args.device, args.command)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,8 @@ from nnunet_dkm.training.lookup import check_trainer_names
 # the option that names each network row's trainer (the ablation rows' names come from --ablation)
 TRAINER_OPTIONS = {"vanilla": "--vanilla-trainer", "dkm": "--dkm-trainer", "untrained_dm_control": "--control-trainer",
                    "oracle_post_contrast": "--oracle-trainer", "virtual_contrast": "--vanilla-trainer",
-                   "pre_only_dm_control": "--schedule", "regression_dm_control": "--schedule"}
+                   "pre_only_dm_control": "--schedule (pre-only DM)",
+                   "regression_dm_control": "--schedule (regression DM)"}
 
 
 def locate(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -171,7 +172,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     trainers = TrainerChoice(args.schedule, args.vanilla_trainer, args.dkm_trainer, args.control_trainer,
                              args.oracle_trainer)
     methods = plan_methods(trainers, args.post_phase, tuple(args.methods), tuple(args.ablation or ()))
-    check_trainer_names({f"{TRAINER_OPTIONS.get(m.info.key, '--ablation')} ({m.info.label}):": m.trainer
+    check_trainer_names({TRAINER_OPTIONS.get(m.info.key, f"--ablation ({m.info.label})"): m.trainer
                          for m in methods if m.trainer})
     dms = checked_dms(args, raw, preprocessed, methods)
     output = Path(args.output) if args.output else (
