@@ -11,7 +11,7 @@ from conftest import PHANTOM_ID, randomised_network, tiny_config
 
 from nnunet_dkm.diffusion import KineticFeatureConfig, KineticFeatureExtractor, walk_unet
 from nnunet_dkm.diffusion.checkpoint import load_network
-from nnunet_dkm.diffusion.config import DiffusionConfigError, InputScaling
+from nnunet_dkm.diffusion.config import OBJECTIVES, DiffusionConfigError, InputScaling
 from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
 from nnunet_dkm.diffusion.network import ddim_sample, make_ddpm_scheduler
 from nnunet_dkm.paths import dm_checkpoint_location
@@ -146,3 +146,27 @@ def test_a_fold_is_refused_where_the_model_folder_holds_folds_of_a_dm_with_anoth
     pretrain("kinetic", overwrite=True, target="enhancement").run()
     with pytest.raises(DkmSetupError, match="another config \\(target differ"):
         nnUNetTrainerDKM.find_dm_checkpoint(manager, "2d", 1)
+
+
+def test_the_probe_puts_the_pre_only_and_regression_dms_beside_the_untrained_one(
+        writable_phantom: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from nnunet_dkm.probe.cli import main
+
+    for objective in OBJECTIVES:
+        pretrain(objective).run()
+    output = tmp_path / "probe"
+    main(["-d", str(PHANTOM_ID), "-c", "2d", "--controls", "pre-only", "regression", "--classifiers", "logistic",
+          "-o", str(output)])
+    setting = KineticFeatureConfig()
+    code = f"A{setting.timestep}:decoder:{''.join(map(str, setting.levels))}"
+    rows = set(pd.read_csv(output / "results.csv")["row"])
+    assert {f"pretrained DM {code}", f"untrained DM {code}", f"pre-only DM {code}", f"regression DM {code}"} <= rows
+    compared = pd.read_csv(output / "results_comparisons.csv")
+    against = set(compared[compared["model"] == "pretrained"]["reference"])
+    assert {f"untrained DM {code}", "filter bank", f"pre-only DM {code}", f"regression DM {code}"} <= against
+    measured = compared[compared["cases"] >= 2]
+    assert (measured["interval_low"] <= measured["mean_difference"]).all()
+    assert compared[compared["cases"] < 2]["interval_low"].isna().all()  # one report case: no interval
+    assert "95 % interval over cases" in (output / "results.md").read_text()

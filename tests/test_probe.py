@@ -204,3 +204,17 @@ def test_command_end_to_end_writes_every_row(phantom: dict[str, Path], tiny_dm: 
                  "report 1 (test split)", "## Paired comparisons", "## Setting chosen on the selection split"):
         assert text in report
     assert (output / "probe.png").stat().st_size > 10_000
+
+
+def test_case_interval_is_the_t_interval_of_the_paired_differences() -> None:
+    from scipy import stats
+
+    from nnunet_dkm.evaluation.statistics import paired_comparison
+    from nnunet_dkm.probe.report import case_interval
+
+    differences = np.array([0.10, 0.25, -0.05, 0.30, 0.15])
+    per_case = pd.DataFrame({"case": [*range(5), *range(5)], "method": ["a"] * 5 + ["b"] * 5,
+                             "dice": [*(0.5 + differences), *([0.5] * 5)]})
+    expected = stats.t.interval(0.95, 4, loc=differences.mean(), scale=stats.sem(differences))
+    assert np.allclose(case_interval(paired_comparison(per_case, "a", "b")), expected)
+    assert all(np.isnan(case_interval(paired_comparison(per_case[per_case["case"] == 0], "a", "b"))))

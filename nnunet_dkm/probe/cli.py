@@ -28,7 +28,7 @@ import torch
 from nnunet_dkm.cli_types import non_negative_int, positive_int
 from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
-from nnunet_dkm.paths import DatasetLocationError
+from nnunet_dkm.paths import DatasetLocationError, missing_dm_message
 from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError
 from nnunet_dkm.probe.cases import probe_checkpoint, probe_output_folder
 from nnunet_dkm.probe.report import ProbeFiles, ReportContext, classifier_description, write_results
@@ -79,6 +79,10 @@ def parser() -> argparse.ArgumentParser:
     add_split_arguments(result)
     result.add_argument("-chk", "--checkpoint", type=Path,
                         help="DM checkpoint (default: $nnUNet_dkm_checkpoint, else the dataset's dkm folder)")
+    result.add_argument("--controls", nargs="+", default=[], choices=("pre-only", "regression"),
+                        help="also probe the dataset's DMs of these objectives (nnUNetv2_dkm_pretrain --objective; "
+                             "the benchmark's pre-only and regression DM controls) beside the untrained DM; the DM is "
+                             "compared with each")
     result.add_argument("--settings", nargs="+", default=["default"], metavar="SETTING",
                         help=f"DM settings: {SYNTAX_HELP} (default: nnUNetTrainerDKM's setting)")
     result.add_argument("--pixels-per-class", type=positive_int, default=1000,
@@ -99,7 +103,14 @@ def probe(args: argparse.Namespace, command: str) -> Path:
     options = split_options(args, pixels_per_class=args.pixels_per_class, classifiers=tuple(args.classifiers),
                             classifier_settings=ClassifierSettings())
     started = time.perf_counter()
-    result = run_probe(dataset, {"pretrained": checkpoint}, settings, options=options)
+    checkpoints = {"pretrained": checkpoint}
+    for objective in args.controls:
+        location = dataset.dm_checkpoint_of(objective)
+        if not location.path.is_file():
+            raise ProbeError(missing_dm_message(location, dataset.name, dataset.configuration,
+                                                dataset.plans_identifier, objective))
+        checkpoints[objective] = location.path
+    result = run_probe(dataset, checkpoints, settings, options=options)
     print(result.split.describe())
     for note in result.notes:
         print(f"note: {note}")

@@ -6,6 +6,7 @@ object-oriented ``Figure`` only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import stats
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed, write_atomically
 from nnunet_dkm.evaluation.statistics import PairedComparison, paired_comparison
@@ -61,16 +63,45 @@ class ProbeComparison:
 
 
 def comparisons(result: ProbeResult) -> list[ProbeComparison]:
-    """Every probed DM against the untrained DM at the same setting and against the filter bank, per classifier."""
+    """Every probed DM against the untrained DM at the same setting and against the filter bank, and the first DM
+    (the one under test) against every other probed DM (e.g. the pre-only and regression controls), per
+    classifier."""
     out = []
+    first = result.checkpoints[0].name
     for info in result.checkpoints:
         for setting in result.settings:
             for classifier in dict.fromkeys(result.per_case["classifier"]):
                 method = dm_row_label(info.name, setting)
-                for reference in (dm_row_label(UNTRAINED, setting), FILTER_BANK):
+                references = [dm_row_label(UNTRAINED, setting), FILTER_BANK]
+                if info.name == first:
+                    references += [dm_row_label(other.name, setting) for other in result.checkpoints[1:]]
+                for reference in references:
                     out.append(ProbeComparison(info.name, setting.code, classifier, reference,
                                                _paired(result.per_case, method, reference, classifier)))
     return out
+
+
+def case_interval(comparison: PairedComparison) -> tuple[float, float]:
+    """95 % t-interval of the mean per-case difference (over the report cases; the classifiers held fixed)."""
+    n = comparison.pairs
+    if n < 2:
+        return math.nan, math.nan
+    sample_std = comparison.std_difference * math.sqrt(n / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sample_std / math.sqrt(n)
+    return comparison.mean_difference - half, comparison.mean_difference + half
+
+
+def comparisons_table(items: Sequence[ProbeComparison]) -> pd.DataFrame:
+    """The comparisons with their case-level intervals, one line each."""
+    rows = []
+    for item in items:
+        low, high = case_interval(item.comparison)
+        rows.append({"model": item.model, "setting": item.setting, "classifier": item.classifier,
+                     "reference": item.reference, "cases": item.comparison.pairs,
+                     "mean_difference": item.comparison.mean_difference, "interval_low": low, "interval_high": high,
+                     "wins": item.comparison.wins, "losses": item.comparison.losses,
+                     "wilcoxon_p": item.comparison.wilcoxon_p})
+    return pd.DataFrame(rows)
 
 
 def chosen_settings(summary: pd.DataFrame) -> pd.DataFrame:
@@ -100,12 +131,14 @@ def summary_markdown(summary: pd.DataFrame) -> list[str]:
 
 
 def comparisons_markdown(items: Sequence[ProbeComparison]) -> list[str]:
-    lines = ["| DM | setting | classifier | minus | cases | mean Dice difference | wins / ties / losses | "
-             "Wilcoxon p |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| DM | setting | classifier | minus | cases | mean Dice difference | 95 % interval over cases | "
+             "wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|"]
     for item in items:
         c = item.comparison
+        low, high = case_interval(c)
         lines.append(f"| {item.model} | {item.setting} | {CLASSIFIER_NAMES.get(item.classifier, item.classifier)} "
-                     f"| {item.reference} | {c.pairs} | {format_number(c.mean_difference)} | {c.wins} / {c.ties} / "
+                     f"| {item.reference} | {c.pairs} | {format_number(c.mean_difference)} | "
+                     f"[{format_number(low)}, {format_number(high)}] | {c.wins} / {c.ties} / "
                      f"{c.losses} | {format_p(c.wilcoxon_p)} |")
     return lines
 
@@ -278,6 +311,10 @@ def write_results(result: ProbeResult, context: ReportContext, files: ProbeFiles
     text = markdown_report(result, context, summary, items, chosen)
     write_atomically(files.markdown, lambda path: path.write_text(text))
     write_atomically(files.csv, lambda path: per_case_csv(result).to_csv(path, index=False))
+    folder, stem = files.csv.parent, files.csv.stem
+    write_atomically(folder / f"{stem}_summary.csv", lambda path: summary.to_csv(path, index=False))
+    write_atomically(folder / f"{stem}_comparisons.csv",
+                     lambda path: comparisons_table(items).to_csv(path, index=False))
     return "\n".join(summary_markdown(summary))
 
 

@@ -83,7 +83,7 @@ def load_probed_checkpoints(dataset: PlannedDataset, checkpoints: Mapping[str, P
     for name, path in checkpoints.items():
         checkpoint = load_checkpoint(path)
         check_plans_identity(checkpoint.plans_identity, dataset.plans_manager.plans, dataset.configuration, path)
-        if loaded and checkpoint.config != loaded[0][1].config:
+        if loaded and architecture(checkpoint.config) != architecture(loaded[0][1].config):
             raise ProbeError(f"{path}: its DM architecture differs from {loaded[0][0].path}'s; probe checkpoints of "
                              "one architecture together (the untrained control is built from it)")
         steps = checkpoint.metadata.get("steps")
@@ -91,6 +91,15 @@ def load_probed_checkpoints(dataset: PlannedDataset, checkpoints: Mapping[str, P
     for setting in settings:
         setting.check_against(loaded[0][1].config)
     return loaded
+
+
+def architecture(config: DiffusionConfig) -> dict:
+    """The fields of a DM config that shape its network (not what it was trained to output: objective, target,
+    prediction type), so that the controls of another objective are probed beside the DM."""
+    values = config.to_dict()
+    for name in ("objective", "target", "prediction_type", "regression_timestep"):
+        values.pop(name)
+    return values
 
 
 def untrained_network(config: DiffusionConfig, seed: int) -> torch.nn.Module:
