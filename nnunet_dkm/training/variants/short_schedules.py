@@ -4,6 +4,7 @@
 |---|---|---|---|
 | ``_debug`` | 2 | 4 | 2 |
 | ``_demo`` | 10 | 12 | 2 |
+| ``_1epoch`` | 1 | 250 | 50 |
 | ``_2epochs`` | 2 | 250 | 50 |
 
 Written out below, so that a name in a log can be found with grep: the trainers ``nnUNetv2_dkm_benchmark --schedule
@@ -56,6 +57,13 @@ class DemoSchedule(ShortSchedule):
     """10 epochs of 12 iterations (2 validation iterations): for ``make demo`` on a 2-core CPU."""
 
     schedule = (10, 12, 2)
+
+
+class OneEpochSchedule(ShortSchedule):
+    """1 epoch of nnU-Net's 250 iterations (and 50 validation iterations): nnU-Net's own ``nnUNetTrainer_1epoch``
+    for the DKM trainers; the schedule of the regime study (``benchmarks/results_regime_map.md``)."""
+
+    schedule = (1, 250, 50)
 
 
 class TwoEpochSchedule(ShortSchedule):
@@ -154,3 +162,19 @@ class nnUNetTrainerDKM_regressionDM_debug(DebugSchedule, nnUNetTrainerDKM_regres
 
 class nnUNetTrainerDKM_regressionDM_demo(DemoSchedule, nnUNetTrainerDKM_regressionDM):
     """nnUNetTrainerDKM_regressionDM, demo schedule."""
+
+
+class nnUNetTrainerDKM_1epoch(OneEpochSchedule, nnUNetTrainerDKM):
+    """nnUNetTrainerDKM, 1 epoch of 250 iterations (nnU-Net's nnUNetTrainer_1epoch is the vanilla one)."""
+
+
+class nnUNetTrainerDKM_untrainedDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_untrainedDM):
+    """nnUNetTrainerDKM_untrainedDM, 1 epoch of 250 iterations."""
+
+
+class nnUNetTrainerDKM_preOnlyDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_preOnlyDM):
+    """nnUNetTrainerDKM_preOnlyDM, 1 epoch of 250 iterations."""
+
+
+class nnUNetTrainerDKM_regressionDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_regressionDM):
+    """nnUNetTrainerDKM_regressionDM, 1 epoch of 250 iterations."""
