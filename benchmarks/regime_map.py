@@ -216,6 +216,8 @@ def main() -> None:
     parser.add_argument("--stage", required=True, choices=("curve", "dms", "probe", "segmentation", "report"))
     parser.add_argument("--cues", type=float, nargs="+", default=list(CUES), help="stages dms and probe")
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES, help="stage dms")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results_regime_map.md",
+                        help="stage report")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     if args.stage == "curve":
@@ -230,11 +232,159 @@ def main() -> None:
         print(f"schedule {schedule} ({why}); cues {cues}")
         stage_segmentation(workdir, schedule, cues)
     else:
-        report(workdir)
+        report(workdir, args.output)
 
 
-def report(workdir: Path) -> None:
-    raise SystemExit("the report stage is written once the study's outputs exist")
+# -- 5. report -------------------------------------------------------------------------------------------------
+def curve_gaps(workdir: Path) -> pd.DataFrame:
+    """Per schedule: vanilla's run means at N = 4 and N = all, and Dice(all) - Dice(4) per fold with its 95 %
+    t-interval over folds (paired by fold and repeat)."""
+    from nnunet_dkm.evaluation.run_statistics import run_means, t_interval
+
+    rows = []
+    for schedule, iterations in CURVE_SCHEDULES.items():
+        path = curve_folder(workdir, schedule) / "per_case_label_efficiency.csv"
+        if not path.is_file():
+            continue
+        per_case = pd.read_csv(path, dtype={"num_labelled": str})
+        means = run_means(per_case[per_case["method"] == "vanilla"])
+        means = means.pivot_table(index=[c for c in ("fold", "repeat") if c in means.columns],
+                                  columns="num_labelled", values="dice")
+        gaps = (means["all"] - means["4"]).to_numpy()
+        low, high = t_interval(gaps)
+        rows.append({"schedule": schedule, "iterations": iterations, "runs": len(gaps),
+                     "dice_n4": float(means["4"].mean()), "dice_all": float(means["all"].mean()),
+                     "gap": float(gaps.mean()), "gap_low": low, "gap_high": high,
+                     "run_gaps": " ".join(f"{g:+.3f}" for g in gaps)})
+    return pd.DataFrame(rows)
+
+
+def cue_rows(workdir: Path) -> pd.DataFrame:
+    """Per cue with outputs: the DM's phase-1 tumour MAE relative to the pre-contrast image (synthetic and linear
+    map) and the logistic probe's learned - untrained / pre-only / regression / filter-bank differences with their
+    case intervals."""
+    rows = []
+    for cue in CUES:
+        quality = quality_folder(workdir, cue) / "results.csv"
+        comparisons = probe_folder(workdir, cue) / "results_comparisons.csv"
+        if not (quality.is_file() and comparisons.is_file()):
+            continue
+        scores = pd.read_csv(quality)
+        tumour = scores[(scores["phase"] == 1) & (scores["region"] == "tumour")].set_index("estimate")
+        compared = pd.read_csv(comparisons)
+        compared = compared[(compared["model"] == "pretrained") & (compared["classifier"] == "logistic")]
+        for row in compared.itertuples():
+            rows.append({"cue": cue, "synthetic_mae_vs_identity": float(tumour.loc["synthetic", "mae_vs_identity"]),
+                         "linear_mae_vs_identity": float(tumour.loc["linear", "mae_vs_identity"]),
+                         "minus": row.reference, "cases": row.cases, "difference": row.mean_difference,
+                         "low": row.interval_low, "high": row.interval_high})
+    return pd.DataFrame(rows)
+
+
+def segmentation_rows(workdir: Path) -> pd.DataFrame:
+    """Per segmentation point and N: DKM - control and DKM - vanilla over training runs."""
+    from nnunet_dkm.evaluation.run_statistics import run_level_comparison
+
+    rows = []
+    for cue in CUES:
+        path = segmentation_folder(workdir, cue) / "per_case_label_efficiency.csv"
+        if not path.is_file():
+            continue
+        per_case = pd.read_csv(path, dtype={"num_labelled": str})
+        for label, of_n in per_case.groupby("num_labelled"):
+            for reference in ("untrained-dm", "vanilla", "pre-only-dm", "regression-dm", "virtual-contrast"):
+                if reference not in set(of_n["method"]):
+                    continue
+                c = run_level_comparison(of_n, "dkm", reference)
+                rows.append({"cue": cue, "num_labelled": label, "minus": reference, "runs": c.runs,
+                             "difference": c.mean_difference, "low": c.t_low, "high": c.t_high, "verdict": c.verdict})
+    return pd.DataFrame(rows)
+
+
+def report_figure(curve: pd.DataFrame, segmentation: pd.DataFrame, path: Path) -> None:
+    """(a) vanilla Dice against iterations at N = 4 and N = all; (b, c) DKM - control and DKM - vanilla against N
+    per cue, with 95 % intervals over runs."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    for column, label in (("dice_n4", "N = 4"), ("dice_all", "N = all")):
+        axes[0].plot(curve["iterations"], curve[column], marker="o", label=label)
+    axes[0].set_xlabel("training iterations (vanilla nnU-Net)")
+    axes[0].set_ylabel("mean test Dice over runs")
+    axes[0].set_title("schedule curve (cue 0.5)", fontsize=9)
+    axes[0].legend(fontsize=8)
+    for axis, reference in zip(axes[1:], ("untrained-dm", "vanilla"), strict=True):
+        part = segmentation[segmentation["minus"] == reference] if len(segmentation) else segmentation
+        for cue, of_cue in part.groupby("cue") if len(part) else ():
+            axis.errorbar(of_cue["num_labelled"], of_cue["difference"],
+                          yerr=[of_cue["difference"] - of_cue["low"], of_cue["high"] - of_cue["difference"]],
+                          marker="o", capsize=3, label=f"cue {cue:g}")
+        axis.axhline(0, color="grey", lw=0.8)
+        axis.set_title(f"DKM - {reference}", fontsize=9)
+        axis.set_xlabel("labelled training cases N")
+        if len(part):
+            axis.legend(fontsize=8)
+        else:
+            axis.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=axis.transAxes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def report(workdir: Path, output: Path) -> None:
+    """``results_regime_map.md`` and ``regime_map.png`` from whatever stages have outputs; a stage without outputs
+    is named, with its command, as not run."""
+    from nnunet_dkm.reporting import machine_description
+
+    curve, cues, segmentation = curve_gaps(workdir), cue_rows(workdir), segmentation_rows(workdir)
+    lines = ["# Where do the learned kinetics help? Regime map (scarce preset, 2d)", "",
+             f"- command: `python benchmarks/regime_map.py --workdir {workdir} --stage report`",
+             f"- machine: {machine_description('cpu')}; each training pinned to one core (`taskset`, "
+             "`OMP_NUM_THREADS=1`), at most two side by side",
+             "- design: fixed before any segmentation result was seen (module docstring of `benchmarks/regime_map.py`)",
+             "", "## 1. Schedule: vanilla nnU-Net at N = 4 and N = all (cue 0.5, folds 0-2)", ""]
+    if len(curve):
+        lines += ["| schedule | iterations | runs | Dice N = 4 | Dice N = all | all - 4 | 95 % t-interval over folds "
+                  "| per fold |", "|---|---|---|---|---|---|---|---|"]
+        for r in curve.itertuples():
+            lines.append(f"| {r.schedule} | {r.iterations} | {r.runs} | {r.dice_n4:.3f} | {r.dice_all:.3f} | "
+                         f"{r.gap:+.3f} | [{r.gap_low:+.3f}, {r.gap_high:+.3f}] | {r.run_gaps} |")
+        schedule, why = study_schedule(curve_table(workdir))
+        chosen = curve.set_index("schedule").loc[schedule]
+        if chosen["gap_low"] <= 0:
+            why += (f"; its 95 % interval over folds, [{chosen['gap_low']:+.3f}, {chosen['gap_high']:+.3f}], "
+                    "includes 0: the few-label regime is reached on average, not in every fold")
+        missing = [s for s in CURVE_SCHEDULES if s not in set(curve["schedule"])]
+        lines += ["", f"Study schedule: **{schedule}**, {why} (means over runs x cases, the rule's measure).",
+                  f"Schedules of the curve not run: {', '.join(missing) or 'none'} (the rule needs only the "
+                  "schedules up to the first that meets it)."]
+    else:
+        lines += ["Not run: `--stage curve`."]
+    lines += ["", "## 2. Cue sweep: DM quality and the probe (logistic regression, report cases)", ""]
+    if len(cues):
+        lines += ["| cue | DM tumour MAE vs pre-contrast | linear map | learned DM minus | cases | Dice difference | "
+                  "95 % interval over cases |", "|---|---|---|---|---|---|---|"]
+        for r in cues.itertuples():
+            lines.append(f"| {r.cue:g} | {r.synthetic_mae_vs_identity:+.0%} | {r.linear_mae_vs_identity:+.0%} | "
+                         f"{r.minus} | {r.cases} | {r.difference:+.3f} | [{r.low:+.3f}, {r.high:+.3f}] |")
+    missing = [f"{c:g}" for c in CUES if not len(cues) or c not in set(cues["cue"])]
+    if missing:
+        lines += ["", f"Cues not run yet: {', '.join(missing)} (`--stage dms`, then `--stage probe`)."]
+    lines += ["", "## 3. Segmentation: DKM minus each control over training runs (folds x repeats)", ""]
+    if len(segmentation):
+        lines += ["| cue | N | DKM minus | runs | mean Dice difference | 95 % t-interval | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in segmentation.itertuples():
+            lines.append(f"| {r.cue:g} | {r.num_labelled} | {r.minus} | {r.runs} | {r.difference:+.3f} | "
+                         f"[{r.low:+.3f}, {r.high:+.3f}] | {r.verdict} |")
+    else:
+        lines += ["Not run yet: `--stage segmentation` (needs stages 1-3: it reads the schedule and the cues from "
+                  "them)."]
+    figure_path = output.with_name("regime_map.png")
+    report_figure(curve, segmentation, figure_path)
+    lines += ["", f"![regime map]({figure_path.name})"]
+    output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
