@@ -93,11 +93,15 @@ def dm_figure_path(checkpoint_path: Path, kind: str) -> Path:
 def dm_checkpoint_location(preprocessed_dataset_folder: str | os.PathLike, configuration: str,
                            objective: str = DEFAULT_OBJECTIVE) -> DmCheckpointLocation:
     """The DM checkpoint of a dataset, configuration and objective: ``$nnUNet_dkm_checkpoint`` where set (the user
-    chose the file), else ``dm_checkpoint_name(objective)`` in the dataset's ``dkm`` folder. The one resolution every
-    producer and consumer uses."""
+    chose the kinetic DM's file; a control's is ``<stem>_<objective><suffix>`` beside it, so that setting the
+    variable never makes a control read or overwrite the kinetic DM), else ``dm_checkpoint_name(objective)`` in the
+    dataset's ``dkm`` folder. The one resolution every producer and consumer uses."""
     override = os.environ.get(DM_CHECKPOINT_ENV)
     if override:
-        return DmCheckpointLocation(Path(override), True)
+        path = Path(override)
+        if objective != DEFAULT_OBJECTIVE:
+            path = path.with_name(f"{path.stem}_{objective}{path.suffix}")
+        return DmCheckpointLocation(path, True)
     folder = dkm_folder(preprocessed_dataset_folder, configuration)
     return DmCheckpointLocation(folder / dm_checkpoint_name(objective), False)
 

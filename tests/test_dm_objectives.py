@@ -170,3 +170,12 @@ def test_the_probe_puts_the_pre_only_and_regression_dms_beside_the_untrained_one
     assert (measured["interval_low"] <= measured["mean_difference"]).all()
     assert compared[compared["cases"] < 2]["interval_low"].isna().all()  # one report case: no interval
     assert "95 % interval over cases" in (output / "results.md").read_text()
+
+
+def test_with_the_checkpoint_variable_set_each_objective_keeps_its_own_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("nnUNet_dkm_checkpoint", str(tmp_path / "my_dm.pt"))
+    paths = {objective: dm_checkpoint_location(tmp_path / "Dataset990_X", "2d", objective).path
+             for objective in OBJECTIVES}
+    assert paths == {"kinetic": tmp_path / "my_dm.pt", "pre-only": tmp_path / "my_dm_pre-only.pt",
+                     "regression": tmp_path / "my_dm_regression.pt"}

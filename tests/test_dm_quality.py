@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 from pathlib import Path
@@ -135,5 +137,8 @@ def test_the_measure_synthesises_with_the_command_and_reuses_what_it_made(
     main(arguments)
     assert "synthesising" not in capsys.readouterr().err
     assert (tmp_path / "q" / "synthetic" / "synthesis.json").stat().st_mtime_ns == stamp
+    record = json.loads((tmp_path / "q" / "synthetic" / "synthesis.json").read_text())
+    assert record["checkpoint_sha256"] == hashlib.sha256(quality_dm.read_bytes()).hexdigest()
+    assert record["cases"] == sorted(record["cases"]) and len(record["cases"]) >= 1  # the images' cases, by name
     table = pd.read_csv(tmp_path / "q" / "results.csv")
     assert set(table["estimate"]) >= {"identity", "linear", "synthetic"}

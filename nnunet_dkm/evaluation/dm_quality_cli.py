@@ -9,7 +9,7 @@ The DM synthesises every evaluated case's post-contrast phases with the code of
 ``nnUNetv2_dkm_synthesize_postcontrast`` (from the pre-contrast image alone: no mask, no label), then each written
 image is compared with the true phases (``nnunet_dkm.evaluation.dm_quality``) beside the identity, a linear map fitted
 on the DM's training exams and a mask-told ceiling. Outputs in ``-o`` (default
-``$nnUNet_results/DatasetXXX/dkm_dm_quality__<plans>__<configuration>/``): ``results.md``, ``results.csv``,
+``$nnUNet_results/DatasetXXX/dkm_dm_quality__<plans>__<configuration>__<split>/``): ``results.md``, ``results.csv``,
 ``examples.png`` and the synthetic images in ``synthetic/`` (reused when made with the same DM and settings).
 """
 
@@ -42,6 +42,7 @@ from nnunet_dkm.diffusion.postcontrast import (
 )
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.evaluation.dm_quality import QualityCase, References, read_volume, score_cases
+from nnunet_dkm.evaluation.virtual_contrast import file_digest
 from nnunet_dkm.paths import nnunet_folder
 from nnunet_dkm.preprocessing import DceExam, PlannedDataset, find_pretraining_exams, find_test_exams
 from nnunet_dkm.reporting import machine_description
@@ -60,10 +61,16 @@ class SynthesisSettings:
 
     checkpoint: str
     checkpoint_steps: int | None
+    checkpoint_sha256: str
+    cases: tuple[str, ...]
     method: str
     ddim_steps: int
     eta: float
     seed: int
+
+    def record(self) -> dict:
+        """The settings as ``synthesis.json`` holds them."""
+        return json.loads(json.dumps(self.__dict__))
 
     def describe(self) -> str:
         sampler = "one-step estimate" if self.method == "one_step" else \
@@ -100,7 +107,7 @@ def synthesise(dataset_id: int, configuration: str, plans: str, exams: Sequence[
     """``folder`` holding ``{case}_{phase:04d}`` for every exam, made by ``nnUNetv2_dkm_synthesize_postcontrast``'s
     code; reused where its ``synthesis.json`` records the same settings, else rebuilt and renamed into place."""
     record = folder / "synthesis.json"
-    if record.is_file() and json.loads(record.read_text()) == settings.__dict__:
+    if record.is_file() and json.loads(record.read_text()) == settings.record():
         return folder
     remove_stale_temporaries(folder.parent)
     temporary = make_temporary_folder(folder.parent, folder.name)
@@ -108,7 +115,7 @@ def synthesise(dataset_id: int, configuration: str, plans: str, exams: Sequence[
         synthesize_postcontrast([exam.pre_file for exam in exams], temporary, dataset_id, configuration, plans,
                                 checkpoint, device, settings.method, settings.ddim_steps, settings.seed,
                                 eta=settings.eta)
-        (temporary / "synthesis.json").write_text(json.dumps(settings.__dict__, indent=1))
+        (temporary / "synthesis.json").write_text(json.dumps(settings.record(), indent=1))
         if folder.exists():
             shutil.rmtree(folder)
         publish(temporary, folder)
@@ -209,10 +216,12 @@ def measure(dataset_id: int, configuration: str = "2d", plans: str = "nnUNetPlan
     dataset = PlannedDataset.load(dataset_id, configuration, plans)
     location = dm_checkpoint_for(dataset, checkpoint_file, objective)
     metadata = load_checkpoint(location.path).metadata
-    output = output or nnunet_folder("nnUNet_results") / dataset.name / f"dkm_dm_quality__{plans}__{configuration}"
+    output = output or (nnunet_folder("nnUNet_results") / dataset.name
+                        / f"dkm_dm_quality__{plans}__{configuration}__{split}")
     output.mkdir(parents=True, exist_ok=True)
     exams = evaluation_exams(dataset, split, metadata)
-    settings = SynthesisSettings(str(location.path.resolve()), metadata.get("steps"), method, ddim_steps, eta, seed)
+    settings = SynthesisSettings(str(location.path.resolve()), metadata.get("steps"), file_digest(location.path),
+                                 tuple(exam.case_id for exam in exams), method, ddim_steps, eta, seed)
     if synthetic_folder is None:
         synthetic_folder = synthesise(dataset_id, configuration, plans, exams, output / "synthetic", settings,
                                       location.path, device)

@@ -10,7 +10,7 @@ architecture, random frozen weights), the pre-contrast intensity, a fixed filter
     nnUNetv2_dkm_probe -d 990 -c 2d --settings all -device cuda
 
 Fit: labelled training cases; selection (held-out training cases): each row's threshold and the best setting;
-report: the test split. Writes results.md, results.csv and probe.png to
+report: the test split. Writes results.md, results.csv, results_summary.csv, results_comparisons.csv and probe.png to
 ``$nnUNet_results/DatasetXXX/dkm_probe__<plans>__<configuration>/`` (or ``-o``).
 """
 
@@ -122,8 +122,8 @@ def probe(args: argparse.Namespace, command: str) -> Path:
     )
     table = write_results(result, context, ProbeFiles.in_folder(output))
     print(table)
-    print(f"probe done in {time.perf_counter() - started:.0f} s: wrote {output / 'results.md'}, results.csv and "
-          "probe.png")
+    print(f"probe done in {time.perf_counter() - started:.0f} s: wrote {output / 'results.md'}, results.csv, "
+          "results_summary.csv, results_comparisons.csv and probe.png")
     return output
 
 

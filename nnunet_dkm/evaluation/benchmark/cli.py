@@ -3,12 +3,15 @@
     nnUNetv2_dkm_benchmark -d 990 -c 2d -f 0 1 2            # full nnU-Net schedules (GPU)
     nnUNetv2_dkm_benchmark -d 990 -c 2d -f 0 1 --schedule demo -device cpu
     nnUNetv2_dkm_benchmark -d 990 -c 2d -f 0 --ablation     # + the paper's Table 2 over DM feature levels
+    nnUNetv2_dkm_benchmark -d 990 -c 2d -f 0 1 --repeats 3 --methods vanilla dkm untrained-dm pre-only-dm
 
-Methods (``methods.py``), all evaluated on the same cases (the test split ``imagesTs/labelsTs``; without one, each
-fold's validation cases): vanilla nnU-Net, DKM, the untrained-DM control, optional DM-level ablations, the
-post-contrast ceilings and pre-contrast baselines without a network. Stages (``stages.py``): train what is missing,
-predict, apply the rules, score. Verdicts (``verdicts.py``) and outputs (``outputs.py``): ``results.md``,
-``per_case.csv``, ``summary.csv``, ``paired.csv``, ``dice_bars.png`` and ``overlays.png``.
+Methods (``methods.py``, chosen by ``--methods``), all evaluated on the same cases (the test split
+``imagesTs/labelsTs``; without one, each fold's validation cases): vanilla nnU-Net, DKM, the untrained-DM, pre-only-DM
+and regression-DM controls, the virtual-contrast nnU-Net, optional DM-level ablations, the post-contrast ceilings and
+pre-contrast baselines without a network; ``--repeats`` trains every network R times per fold. Stages
+(``stages.py``): train what is missing, predict, apply the rules, score. Verdicts over training runs
+(``run_statistics.py``) and outputs (``outputs.py``): ``results.md``, ``per_case.csv``, ``summary.csv``, ``runs.csv``,
+``run_level.csv``, ``paired.csv``, ``dice_bars.png`` and ``overlays.png``.
 """
 
 from __future__ import annotations
