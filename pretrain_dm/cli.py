@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=positive_float, help=f"AdamW learning rate ({preset_values('learning_rate')})")
     parser.add_argument("--weight-decay", type=non_negative_float,
                         help=f"AdamW weight decay ({preset_values('weight_decay')})")
-    parser.add_argument("--ema", type=fraction, default=PretrainSettings.ema_decay,
-                        help="EMA decay of the saved weights (0 = no EMA)")
+    parser.add_argument("--ema", type=fraction,
+                        help=f"EMA decay of the saved weights ({preset_values('ema_decay')}; 0 = no EMA)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--patch-size", type=positive_int, nargs=2,
                         help=f"DM patch size ({preset_values('patch_size')}; for a 3D configuration the in-plane "

@@ -42,7 +42,7 @@ class PretrainSettings:
     weight_decay: float | None = None
     warmup_steps: int | None = None
     patch_centring: str | None = None
-    ema_decay: float = 0.0
+    ema_decay: float | None = None
     grad_clip: float = 1.0
     seed: int = 0
     validation_fraction: float = 0.1

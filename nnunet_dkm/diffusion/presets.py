@@ -39,6 +39,8 @@ class PretrainingRecipe:
         patch_centring: where foreground patches are centred: ``"labels"`` (tumour voxels of labelled exams, the
             most enhancing voxels of unlabelled ones) or ``"enhancement"`` (the most enhancing voxels of every exam:
             label-free pretraining, so that the DM sees no tumour label at all).
+        ema_decay: decay of the exponential moving average of the weights that the checkpoint saves (0: no EMA,
+            the raw weights are saved).
     """
 
     steps: int
@@ -51,6 +53,7 @@ class PretrainingRecipe:
     weight_decay: float = 1e-4
     warmup_steps: int = 100
     patch_centring: str = "labels"
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.patch_size is not None:
@@ -61,6 +64,8 @@ class PretrainingRecipe:
                      for name in ("foreground_fraction", "high_noise_fraction") if not 0 <= getattr(self, name) <= 1]
         if self.enhancement_weight < 0:
             problems.append(f"enhancement_weight must be >= 0, got {self.enhancement_weight}")
+        if not 0 <= self.ema_decay < 1:
+            problems.append(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.patch_centring not in PATCH_CENTRING:
             problems.append(f"patch_centring must be one of {PATCH_CENTRING}, got {self.patch_centring!r}")
         if problems:
