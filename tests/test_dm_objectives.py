@@ -3,6 +3,7 @@ enhancement): pretraining, checkpoints, features, synthesis and the trainers tha
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -107,10 +108,11 @@ def test_a_trainer_refuses_a_dm_of_another_objective(writable_phantom: Path, mon
     plans = PlansManager(str(writable_phantom / "nnUNetPlans.json"))
     with pytest.raises(DkmSetupError, match="--objective pre-only"):
         nnUNetTrainerDKM_preOnlyDM.find_dm_checkpoint(plans, "2d", 0)  # none at dm_checkpoint_pre-only.pt
-    monkeypatch.setenv("nnUNet_dkm_checkpoint", str(kinetic))
+    misplaced = kinetic.with_name("dm_checkpoint_regression.pt")
+    shutil.copy(kinetic, misplaced)  # a kinetic DM copied to the regression DM's file
     with pytest.raises(DkmSetupError, match="'regression' objective, but .* was pretrained with 'kinetic'"):
         nnUNetTrainerDKM_regressionDM.find_dm_checkpoint(plans, "2d", 0)
-    monkeypatch.delenv("nnUNet_dkm_checkpoint")
+    misplaced.unlink()
     pretrain("pre-only").run()
     location, checkpoint = nnUNetTrainerDKM_preOnlyDM.find_dm_checkpoint(plans, "2d", 0)
     assert location.path.name == "dm_checkpoint_pre-only.pt" and checkpoint.config.objective == "pre-only"
