@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from nnunet_dkm.diffusion.config import InputScaling
+from nnunet_dkm.diffusion.postcontrast import DEFAULT_DDIM_STEPS
 from nnunet_dkm.diffusion.presets import RECIPE_FIELDS, PretrainingRecipe, dm_preset
 from nnunet_dkm.errors import NnunetDkmError
 
@@ -56,7 +57,7 @@ class PretrainSettings:
     device: str = "cpu"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16 / fp16
     max_minutes: float | None = None  # optional cap on training time; the recipe is ``steps``
-    sample_ddim_steps: int = 20
+    sample_ddim_steps: int = DEFAULT_DDIM_STEPS  # the dm_samples.png figure: the synthesis sampler
     objective: str = "kinetic"  # kinetic, pre-only or regression (nnunet_dkm.diffusion.objectives)
     target: str | None = None  # post or enhancement; None: the preset's
 

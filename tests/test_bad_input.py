@@ -193,7 +193,7 @@ def test_ddim_steps_beyond_the_schedule_are_refused_before_the_output_folder_exi
     result = run("nnUNetv2_dkm_synthesize_postcontrast", "-i", str(images), "-o", str(tmp_path / "out"), "-d",
                  str(PHANTOM_ID), "-chk", str(tiny_dm), "--ddim-steps", "100000", env=environment(planned_phantom))
     assert one_error_line(result) == (f"error: --ddim-steps 100000: the DM's schedule has T = 1000 timesteps "
-                                      f"({tiny_dm}); choose at most 1000 steps (default 20)")
+                                      f"({tiny_dm}); choose at most 1000 steps (default 5)")
     assert not (tmp_path / "out").exists()
 
 

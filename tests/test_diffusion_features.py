@@ -28,8 +28,11 @@ SCALING = InputScaling(scale=0.5, offset=0.25)
 
 @pytest.fixture(scope="module")
 def config() -> DiffusionConfig:
-    # attention at the two lowest levels and two residual blocks: exercises AttnDown/Up blocks and skip popping
-    return tiny_config(attention_levels=(False, False, True, True), num_res_blocks=2, num_post_phases=2)
+    # attention at the two lowest levels and two residual blocks: exercises AttnDown/Up blocks and skip popping;
+    # the post-contrast target, whose clean-image guess is the pre-contrast image (the enhancement target's features
+    # are tested in test_dm_objectives.py)
+    return tiny_config(attention_levels=(False, False, True, True), num_res_blocks=2, num_post_phases=2,
+                       target="post")
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from nnunet_dkm.preprocessing import (
 PRE_SUFFIX = "_0000"
 # the sampler of the synthetic images (``--ddim-steps``, ``--eta``), chosen on training cases:
 # benchmarks/results_dm_recipe.md
-DEFAULT_DDIM_STEPS = 20
+DEFAULT_DDIM_STEPS = 5
 DEFAULT_ETA = 0.0
 
 
@@ -183,7 +183,8 @@ def synthesize_postcontrast(
     schedule_length = checkpoint.config.num_train_timesteps
     if method == "ddim" and ddim_steps > schedule_length:
         raise SynthesisError(f"--ddim-steps {ddim_steps}: the DM's schedule has T = {schedule_length} timesteps "
-                             f"({location.path}); choose at most {schedule_length} steps (default 20)")
+                             f"({location.path}); choose at most {schedule_length} steps "
+                             f"(default {DEFAULT_DDIM_STEPS})")
     for _, file in cases:
         check_image_file(file)  # every input before anything is written
     network = checkpoint.build_network(source=location.path).to(device)

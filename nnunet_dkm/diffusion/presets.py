@@ -7,10 +7,10 @@ model on any machine whatever its load; ``nnUNetv2_dkm_pretrain --max-minutes`` 
 
 - ``paper``: the paper's DM (channels 128-256-256-256, attention at the lowest level, epsilon prediction), the
   plain DDPM loss, uniform timesteps, half the patches on tumour / strong enhancement, nnU-Net's patch size.
-- ``small``: sized for a 2-core CPU (1.5 M parameters): v-prediction, 64x64 patches, half the timesteps from the
-  noisier half of the schedule, 90 % of patches on tumour / strong enhancement, each pixel's loss weighted by
-  ``1 + 2 |post - pre|``, 1000 steps (the measurements behind these values: ``benchmarks/results_dm_evidence.md``,
-  ``benchmarks/results_dm_learning_curve.md``).
+- ``small``: sized for a 2-core CPU (1.5 M parameters): v-prediction of the enhancement (post - pre), 64x64
+  patches, half the timesteps from the noisier half of the schedule, 90 % of patches on tumour / strong enhancement,
+  each pixel's loss weighted by ``1 + 2 |post - pre|``, the raw weights (no EMA), 8000 steps
+  (``benchmarks/results_dm_recipe.md``).
 """
 
 from __future__ import annotations
@@ -91,9 +91,9 @@ DM_PRESETS: dict[str, DmPreset] = {
     "small": DmPreset(
         network=DiffusionConfig(preset="small", channels=(32, 64, 64, 64),
                                 attention_levels=(False, False, False, True), num_res_blocks=1, num_head_channels=32,
-                                norm_num_groups=16, prediction_type="v_prediction"),
-        recipe=PretrainingRecipe(steps=1000, batch_size=16, patch_size=(64, 64), foreground_fraction=0.9,
-                                 high_noise_fraction=0.5, enhancement_weight=2.0),
+                                norm_num_groups=16, prediction_type="v_prediction", target="enhancement"),
+        recipe=PretrainingRecipe(steps=8000, batch_size=16, patch_size=(64, 64), foreground_fraction=0.9,
+                                 high_noise_fraction=0.5, enhancement_weight=2.0, ema_decay=0.0),
     ),
 }
 PRESET_NAMES: tuple[str, ...] = tuple(DM_PRESETS)
