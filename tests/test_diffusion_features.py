@@ -183,7 +183,7 @@ def test_extractor_is_frozen_and_stays_in_eval(config: DiffusionConfig, network:
 
 
 def test_mode_a_feeds_the_noised_pre_contrast_at_t_star(config: DiffusionConfig, network: nn.Module) -> None:
-    dm = extractor(config, network, timestep=250, levels=(2,))
+    dm = extractor(config, network, mode="A", timestep=250, levels=(2,))
     x = patches(batch=2)
     x_pre = SCALING.scale * x + SCALING.offset
     eps = torch.randn(1, 2, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -253,9 +253,9 @@ def test_from_checkpoint_file_gives_the_same_features(
 
 
 def test_untrained_control_has_the_same_interface(config: DiffusionConfig) -> None:
-    control = KineticFeatureExtractor(config, SCALING)  # the default features: f2
-    assert control.level_channels == {2: 16}
-    assert sorted(control(patches())) == [2]
+    control = KineticFeatureExtractor(config, SCALING)  # the default features: f1
+    assert control.level_channels == {1: 8}
+    assert sorted(control(patches())) == [1]
 
 
 @pytest.mark.parametrize(

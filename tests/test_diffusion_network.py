@@ -154,7 +154,7 @@ def test_feature_config_is_checked_against_the_dm() -> None:
     with pytest.raises(DiffusionConfigError, match="only 3 levels"):
         KineticFeatureConfig(levels=(3, 4)).check_against(config)
     with pytest.raises(DiffusionConfigError, match="timestep"):
-        KineticFeatureConfig(levels=(3,), timestep=1000).check_against(config)
+        KineticFeatureConfig(mode="A", levels=(3,), timestep=1000).check_against(config)
     with pytest.raises(DiffusionConfigError, match="mode"):
         KineticFeatureConfig(mode="D")
 

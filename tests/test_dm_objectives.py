@@ -84,8 +84,8 @@ def test_enhancement_target_features_noise_zero_enhancement_and_synthesis_adds_t
     config = tiny_config(target="enhancement")
     network = randomised_network(config)
     x = torch.randn(2, 1, 32, 32)
-    extractor = KineticFeatureExtractor(config, SCALING, KineticFeatureConfig(levels=(2,), channels_last=False),
-                                        network)
+    setting = KineticFeatureConfig(mode="A", levels=(2,), channels_last=False)
+    extractor = KineticFeatureExtractor(config, SCALING, setting, network)
     x_pre = SCALING.scale * x
     noise = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)).expand(2, -1, -1, -1)
     abar = make_ddpm_scheduler(config).alphas_cumprod[50]
@@ -155,14 +155,14 @@ def test_the_probe_puts_the_pre_only_and_regression_dms_beside_the_untrained_one
     import pandas as pd
 
     from nnunet_dkm.probe.cli import main
+    from nnunet_dkm.probe.settings import setting_of
 
     for objective in OBJECTIVES:
         pretrain(objective).run()
     output = tmp_path / "probe"
     main(["-d", str(PHANTOM_ID), "-c", "2d", "--controls", "pre-only", "regression", "--classifiers", "logistic",
           "-o", str(output)])
-    setting = KineticFeatureConfig()
-    code = f"A{setting.timestep}:decoder:{''.join(map(str, setting.levels))}"
+    code = setting_of(KineticFeatureConfig()).code
     rows = set(pd.read_csv(output / "results.csv")["row"])
     assert {f"pretrained DM {code}", f"untrained DM {code}", f"pre-only DM {code}", f"regression DM {code}"} <= rows
     compared = pd.read_csv(output / "results_comparisons.csv")

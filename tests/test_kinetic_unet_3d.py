@@ -278,6 +278,8 @@ def test_an_in_plane_size_the_dm_cannot_take_is_refused_at_build_time(planned: d
 
 def test_the_trainer_refuses_what_the_network_cannot_take_before_any_output_folder(
         planned: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from nnunet_dkm.training.variants.feature_levels import nnUNetTrainerDKM_f2
+
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path))
     for patch_size, slice_axis, expected in (
         ([16, 36, 64], 0, r"\[16, 36, 64\].*not divisible by 8"),
@@ -292,8 +294,8 @@ def test_the_trainer_refuses_what_the_network_cannot_take_before_any_output_fold
         assert block["slice_axis"] == slice_axis
         path = save_checkpoint(checkpoint, tmp_path / f"dm_axis{slice_axis}.pt")
         monkeypatch.setenv("nnUNet_dkm_checkpoint", str(path))
-        with pytest.raises(DkmSetupError, match=expected):
-            nnUNetTrainerDKM.find_dm_checkpoint(PlansManager(manager.plans), "3d_fullres", 0)
+        with pytest.raises(DkmSetupError, match=expected):  # level f2: a stage at half the in-plane size needed
+            nnUNetTrainerDKM_f2.find_dm_checkpoint(PlansManager(manager.plans), "3d_fullres", 0)
     assert not list(tmp_path.rglob("fold_*"))
 
 

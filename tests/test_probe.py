@@ -43,7 +43,7 @@ def test_setting_syntax_grid_and_default() -> None:
     assert len(group_by_forward(grid)) == 14  # one DM forward per (mode, t*, source)
     default = parse_settings(["default"])
     assert default == [setting_of(nnUNetTrainerDKM.kinetic_features)]
-    assert default[0].code == "A50:decoder:2"  # nnUNetTrainerDKM's, chosen by the probe
+    assert default[0].code == "B:decoder:1"  # nnUNetTrainerDKM's, chosen by the probe
     assert len(parse_settings(["default", "all"])) == 84
 
 

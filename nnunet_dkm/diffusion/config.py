@@ -206,9 +206,9 @@ class KineticFeatureConfig:
 
     Attributes:
         mode: "A" the noised identity guess (``objectives.identity_guess``: the pre-contrast image, or zero
-            enhancement) at ``timestep`` (default); "B" pure noise at t = T-1; "C" synthesise the
-            post-contrast image with ``ddim_steps`` DDIM steps, then read features at t = 0.
-        levels: resolution levels to return (1 = full size, 2 = 1/2, ... ); default f2 (why these defaults:
+            enhancement) at ``timestep``; "B" (default) pure noise at t = T-1; "C" synthesise the post-contrast
+            image with ``ddim_steps`` DDIM steps, then read features at t = 0.
+        levels: resolution levels to return (1 = full size, 2 = 1/2, ... ); default f1 (why these defaults:
             ``benchmarks/results_feature_probe.md``).
         source: "decoder" (default) or "encoder" features.
         timestep: t* of mode A.
@@ -223,8 +223,8 @@ class KineticFeatureConfig:
             (up to the float rounding of batched kernels). Default 2^19: 128 slices of 64x64, 20 of 160x160.
     """
 
-    mode: ExtractionMode = "A"
-    levels: tuple[int, ...] = (2,)
+    mode: ExtractionMode = "B"
+    levels: tuple[int, ...] = (1,)
     source: FeatureSource = "decoder"
     timestep: int = 50
     ddim_steps: int = 5

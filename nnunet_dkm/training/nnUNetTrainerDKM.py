@@ -65,7 +65,7 @@ class nnUNetTrainerDKM(nnUNetTrainer):
 
     Class attributes that variants override:
         kinetic_features: which DM features (mode A/B/C, t*, levels, decoder/encoder); default
-            ``KineticFeatureConfig()``: mode A at t* = 50, decoder level f2.
+            ``KineticFeatureConfig()``: mode B (pure noise at t = T-1), decoder level f1.
         ssim_weight: weight of ``1 - SSIM`` in the loss (0.5, the paper's).
         use_pretrained_dm: False builds the untrained-DM control (same architecture, random frozen weights).
         dm_objective: the objective the DM must have been pretrained with (``nnUNetv2_dkm_pretrain --objective``):

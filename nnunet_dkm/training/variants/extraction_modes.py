@@ -1,5 +1,4 @@
-"""DKM with other ways of reading the frozen DM (the default is mode A: the noised pre-contrast image at t* = 50,
-decoder features)."""
+"""DKM with other ways of reading the frozen DM (the default is mode B: pure noise at t = T-1, decoder level f1)."""
 
 from __future__ import annotations
 
@@ -10,10 +9,11 @@ from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
 _DEFAULT = nnUNetTrainerDKM.kinetic_features
 
 
-class nnUNetTrainerDKM_modeB(nnUNetTrainerDKM):
-    """DKM with features of pure noise at t = T-1 (extraction mode B)."""
+class nnUNetTrainerDKM_modeA(nnUNetTrainerDKM):
+    """DKM with the previous default features: the noised identity guess at t* = 50 (extraction mode A), decoder
+    level f2."""
 
-    kinetic_features = replace(_DEFAULT, mode="B")
+    kinetic_features = replace(_DEFAULT, mode="A", timestep=50, levels=(2,))
 
 
 class nnUNetTrainerDKM_modeC(nnUNetTrainerDKM):

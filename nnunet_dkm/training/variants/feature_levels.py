@@ -1,7 +1,7 @@
 """DKM with other DM feature levels: every non-empty subset of f1..f4 (the paper's Table 2).
 
-Level l is read at 1 / 2^(l-1) of the patch size, at the default t* = 50; ``_f2`` is ``nnUNetTrainerDKM``'s network
-under its ablation name.
+Level l is read at 1 / 2^(l-1) of the patch size, in the default extraction mode (B); ``_f1`` is
+``nnUNetTrainerDKM``'s network under its ablation name.
 """
 
 from __future__ import annotations
