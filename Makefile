@@ -28,7 +28,7 @@ test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -ra --durations=10 -m "not slow" tests
 
-# the whole journey on the synthetic phantom (about 26 minutes on 2 CPU cores, install included); output in demo_output/
+# the whole journey on the synthetic phantom (29 minutes on 2 idle CPU cores, .venv present); output in demo_output/
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
