@@ -67,6 +67,21 @@ def publish(temporary: Path, final: Path) -> None:
     os.replace(temporary, final)
 
 
+def replace_folder(folder: Path, fill: Callable[[Path], object]) -> Path:
+    """Call ``fill(temporary_folder)``, then put the result in place of ``folder`` (an older one is removed only
+    once the new one is complete); nothing is left behind on failure."""
+    temporary = make_temporary_folder(folder.parent, folder.name)
+    try:
+        fill(temporary)
+        if folder.exists():
+            shutil.rmtree(folder)
+        publish(temporary, folder)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return folder
+
+
 def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary_path)``, then rename the result onto ``path``; nothing is left behind on failure.
 

@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import shlex
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, write_atomically
+from nnunet_dkm.atomic import remove_stale_temporaries, replace_folder, write_atomically
 from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
 from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint
@@ -110,19 +109,14 @@ def synthesise(dataset_id: int, configuration: str, plans: str, exams: Sequence[
     if record.is_file() and json.loads(record.read_text()) == settings.record():
         return folder
     remove_stale_temporaries(folder.parent)
-    temporary = make_temporary_folder(folder.parent, folder.name)
-    try:
+
+    def fill(temporary: Path) -> None:
         synthesize_postcontrast([exam.pre_file for exam in exams], temporary, dataset_id, configuration, plans,
                                 checkpoint, device, settings.method, settings.ddim_steps, settings.seed,
                                 eta=settings.eta)
         (temporary / "synthesis.json").write_text(json.dumps(settings.record(), indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        publish(temporary, folder)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return folder
+
+    return replace_folder(folder, fill)
 
 
 def read_synthetic(folder: Path, cases: Sequence[QualityCase], file_ending: str) -> dict[str, np.ndarray]:

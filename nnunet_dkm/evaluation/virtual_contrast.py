@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, replace_folder, report_removed
 from nnunet_dkm.diffusion.postcontrast import synthesize_postcontrast
 from nnunet_dkm.evaluation.oracle import OracleDatasetError, dataset_ids_in, free_dataset_id
 from nnunet_dkm.paths import dataset_id
@@ -71,21 +71,19 @@ def synthetic_cache(source: Path, preprocessed: Path, recipe: SynthesisRecipe, p
             return folder, float(stored["seconds"])
     inputs = pre_contrast_images(source, "Tr", file_ending) + pre_contrast_images(source, "Ts", file_ending)
     report_removed(remove_stale_temporaries(folder.parent), "synthetic images")
-    temporary = make_temporary_folder(folder.parent, folder.name)
-    try:
+    timing = {}
+
+    def fill(temporary: Path) -> None:
         start = time.perf_counter()
         synthesize_postcontrast(inputs, temporary, dataset_id(source.name), recipe.configuration, plans,
                                 Path(recipe.dm_checkpoint), device, "ddim", recipe.ddim_steps, recipe.seed,
                                 eta=recipe.eta)
-        seconds = time.perf_counter() - start
-        (temporary / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "seconds": seconds,
+        timing["seconds"] = time.perf_counter() - start
+        (temporary / "recipe.json").write_text(json.dumps({"recipe": asdict(recipe), "seconds": timing["seconds"],
                                                           "cases": len(inputs)}, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        publish(temporary, folder)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+
+    replace_folder(folder, fill)
+    seconds = timing["seconds"]
     return folder, seconds
 
 
