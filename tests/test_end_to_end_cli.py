@@ -118,6 +118,7 @@ def test_benchmark_trains_what_is_missing_reports_every_method_and_resumes(journ
     assert (per_case.groupby("method").size() == 2).all()  # 2 test cases, 1 fold
     assert per_case["dice"].between(0, 1).all() and (per_case["hd95_mm"] >= 0).all()
     summary = pd.read_csv(output / "summary.csv").set_index("method")
+    assert {"runs", "dice_run_mean", "dice_run_std", "dice_repeat_std"} <= set(summary.columns)  # one runs column
     # the phantom's labels follow the post-contrast rule: the rule on post-contrast images is the ceiling
     assert summary.loc["label_rule_post_contrast", "dice_mean"] > 0.8
     paired = pd.read_csv(output / "paired.csv")
