@@ -77,7 +77,8 @@ def write_outputs(output: Path, context: BenchmarkContext, methods: list[MethodI
     if rows:
         overlay_figure(rows, output / "overlays.png")
         figures.append("overlays.png")
-    for name, frame in (("per_case.csv", per_case), ("summary.csv", summary.merge(spread.drop(columns="runs"), on="method", how="left")),
+    summary_with_spread = summary.merge(spread.drop(columns="runs"), on="method", how="left")
+    for name, frame in (("per_case.csv", per_case), ("summary.csv", summary_with_spread),
                         ("runs.csv", per_run), ("run_level.csv", pd.DataFrame([c.as_dict() for c in run_level])),
                         ("paired.csv", pd.DataFrame([c.as_dict() for c in case_level]))):
         write_atomically(output / name, lambda tmp, f=frame: f.to_csv(tmp, index=False))
