@@ -88,11 +88,6 @@ def existing_datasets_with_id(raw_folder: Path, dataset_id: int) -> list[Path]:
     return sorted(p for p in raw_folder.iterdir() if p.is_dir() and p.name.startswith(prefix))
 
 
-def geometry_of(image: sitk.Image) -> tuple:
-    """(size, spacing, origin, direction) of an image, for comparisons."""
-    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
-
-
 def check_same_geometry(reference: sitk.Image, other: sitk.Image, what: str, tolerance: float = 1e-3) -> None:
     """Raise :class:`DatasetConversionError` naming ``what`` if ``other`` is not on ``reference``'s grid.
 

@@ -301,6 +301,18 @@ def test_ablation_levels_are_checked() -> None:
         parse_args(["-d", "1", "--ablation", "15", "-device", "cpu"])
 
 
+def test_benchmark_help_says_what_each_method_row_answers(capsys) -> None:
+    from nnunet_dkm.evaluation.benchmark.cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["-h"])
+    epilog = capsys.readouterr().out.split("what each --methods row answers:")[1]
+    for method in ("vanilla", "dkm", "untrained-dm", "pre-only-dm", "regression-dm", "virtual-contrast", "oracle",
+                   "baselines"):
+        assert f"\n  {method} " in epilog
+    assert "kinetics without diffusion" in epilog and "diffusion without kinetics" in epilog
+
+
 def test_without_a_test_split_each_fold_is_scored_on_its_validation_cases(tiny_raw) -> None:
     import shutil
 

@@ -17,14 +17,13 @@ pretrained across another axis (``--slice-axis 1|2`` on an isotropic 3D configur
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, report_removed
+from nnunet_dkm.atomic import remove_stale_temporaries, replace_folder, report_removed
 from nnunet_dkm.image_integrity import read_checked
 from nnunet_dkm.preprocessing.exams import DceExam, find_pretraining_exams, read_exam
 from nnunet_dkm.preprocessing.planned_dataset import PlannedDataset
@@ -171,23 +170,15 @@ def build_cache(dataset: PlannedDataset, rebuild: bool = False, progress: bool =
             return cache
     exams = find_pretraining_exams(dataset.raw_folder)
     report_removed(remove_stale_temporaries(folder.parent), "DM cache")
-    tmp = make_temporary_folder(folder.parent, folder.name)
-    try:
+
+    def fill(tmp: Path) -> None:
         entries = [
             cache_exam(exam, tmp, dataset)
             for exam in tqdm(exams, desc=f"DM cache ({dataset.configuration})", unit="exam", disable=not progress)
         ]
-        manifest = {
-            "version": CACHE_VERSION,
-            "plans_identity": identity,
-            "num_post_phases": len(exams[0].post_files),
-            "exams": entries,
-        }
+        manifest = {"version": CACHE_VERSION, "plans_identity": identity, "num_post_phases": len(exams[0].post_files),
+                    "exams": entries}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if folder.exists():
-            shutil.rmtree(folder)
-        publish(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    replace_folder(folder, fill)
     return load_cache(folder)

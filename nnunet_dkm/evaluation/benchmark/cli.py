@@ -21,6 +21,7 @@ import datetime
 import json
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -40,6 +41,7 @@ from nnunet_dkm.evaluation.benchmark.methods import (
     DEFAULT_ABLATION,
     DEFAULT_METHODS,
     METHOD_CHOICES,
+    METHOD_QUESTIONS,
     SCHEDULE_CHOICES,
     SYNTHESIS_DDIM_STEPS,
     SYNTHESIS_ETA,
@@ -229,9 +231,14 @@ def run_benchmark(args: argparse.Namespace) -> Path:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="nnUNetv2_dkm_benchmark",
-        description="Benchmark DKM against vanilla nnU-Net on the pre-contrast image, with the untrained-DM "
-                    "control, the post-contrast ceiling and baselines without a network. Trains missing models "
-                    "with nnUNetv2_train, reuses existing ones.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Benchmark DKM against vanilla nnU-Net on the pre-contrast image, with the untrained-DM control, the "
+            "post-contrast ceiling and baselines without a network. Trains missing models with nnUNetv2_train, "
+            "reuses existing ones.", 100),
+        epilog="what each --methods row answers:\n" + "\n".join(
+            textwrap.fill(question, 100, initial_indent=f"  {name:17}", subsequent_indent=" " * 19)
+            for name, question in METHOD_QUESTIONS.items()),
     )
     parser.add_argument("-d", "--dataset", type=int, required=True, help="dataset id, e.g. 990")
     parser.add_argument("-c", "--configuration", default="2d", help="nnU-Net configuration (2d)")
