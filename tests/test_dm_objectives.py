@@ -181,3 +181,17 @@ def test_with_the_checkpoint_variable_set_each_objective_keeps_its_own_file(
              for objective in OBJECTIVES}
     assert paths == {"kinetic": tmp_path / "my_dm.pt", "pre-only": tmp_path / "my_dm_pre-only.pt",
                      "regression": tmp_path / "my_dm_regression.pt"}
+
+
+@pytest.mark.parametrize("target", ["post", "enhancement"])
+def test_the_benchmark_report_states_the_dms_target_from_its_checkpoint(writable_phantom: Path, target: str) -> None:
+    import argparse
+
+    from nnunet_dkm.evaluation.benchmark.cli import checked_dms, dm_note
+    from nnunet_dkm.evaluation.benchmark.methods import DEFAULT_METHODS, TrainerChoice, plan_methods
+
+    pretrain("kinetic", target=target).run()
+    args = argparse.Namespace(configuration="2d", num_labelled=None, allow_labelled_dm=False, plans="nnUNetPlans")
+    methods = plan_methods(TrainerChoice(), post_phase=1, selected=DEFAULT_METHODS)
+    found = checked_dms(args, writable_phantom, writable_phantom, methods)
+    assert f"target {target}," in dm_note("kinetic", found["kinetic"])

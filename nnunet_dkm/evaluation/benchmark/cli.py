@@ -118,7 +118,8 @@ def checked_dms(args: argparse.Namespace, raw: Path, preprocessed: Path, methods
         if not location.path.is_file():
             raise BenchmarkError(missing_dm_message(location, raw.name, args.configuration, args.plans, objective)
                                  + label_free_hint)
-        metadata = load_checkpoint(location.path).metadata
+        checkpoint = load_checkpoint(location.path)
+        metadata = checkpoint.metadata
         if args.num_labelled and not metadata.get("label_free") and not args.allow_labelled_dm:
             raise BenchmarkError(
                 f"--num-labelled: the DM at {location.describe()} was pretrained with tumour labels (patches centred "
@@ -127,7 +128,7 @@ def checked_dms(args: argparse.Namespace, raw: Path, preprocessed: Path, methods
                 f"--overwrite to replace this one, or export nnUNet_dkm_checkpoint=<file> to keep both), or pass "
                 f"--allow-labelled-dm"
             )
-        found[objective] = {**metadata, "path": str(location.path)}
+        found[objective] = {**metadata, "target": checkpoint.config.target, "path": str(location.path)}
     return found
 
 
@@ -135,9 +136,8 @@ def dm_note(objective: str, metadata: dict) -> str:
     """How one of the benchmark's DMs was pretrained, from its checkpoint."""
     labels = "label-free (patches centred by enhancement, never by a tumour label)" if metadata.get("label_free") \
         else "patches centred on the training cases' tumours and on enhancement"
-    recipe = metadata.get("recipe") or {}
     return (f"{objective} DM ({metadata['path']}): {metadata.get('preset', '?')} preset, {metadata.get('steps', '?')} "
-            f"pretraining steps, target {recipe.get('target', metadata.get('target', 'post'))}, {labels}; "
+            f"pretraining steps, target {metadata.get('target', '?')}, {labels}; "
             f"{len(metadata.get('train_exams', []))} training exams")
 
 
