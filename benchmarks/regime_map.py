@@ -54,13 +54,14 @@ def environment(workdir: Path) -> dict[str, str]:
     return env
 
 
-def run(command: list[str], workdir: Path, log: Path | None = None) -> None:
+def run(command: list[str], workdir: Path, log: Path | None = None, unset: tuple[str, ...] = ()) -> None:
     print("$", " ".join(command), flush=True)
+    env = {name: value for name, value in environment(workdir).items() if name not in unset}
     if log is None:
-        subprocess.run(command, check=True, env=environment(workdir))
+        subprocess.run(command, check=True, env=env)
         return
     with open(log, "a") as stream:
-        subprocess.run(command, check=True, env=environment(workdir), stdout=stream, stderr=subprocess.STDOUT)
+        subprocess.run(command, check=True, env=env, stdout=stream, stderr=subprocess.STDOUT)
 
 
 def raw_dataset(workdir: Path, cue: float) -> Path | None:
@@ -78,7 +79,7 @@ def prepare(workdir: Path, cue: float) -> None:
              f"{cue:g}"], workdir)
     if not list((workdir / "nnUNet_preprocessed").glob(f"Dataset{dataset}_*/nnUNetPlans.json")):
         run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", dataset, "-c", "2d", "-np", "1", "-npfp", "1"],
-            workdir)
+            workdir, unset=("nnUNet_n_proc_DA",))  # nnU-Net's planner sets torch threads from it: 0 fails
 
 
 # -- 1. schedule ------------------------------------------------------------------------------------------------
