@@ -6,6 +6,7 @@ unlabelled exams, seed 0).
     python benchmarks/regime_map.py --workdir ... --stage dms                        # 2. one label-free DM per cue
     python benchmarks/regime_map.py --workdir ... --stage probe                      # 3. DM quality + probe per cue
     python benchmarks/regime_map.py --workdir ... --stage segmentation               # 4. the two segmentation points
+                                                                                     #    (phase A; see below)
     python benchmarks/regime_map.py --workdir ... --stage report                     # results_regime_map.md + figure
 
 Every stage reuses what exists, so a stage can be rerun (or run on another core) at any time. Design, fixed before
@@ -20,18 +21,31 @@ any segmentation result was seen:
    probe's SELECTION split (logistic regression); where that is the default cue, the second largest. At each point:
    N = 4 and N = all, folds 0-2 x 2 repeats, methods vanilla, DKM, untrained-DM, pre-only DM, regression DM and the
    virtual-contrast nnU-Net (``nnUNetv2_dkm_benchmark --num-labelled 4 all --repeats 2``).
+
+Compute plan, amended on 2026-12-05 before any segmentation result of this study was seen (measured on this 2-core
+VM: an 8000-step DM takes about 2.3 h on one core, a ``1epoch`` training about 11 min; the full design is about 53
+core-hours):
+- DMs: the kinetic DM at every cue (the probe rule needs it); the pre-only and regression DMs only at the
+  segmentation points (``--stage dms --cues C --objectives pre-only regression``). The probe reports the control
+  rows where their DMs exist.
+- Segmentation in two phases per point. Phase A (``--methods`` default): vanilla, DKM and the untrained-DM control,
+  36 trainings. Phase B, at a point where phase A shows DKM - control >= +0.03 with its run-level interval above 0:
+  the pre-only and regression DM controls and virtual contrast (they say whether the kinetics or the diffusion
+  training carry the gain). ``--stage segmentation --cues 0.5`` runs the default point before the probe exists.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from nnunet_dkm.evaluation.benchmark.stages import ensure_planned
+from nnunet_dkm.evaluation.nnunet_runs import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -44,24 +58,15 @@ FOLDS = ("0", "1", "2")
 REPEATS = 2
 OBJECTIVES = ("kinetic", "pre-only", "regression")
 METHODS = ("vanilla", "dkm", "untrained-dm", "pre-only-dm", "regression-dm", "virtual-contrast")
+PHASE_A = METHODS[:3]
 
 
-def environment(workdir: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({name: str(workdir / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    env.update({"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
-    env.pop("nnUNet_dkm_checkpoint", None)
-    return env
-
-
-def run(command: list[str], workdir: Path, log: Path | None = None, unset: tuple[str, ...] = ()) -> None:
-    print("$", " ".join(command), flush=True)
-    env = {name: value for name, value in environment(workdir).items() if name not in unset}
-    if log is None:
-        subprocess.run(command, check=True, env=env)
-        return
-    with open(log, "a") as stream:
-        subprocess.run(command, check=True, env=env, stdout=stream, stderr=subprocess.STDOUT)
+def use_workdir(workdir: Path) -> None:
+    """Point nnU-Net's three folders at ``workdir`` for this process and its children (one process per training,
+    as the pinned runs need)."""
+    os.environ.update({name: str(workdir / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
+    os.environ.update({"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
+    os.environ.pop("nnUNet_dkm_checkpoint", None)
 
 
 def raw_dataset(workdir: Path, cue: float) -> Path | None:
@@ -73,13 +78,10 @@ def prepare(workdir: Path, cue: float) -> None:
     """The scarce phantom at ``cue`` (seed 0) and its 2d plans, unless there."""
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (workdir / name).mkdir(parents=True, exist_ok=True)
-    dataset = str(DATASET_IDS[cue])
     if raw_dataset(workdir, cue) is None:
-        run([str(BIN / "nnUNetv2_dkm_synthesize"), "-d", dataset, "--preset", "scarce", "--pre-contrast-cue",
-             f"{cue:g}"], workdir)
-    if not list((workdir / "nnUNet_preprocessed").glob(f"Dataset{dataset}_*/nnUNetPlans.json")):
-        run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", dataset, "-c", "2d", "-np", "1", "-npfp", "1"],
-            workdir, unset=("nnUNet_n_proc_DA",))  # nnU-Net's planner sets torch threads from it: 0 fails
+        run_command([str(BIN / "nnUNetv2_dkm_synthesize"), "-d", str(DATASET_IDS[cue]), "--preset", "scarce",
+                     "--pre-contrast-cue", f"{cue:g}"])
+    ensure_planned(raw_dataset(workdir, cue), "2d", "nnUNetPlans")
 
 
 # -- 1. schedule ------------------------------------------------------------------------------------------------
@@ -91,9 +93,9 @@ def stage_curve(workdir: Path) -> None:
     prepare(workdir, DEFAULT_CUE)
     for schedule in CURVE_SCHEDULES:
         if not (curve_folder(workdir, schedule) / "label_efficiency.csv").is_file():
-            run([str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET_IDS[DEFAULT_CUE]), "-c", "2d", "-f", *FOLDS,
-                 "--num-labelled", "4", "all", "--methods", "vanilla", "--schedule", schedule, "-device", "cpu",
-                 "-o", str(curve_folder(workdir, schedule))], workdir)
+            run_command([str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET_IDS[DEFAULT_CUE]), "-c", "2d", "-f",
+                         *FOLDS, "--num-labelled", "4", "all", "--methods", "vanilla", "--schedule", schedule,
+                         "-device", "cpu", "-o", str(curve_folder(workdir, schedule))])
 
 
 def curve_table(workdir: Path) -> pd.DataFrame:
@@ -134,21 +136,22 @@ def stage_dms(workdir: Path, cues: list[float], objectives: tuple[str, ...]) -> 
     for cue in cues:
         prepare(workdir, cue)
         for objective in objectives:
-            path = dm_file(workdir, cue, objective)
-            if path.is_file() and _finished(path):
+            if dm_finished(workdir, cue, objective):
                 continue
             command = [str(BIN / "nnUNetv2_dkm_pretrain"), "-d", str(DATASET_IDS[cue]), "-c", "2d", "--label-free",
                        "--objective", objective]
-            if path.is_file():
+            if dm_file(workdir, cue, objective).is_file():
                 command.append("--continue")
-            run(command, workdir, workdir / f"dm_{DATASET_IDS[cue]}_{objective}.log")
+            run_command(command)
 
 
-def _finished(path: Path) -> bool:
-    """Whether a DM reached its recipe's step count."""
+def dm_finished(workdir: Path, cue: float, objective: str) -> bool:
+    """Whether the DM exists and reached its recipe's step count."""
     from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 
-    metadata = load_checkpoint(path).metadata
+    if raw_dataset(workdir, cue) is None or not dm_file(workdir, cue, objective).is_file():
+        return False
+    metadata = load_checkpoint(dm_file(workdir, cue, objective)).metadata
     return metadata.get("steps") == (metadata.get("recipe") or {}).get("steps")
 
 
@@ -162,14 +165,21 @@ def probe_folder(workdir: Path, cue: float) -> Path:
 
 
 def stage_probe(workdir: Path, cues: list[float]) -> None:
+    """DM quality and the probe per cue with a finished kinetic DM; the probe's control rows are the pre-only and
+    regression DMs that are finished, and it runs again when one more has finished since."""
     for cue in cues:
+        if not dm_finished(workdir, cue, "kinetic"):
+            print(f"cue {cue:g}: its kinetic DM is not finished (`--stage dms`); no probe")
+            continue
         dataset = str(DATASET_IDS[cue])
         if not (quality_folder(workdir, cue) / "results.csv").is_file():
-            run([str(BIN / "nnUNetv2_dkm_dm_quality"), "-d", dataset, "-c", "2d", "-o",
-                 str(quality_folder(workdir, cue))], workdir)
-        if not (probe_folder(workdir, cue) / "results.csv").is_file():
-            run([str(BIN / "nnUNetv2_dkm_probe"), "-d", dataset, "-c", "2d", "--controls", "pre-only", "regression",
-                 "-o", str(probe_folder(workdir, cue))], workdir)
+            run_command([str(BIN / "nnUNetv2_dkm_dm_quality"), "-d", dataset, "-c", "2d", "-o",
+                         str(quality_folder(workdir, cue))])
+        controls = [o for o in OBJECTIVES[1:] if dm_finished(workdir, cue, o)]
+        results = probe_folder(workdir, cue) / "results.csv"
+        if not results.is_file() or not set(controls) <= set(pd.read_csv(results)["model"]):
+            run_command([str(BIN / "nnUNetv2_dkm_probe"), "-d", dataset, "-c", "2d",
+                         *(["--controls", *controls] if controls else []), "-o", str(probe_folder(workdir, cue))])
 
 
 def probe_gaps(workdir: Path) -> pd.DataFrame:
@@ -202,36 +212,54 @@ def segmentation_folder(workdir: Path, cue: float) -> Path:
     return workdir / "segmentation" / f"cue_{cue:g}"
 
 
-def stage_segmentation(workdir: Path, schedule: str, cues: list[float]) -> None:
+def stage_segmentation(workdir: Path, schedule: str, cues: list[float], methods: list[str]) -> None:
+    """The benchmark at each cue: N = 4 and N = all, ``FOLDS`` x ``REPEATS``; it resumes trainings and reuses
+    finished ones, so a later call with more methods adds only their trainings."""
     for cue in cues:
-        if (segmentation_folder(workdir, cue) / "label_efficiency.csv").is_file():
-            continue
-        run([str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET_IDS[cue]), "-c", "2d", "-f", *FOLDS,
-             "--num-labelled", "4", "all", "--repeats", str(REPEATS), "--methods", *METHODS, "--schedule", schedule,
-             "-device", "cpu", "-o", str(segmentation_folder(workdir, cue))], workdir)
+        run_command([str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET_IDS[cue]), "-c", "2d", "-f", *FOLDS,
+                     "--num-labelled", "4", "all", "--repeats", str(REPEATS), "--methods", *methods,
+                     "--schedule", schedule, "-device", "cpu", "-o", str(segmentation_folder(workdir, cue))])
+
+
+def cues_to_segment(workdir: Path, requested: list[float] | None) -> list[float]:
+    """The design's points (point 3 of the module docstring); ``requested`` may run a subset of them, e.g. the
+    default cue, which needs no probe, before the other cues' DMs exist."""
+    if requested == [DEFAULT_CUE]:
+        return requested
+    points = segmentation_cues(probe_gaps(workdir))
+    if requested is None:
+        return points
+    outside = [c for c in requested if c not in points]
+    if outside:
+        raise SystemExit(f"cue(s) {outside} are not segmentation points of the design: {points}")
+    return requested
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--stage", required=True, choices=("curve", "dms", "probe", "segmentation", "report"))
-    parser.add_argument("--cues", type=float, nargs="+", default=list(CUES), help="stages dms and probe")
+    parser.add_argument("--cues", type=float, nargs="+", help="stages dms and probe: default all; stage "
+                        "segmentation: default the design's two points")
     parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES, help="stage dms")
+    parser.add_argument("--methods", nargs="+", default=list(PHASE_A), choices=METHODS,
+                        help="stage segmentation (phase B adds pre-only-dm regression-dm virtual-contrast)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results_regime_map.md",
                         help="stage report")
     args = parser.parse_args()
     workdir = args.workdir.resolve()
+    use_workdir(workdir)
     if args.stage == "curve":
         stage_curve(workdir)
     elif args.stage == "dms":
-        stage_dms(workdir, args.cues, tuple(args.objectives))
+        stage_dms(workdir, args.cues or list(CUES), tuple(args.objectives))
     elif args.stage == "probe":
-        stage_probe(workdir, args.cues)
+        stage_probe(workdir, args.cues or list(CUES))
     elif args.stage == "segmentation":
         schedule, why = study_schedule(curve_table(workdir))
-        cues = segmentation_cues(probe_gaps(workdir))
-        print(f"schedule {schedule} ({why}); cues {cues}")
-        stage_segmentation(workdir, schedule, cues)
+        cues = cues_to_segment(workdir, args.cues)
+        print(f"schedule {schedule} ({why}); cues {cues}; methods {args.methods}")
+        stage_segmentation(workdir, schedule, cues, args.methods)
     else:
         report(workdir, args.output)
 
@@ -282,24 +310,24 @@ def cue_rows(workdir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def segmentation_rows(workdir: Path) -> pd.DataFrame:
-    """Per segmentation point and N: DKM - control and DKM - vanilla over training runs."""
-    from nnunet_dkm.evaluation.run_statistics import run_level_comparison
+SEGMENTATION_REFERENCES = ("untrained_dm_control", "vanilla", "pre_only_dm_control", "regression_dm_control",
+                          "virtual_contrast")  # the benchmark's method keys, control first
 
-    rows = []
+
+def segmentation_rows(workdir: Path) -> pd.DataFrame:
+    """Per segmentation point, N and reference: DKM - reference over training runs (the benchmark's own overview
+    statistic, ``dkm_against``)."""
+    from nnunet_dkm.evaluation.benchmark.label_efficiency import dkm_against
+
+    tables = []
     for cue in CUES:
         path = segmentation_folder(workdir, cue) / "per_case_label_efficiency.csv"
         if not path.is_file():
             continue
         per_case = pd.read_csv(path, dtype={"num_labelled": str})
-        for label, of_n in per_case.groupby("num_labelled"):
-            for reference in ("untrained-dm", "vanilla", "pre-only-dm", "regression-dm", "virtual-contrast"):
-                if reference not in set(of_n["method"]):
-                    continue
-                c = run_level_comparison(of_n, "dkm", reference)
-                rows.append({"cue": cue, "num_labelled": label, "minus": reference, "runs": c.runs,
-                             "difference": c.mean_difference, "low": c.t_low, "high": c.t_high, "verdict": c.verdict})
-    return pd.DataFrame(rows)
+        tables += [dkm_against(per_case, reference).assign(cue=cue) for reference in SEGMENTATION_REFERENCES]
+    tables = [t for t in tables if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def report_figure(curve: pd.DataFrame, segmentation: pd.DataFrame, path: Path) -> None:
@@ -315,11 +343,11 @@ def report_figure(curve: pd.DataFrame, segmentation: pd.DataFrame, path: Path) -
     axes[0].set_ylabel("mean test Dice over runs")
     axes[0].set_title("schedule curve (cue 0.5)", fontsize=9)
     axes[0].legend(fontsize=8)
-    for axis, reference in zip(axes[1:], ("untrained-dm", "vanilla"), strict=True):
-        part = segmentation[segmentation["minus"] == reference] if len(segmentation) else segmentation
+    for axis, reference in zip(axes[1:], SEGMENTATION_REFERENCES[:2], strict=True):
+        part = segmentation[segmentation["reference"] == reference] if len(segmentation) else segmentation
         for cue, of_cue in part.groupby("cue") if len(part) else ():
-            axis.errorbar(of_cue["num_labelled"], of_cue["difference"],
-                          yerr=[of_cue["difference"] - of_cue["low"], of_cue["high"] - of_cue["difference"]],
+            mean = of_cue["mean_difference"]
+            axis.errorbar(of_cue["num_labelled"], mean, yerr=[mean - of_cue["t_low"], of_cue["t_high"] - mean],
                           marker="o", capsize=3, label=f"cue {cue:g}")
         axis.axhline(0, color="grey", lw=0.8)
         axis.set_title(f"DKM - {reference}", fontsize=9)
@@ -373,11 +401,12 @@ def report(workdir: Path, output: Path) -> None:
         lines += ["", f"Cues not run yet: {', '.join(missing)} (`--stage dms`, then `--stage probe`)."]
     lines += ["", "## 3. Segmentation: DKM minus each control over training runs (folds x repeats)", ""]
     if len(segmentation):
-        lines += ["| cue | N | DKM minus | runs | mean Dice difference | 95 % t-interval | verdict |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| cue | N | DKM minus | runs | mean Dice difference | 95 % t-interval | per run | verdict | "
+                  "goal met |", "|---|---|---|---|---|---|---|---|---|"]
         for r in segmentation.itertuples():
-            lines.append(f"| {r.cue:g} | {r.num_labelled} | {r.minus} | {r.runs} | {r.difference:+.3f} | "
-                         f"[{r.low:+.3f}, {r.high:+.3f}] | {r.verdict} |")
+            lines.append(f"| {r.cue:g} | {r.num_labelled} | {r.reference} | {r.runs} | {r.mean_difference:+.3f} | "
+                         f"[{r.t_low:+.3f}, {r.t_high:+.3f}] | {r.per_run} | {r.verdict} | "
+                         f"{'yes' if r.goal_met else 'no'} |")
     else:
         lines += ["Not run yet: `--stage segmentation` (needs stages 1-3: it reads the schedule and the cues from "
                   "them)."]

@@ -1,0 +1,49 @@
+"""The regime study's design rules (benchmarks/regime_map.py): which schedule and which cues it runs, fixed before
+any segmentation result is seen."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "regime_map.py"
+
+
+@pytest.fixture(scope="module")
+def regime_map():
+    spec = importlib.util.spec_from_file_location("regime_map", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def curve(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"schedule": s, "num_labelled": n, "dice": d} for s, n, d in rows])
+
+
+def test_the_study_schedule_is_the_shortest_that_reaches_the_few_label_regime(regime_map) -> None:
+    table = curve([("demo", "4", 0.47), ("demo", "all", 0.48), ("1epoch", "4", 0.40), ("1epoch", "all", 0.46),
+                   ("2epochs", "4", 0.40), ("2epochs", "all", 0.50)])
+    assert regime_map.study_schedule(table)[0] == "1epoch"
+    flat = curve([("demo", "4", 0.47), ("demo", "all", 0.48), ("1epoch", "4", 0.45), ("1epoch", "all", 0.46)])
+    schedule, why = regime_map.study_schedule(flat)
+    assert schedule == "1epoch" and "no schedule" in why
+
+
+def test_the_second_segmentation_point_is_the_cue_with_the_largest_probe_gap_besides_the_default(regime_map) -> None:
+    gaps = pd.DataFrame({"cue": [0.0, 0.5, 1.0, 2.0], "dm_selection": [0.50, 0.70, 0.62, 0.80],
+                         "untrained_dm_selection": [0.49, 0.55, 0.50, 0.78]})
+    assert regime_map.segmentation_cues(gaps) == [0.5, 1.0]  # 0.5 has the largest gap but is the default point
+
+
+def test_segmentation_runs_the_default_cue_before_the_probe_and_refuses_cues_outside_the_design(
+        regime_map, tmp_path: Path, monkeypatch) -> None:
+    assert regime_map.cues_to_segment(tmp_path, [regime_map.DEFAULT_CUE]) == [0.5]  # no probe output needed
+    monkeypatch.setattr(regime_map, "probe_gaps", lambda workdir: pd.DataFrame(
+        {"cue": [0.0, 0.5, 2.0], "dm_selection": [0.6, 0.7, 0.9], "untrained_dm_selection": [0.5, 0.6, 0.85]}))
+    assert regime_map.cues_to_segment(tmp_path, None) == [0.5, 0.0]
+    with pytest.raises(SystemExit, match=r"\[2\.0\] are not segmentation points"):
+        regime_map.cues_to_segment(tmp_path, [2.0])
