@@ -55,14 +55,8 @@ class Case:
 
     @property
     def feature_config(self) -> KineticFeatureConfig:
-        return KineticFeatureConfig(
-            mode=self.mode,
-            source=self.source,
-            levels=self.levels,
-            ddim_steps=5,
-            autocast="bf16" in self.precision,
-            channels_last="channels_last" in self.precision,
-        )
+        return KineticFeatureConfig(mode=self.mode, source=self.source, levels=self.levels, ddim_steps=5,
+                                    autocast="bf16" in self.precision, channels_last="channels_last" in self.precision)
 
     def describe(self) -> list[str]:
         mode = "C (K=5)" if self.mode == "C" else self.mode

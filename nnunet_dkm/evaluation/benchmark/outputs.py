@@ -94,11 +94,9 @@ def write_label_runs(output: Path, context: BenchmarkContext, methods: list[Meth
                      predictions: dict[tuple[str, int, int], Path], file_ending: str, overlays: int) -> str:
     """One full report per N (``n_<N>/``, folds named by their base fold) and the overview across N."""
     by_fold = {run.nnunet_fold: run for run in runs}
-    per_case = per_case.assign(
-        num_labelled=[by_fold[f].label for f in per_case["fold"]],
-        labelled_cases=[len(by_fold[f].train_cases) for f in per_case["fold"]],
-        fold=[by_fold[f].fold for f in per_case["fold"]],
-    )
+    per_case = per_case.assign(num_labelled=[by_fold[f].label for f in per_case["fold"]],
+                               labelled_cases=[len(by_fold[f].train_cases) for f in per_case["fold"]],
+                               fold=[by_fold[f].fold for f in per_case["fold"]])
     for label in dict.fromkeys(run.label for run in runs):
         of_n = [run for run in runs if run.label == label]
         sub_context = replace(context, folds=[run.fold for run in of_n], notes=[
