@@ -33,8 +33,10 @@ from unittest import mock
 
 import torch
 
-from nnunet_dkm.diffusion import InputScaling, KineticFeatureConfig, KineticFeatureExtractor, preset_network
 from nnunet_dkm.diffusion import features as features_module
+from nnunet_dkm.diffusion.config import InputScaling, KineticFeatureConfig
+from nnunet_dkm.diffusion.features import KineticFeatureExtractor
+from nnunet_dkm.diffusion.presets import preset_network
 from nnunet_dkm.reporting import PeakMemory, machine_description
 
 DEFAULT_OUTPUT = Path(__file__).with_name("results_feature_extraction_speed.md")
