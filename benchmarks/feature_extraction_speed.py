@@ -33,8 +33,10 @@ from unittest import mock
 
 import torch
 
-from nnunet_dkm.diffusion import InputScaling, KineticFeatureConfig, KineticFeatureExtractor, preset_network
 from nnunet_dkm.diffusion import features as features_module
+from nnunet_dkm.diffusion.config import InputScaling, KineticFeatureConfig
+from nnunet_dkm.diffusion.features import KineticFeatureExtractor
+from nnunet_dkm.diffusion.presets import preset_network
 from nnunet_dkm.reporting import PeakMemory, machine_description
 
 DEFAULT_OUTPUT = Path(__file__).with_name("results_feature_extraction_speed.md")
@@ -55,14 +57,8 @@ class Case:
 
     @property
     def feature_config(self) -> KineticFeatureConfig:
-        return KineticFeatureConfig(
-            mode=self.mode,
-            source=self.source,
-            levels=self.levels,
-            ddim_steps=5,
-            autocast="bf16" in self.precision,
-            channels_last="channels_last" in self.precision,
-        )
+        return KineticFeatureConfig(mode=self.mode, source=self.source, levels=self.levels, ddim_steps=5,
+                                    autocast="bf16" in self.precision, channels_last="channels_last" in self.precision)
 
     def describe(self) -> list[str]:
         mode = "C (K=5)" if self.mode == "C" else self.mode

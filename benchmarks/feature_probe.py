@@ -26,19 +26,19 @@ from matplotlib.figure import Figure
 
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.preprocessing import PlannedDataset
-from nnunet_dkm.probe import (
-    ProbeFiles,
-    ProbeOptions,
-    ReportContext,
-    parse_settings,
-    run_probe,
-    write_results,
-)
 from nnunet_dkm.probe.cases import probe_checkpoint
 from nnunet_dkm.probe.cli import add_split_arguments, run_reported, split_options
-from nnunet_dkm.probe.report import CLASSIFIER_NAMES, classifier_description, summary_table
-from nnunet_dkm.probe.run import ProbeResult
-from nnunet_dkm.probe.settings import DmSetting
+from nnunet_dkm.probe.report import (
+    CLASSIFIER_NAMES,
+    ProbeFiles,
+    ReportContext,
+    classifier_description,
+    summary_table,
+    write_results,
+)
+from nnunet_dkm.probe.run import ProbeResult, run_probe
+from nnunet_dkm.probe.scoring import ProbeOptions
+from nnunet_dkm.probe.settings import DmSetting, parse_settings
 from nnunet_dkm.reporting import machine_description, utc_now
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,8 +4,9 @@
 
 Each folder is the ``-o`` of one ``nnUNetv2_dkm_benchmark`` run (same command, fresh ``nnUNet_raw``,
 ``nnUNet_preprocessed`` and ``nnUNet_results``). This script only reads their ``run_level.csv`` (the run-level
-comparisons, their intervals and verdicts), ``summary.csv`` (each method's run-to-run spread) and ``results.md`` (the
-command), and writes ``benchmarks/results_repeats.md`` and ``benchmarks/rerun_agreement.png``.
+comparisons, their intervals and verdicts, the command and its DMs; from ``results.md`` where an older benchmark did
+not write the last two) and ``summary.csv`` (each method's run-to-run spread), and writes
+``benchmarks/results_repeats.md`` and ``benchmarks/rerun_agreement.png``.
 """
 
 from __future__ import annotations
@@ -17,30 +18,35 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from nnunet_dkm.evaluation.run_statistics import verdict_class
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def read_benchmark(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The Dice run-level comparisons, the per-method spread, and the benchmark's command line and DMs."""
     comparisons = pd.read_csv(folder / "run_level.csv")
+    if "command" in comparisons:
+        command, dms = comparisons["command"].iloc[0], [d for d in comparisons["dms"].fillna("").iloc[:1] if d]
+    else:  # a run_level.csv written before it had these columns: the report's header has them
+        lines = (folder / "results.md").read_text().splitlines()
+        command = next((line.split("`")[1] for line in lines if line.startswith("- **Command:**")), "(not found)")
+        dms = [line[2:] for line in lines if re.match(r"- [a-z-]+ DM \(", line)]  # "- kinetic DM (<file>): ..."
+    if "verdict_class" not in comparisons:  # likewise
+        comparisons["verdict_class"] = [verdict_class(c.t_low, c.t_high, c.folds, c.repeats)
+                                        for c in comparisons.itertuples()]
     comparisons = comparisons[comparisons["metric"] == "dice"].reset_index(drop=True)
-    summary = pd.read_csv(folder / "summary.csv")
-    lines = (folder / "results.md").read_text().splitlines()
-    command = next((line.split("`")[1] for line in lines if line.startswith("- **Command:**")), "(not found)")
-    dms = [line[2:] for line in lines if re.match(r"- [a-z-]+ DM \(", line)]  # "- kinetic DM (<file>): ..."
-    return comparisons, summary, "`" + command + "`" + "".join(f"; {dm}" for dm in dms)
+    return comparisons, pd.read_csv(folder / "summary.csv"), f"`{command}`" + "".join(f"; {dm}" for dm in dms)
 
 
 def agreement(runs: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per comparison and run: mean difference, t-interval, bootstrap interval, verdict; ``agree`` is True
-    where every run gave the same verdict (better, worse or no detectable difference)."""
+    where every run gave the same verdict class (better, worse, no detectable difference or no verdict)."""
     frames = []
     for name, comparisons in runs.items():
         frames.append(comparisons.assign(benchmark=name, comparison=comparisons["method"] + " − "
                                          + comparisons["reference"]))
     table = pd.concat(frames, ignore_index=True)
-    # "no detectable difference (95 % interval half-width 0.018)": the verdict is the part before the half-width
-    table["verdict_class"] = table["verdict"].str.split(" (", regex=False).str[0]
     verdicts = table.groupby("comparison", sort=False)["verdict_class"].nunique()
     return table.assign(agree=table["comparison"].map(verdicts == 1))
 

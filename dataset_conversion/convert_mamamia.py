@@ -343,14 +343,8 @@ def convert_mamamia(
         )
 
 
-def _convert_patient(
-    writer: RawDatasetWriter,
-    patient: MamaMiaPatient,
-    split: str,
-    num_post_phases: int,
-    skip_unlabelled: bool,
-    summary: ConversionSummary,
-) -> str | None:
+def _convert_patient(writer: RawDatasetWriter, patient: MamaMiaPatient, split: str, num_post_phases: int,
+                     skip_unlabelled: bool, summary: ConversionSummary) -> str | None:
     """Write one exam, or record in ``summary`` why it was skipped.
 
     Returns ``"labelled"`` for a labelled case, the reason for an exam written to ``unlabelledTr/``
@@ -420,16 +414,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with the same id")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    path = convert_mamamia(
-        args.input_folder,
-        args.dataset_id,
-        raw_folder=args.raw_folder,
-        overwrite=args.overwrite,
-        cohorts=args.cohort,
-        num_post_phases=args.num_post_phases,
-        skip_unlabelled=args.skip_unlabelled,
-        name=args.name,
-    )
+    path = convert_mamamia(args.input_folder, args.dataset_id, raw_folder=args.raw_folder, overwrite=args.overwrite,
+                           cohorts=args.cohort, num_post_phases=args.num_post_phases,
+                           skip_unlabelled=args.skip_unlabelled, name=args.name)
     print(f"dataset written to {path}")
 
 

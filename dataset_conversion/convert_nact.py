@@ -119,12 +119,8 @@ def load_exam_images(exam: Exam, num_post_phases: int) -> ExamImages:
     images = [read_phase_image(phase, f"{dce.label}, phase {index + 1}") for index, phase in enumerate(kept)]
     map_files = [s.files[0].path for s in exam.series_list() if s.series_uid not in {d.series_uid for d in dce.series}]
     times = read_phase_times(map_files, len(phases))
-    return ExamImages(
-        dce=dce,
-        pre=images[0],
-        post=images[1:],
-        acquisition_times_s=times[: num_post_phases + 1] if times else None,
-    )
+    return ExamImages(dce=dce, pre=images[0], post=images[1:],
+                      acquisition_times_s=times[: num_post_phases + 1] if times else None)
 
 
 def label_image(label: TumourLabel, pre: sitk.Image) -> sitk.Image:
@@ -149,16 +145,9 @@ def _report_skipped_files(skipped: Sequence[tuple[Path, str]], summary: Conversi
         summary.note(f"{len(skipped)} file(s) skipped: {named}{more}")
 
 
-def convert_nact(
-    input_folder: str | Path,
-    dataset_id: int,
-    raw_folder: str | Path | None = None,
-    overwrite: bool = False,
-    num_post_phases: int = 2,
-    test_patients: Iterable[str] = (),
-    unlabelled_visits: bool = False,
-    name: str = DEFAULT_NAME,
-) -> Path:
+def convert_nact(input_folder: str | Path, dataset_id: int, raw_folder: str | Path | None = None,
+                 overwrite: bool = False, num_post_phases: int = 2, test_patients: Iterable[str] = (),
+                 unlabelled_visits: bool = False, name: str = DEFAULT_NAME) -> Path:
     """Convert a Breast-MRI-NACT-Pilot DICOM folder into ``nnUNet_raw/Dataset{id}_{name}``.
 
     Args:
@@ -257,13 +246,9 @@ def _convert_exam(
     except DatasetConversionError as error:  # the writer's own checks (geometry, phase count)
         summary.skip(case, str(error))
         return None
-    record.update(
-        label_source=label.source,
-        label_file=_relative(label.source_file, root),
-        label_voxels=label.voxels,
-        official_ftv_voxels=label.official_voxels,
-        **(label.placement.record() if label.placement is not None else {}),
-    )
+    record.update(label_source=label.source, label_file=_relative(label.source_file, root), label_voxels=label.voxels,
+                  official_ftv_voxels=label.official_voxels,
+                  **(label.placement.record() if label.placement is not None else {}))
     return record
 
 
@@ -324,10 +309,8 @@ def _report_placement(case: str, label: TumourLabel, summary: ConversionSummary)
     summary.note(note)
 
 
-def _write_later_visit(
-    writer: RawDatasetWriter, case: str, images: ExamImages, split: str, summary: ConversionSummary,
-    record: dict[str, Any],
-) -> dict[str, Any] | None:
+def _write_later_visit(writer: RawDatasetWriter, case: str, images: ExamImages, split: str, summary: ConversionSummary,
+                       record: dict[str, Any]) -> dict[str, Any] | None:
     """A later visit goes to unlabelledTr/ for DM pretraining, except a test patient's (the test split stays unseen)."""
     if split == "Ts":
         summary.skip(case, "later visit of a test patient; not written to unlabelledTr/ (the test split stays unseen)")
@@ -337,15 +320,8 @@ def _write_later_visit(
     return record
 
 
-def _write_without_label(
-    writer: RawDatasetWriter,
-    case: str,
-    images: ExamImages,
-    split: str,
-    reason: str,
-    summary: ConversionSummary,
-    record: dict[str, Any],
-) -> dict[str, Any]:
+def _write_without_label(writer: RawDatasetWriter, case: str, images: ExamImages, split: str, reason: str,
+                         summary: ConversionSummary, record: dict[str, Any]) -> dict[str, Any]:
     """A baseline exam without usable label is never lost.
 
     Training patients go to unlabelledTr/ (DM pretraining still uses the exam); test patients keep their
@@ -404,16 +380,9 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning  # for this command only: catch_warnings restores it
-        path = convert_nact(
-            args.input_folder,
-            args.dataset_id,
-            raw_folder=args.raw_folder,
-            overwrite=args.overwrite,
-            num_post_phases=args.num_post_phases,
-            test_patients=args.test_patients,
-            unlabelled_visits=args.unlabelled_visits,
-            name=args.name,
-        )
+        path = convert_nact(args.input_folder, args.dataset_id, raw_folder=args.raw_folder, overwrite=args.overwrite,
+                            num_post_phases=args.num_post_phases, test_patients=args.test_patients,
+                            unlabelled_visits=args.unlabelled_visits, name=args.name)
     print(f"dataset written to {path}")
     if json.loads((path / "dataset.json").read_text())["numTraining"] == 0:
         print(f"note: {NO_TRAINING_CASE_NOTE}")

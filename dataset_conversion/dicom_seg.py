@@ -166,15 +166,10 @@ def read_seg_frames(seg_path: Path, reference: sitk.Image) -> SegFrames:
     if not np.allclose([row @ row, column @ column, row @ column], [1, 1, 0], atol=1e-3):
         raise DatasetConversionError(f"{seg_path}: ImageOrientationPatient {orientations[0].tolist()} is not two "
                                      "orthogonal unit vectors")
-    return SegFrames(
-        path=seg_path,
-        inside=inside,
-        positions=np.asarray(positions),
-        direction=np.column_stack([row, column, np.cross(row, column)]),
-        spacing_xy=spacings[0],
-        slice_spacing=_seg_slice_spacing(shared),
-        frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")),
-    )
+    return SegFrames(path=seg_path, inside=inside, positions=np.asarray(positions),
+                     direction=np.column_stack([row, column, np.cross(row, column)]), spacing_xy=spacings[0],
+                     slice_spacing=_seg_slice_spacing(shared),
+                     frame_of_reference_uid=str(dataset.get("FrameOfReferenceUID", "")))
 
 
 def _functional_value(frame_groups, shared, sequence: str, keyword: str):
@@ -334,12 +329,9 @@ def seg_on_grid(seg_path: Path, reference: sitk.Image, frame_of_reference_uid: s
     else:
         image = seg_as_image(frames, default_slice_spacing=reference.GetSpacing()[2])
         mask, outside, mapping = resample_onto(image, reference), fraction_outside(image, reference), MAPPING_RESAMPLED
-    placement = SegPlacement(
-        mapping=mapping,
-        offset_voxels=tuple(float(v) for v in offset),
-        offset_mm=tuple(float(v) for v in offset * np.asarray(reference.GetSpacing())),
-        outside_fraction=outside,
-    )
+    placement = SegPlacement(mapping=mapping, offset_voxels=tuple(float(v) for v in offset),
+                             offset_mm=tuple(float(v) for v in offset * np.asarray(reference.GetSpacing())),
+                             outside_fraction=outside)
     if outside > MAX_OUTSIDE_FRACTION:
         raise DatasetConversionError(
             f"label {seg_path} does not match its image: {100 * outside:.0f} % of its mask lies outside the image "
@@ -365,10 +357,6 @@ def _warn_about_placement(seg_path: Path, placement: SegPlacement) -> None:
         f"; {100 * placement.outside_fraction:.1f} % of the mask lies outside the image and is dropped"
         if placement.outside_fraction > 0 else ""
     )
-    warnings.warn(
-        f"{seg_path}: SEG frames {where}; {how}{dropped}",
-        LabelGridWarning,
-        stacklevel=3,
-    )
+    warnings.warn(f"{seg_path}: SEG frames {where}; {how}{dropped}", LabelGridWarning, stacklevel=3)
 
 

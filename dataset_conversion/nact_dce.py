@@ -155,9 +155,7 @@ def find_dce_series(exam: Exam) -> DceAcquisition:
     )
 
 
-def _with_sibling_phases(
-    exam: Exam, parent: DicomSeries, originals: Sequence[DicomSeries], how: str
-) -> DceAcquisition:
+def _with_sibling_phases(exam: Exam, parent: DicomSeries, originals: Sequence[DicomSeries], how: str) -> DceAcquisition:
     """``parent`` alone, or, when it holds one phase only, with the series of the other phases.
 
     Siblings are original series with the same description and the same slice geometry.
@@ -174,14 +172,8 @@ def _with_sibling_phases(
 def _slice_geometry_key(series: DicomSeries) -> tuple:
     first = series.files[0]
     locations = distinct_locations([slice_location(f) for f in series.files])
-    return (
-        first.rows,
-        first.columns,
-        tuple(np.round(first.image_orientation, 3)),
-        len(locations),
-        round(locations[0], 1),
-        round(locations[-1], 1),
-    )
+    return (first.rows, first.columns, tuple(np.round(first.image_orientation, 3)), len(locations),
+            round(locations[0], 1), round(locations[-1], 1))
 
 
 # -- splitting into phases ------------------------------------------------------------------------

@@ -121,12 +121,10 @@ def find_label_inputs(exam: Exam, dce: DceAcquisition) -> LabelInputs:
             )
         ]
 
-    return LabelInputs(
-        tumour_seg=pick(segs(TUMOUR_SEG_DESCRIPTION, UCSF_TUMOUR_SEG_OFFSET), UCSF_TUMOUR_SEG_OFFSET),
-        pe1_map=pick(maps("PE1", UCSF_PE1_OFFSET), UCSF_PE1_OFFSET),
-        tissue_seg=pick(segs(TISSUE_SEG_DESCRIPTION, UCSF_TISSUE_SEG_OFFSET), UCSF_TISSUE_SEG_OFFSET),
-        ser_map=pick(maps("SER", UCSF_SER_OFFSET), UCSF_SER_OFFSET),
-    )
+    return LabelInputs(tumour_seg=pick(segs(TUMOUR_SEG_DESCRIPTION, UCSF_TUMOUR_SEG_OFFSET), UCSF_TUMOUR_SEG_OFFSET),
+                       pe1_map=pick(maps("PE1", UCSF_PE1_OFFSET), UCSF_PE1_OFFSET),
+                       tissue_seg=pick(segs(TISSUE_SEG_DESCRIPTION, UCSF_TISSUE_SEG_OFFSET), UCSF_TISSUE_SEG_OFFSET),
+                       ser_map=pick(maps("SER", UCSF_SER_OFFSET), UCSF_SER_OFFSET))
 
 
 # -- UCSF private tags ----------------------------------------------------------------------------
@@ -173,14 +171,8 @@ def read_voi_box(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 # -- the FTV rule inside the VOI box ----------------------------------------------------------------
-def ftv_rule(
-    pe_early: np.ndarray,
-    tissue: np.ndarray,
-    box_low: Sequence[int],
-    box_high: Sequence[int],
-    threshold: float = PE_THRESHOLD_PERCENT,
-    min_neighbours: int = MIN_NEIGHBOURS,
-) -> np.ndarray:
+def ftv_rule(pe_early: np.ndarray, tissue: np.ndarray, box_low: Sequence[int], box_high: Sequence[int],
+             threshold: float = PE_THRESHOLD_PERCENT, min_neighbours: int = MIN_NEIGHBOURS) -> np.ndarray:
     """The UCSF functional tumour volume rule (``nnunet_dkm.ftv_rule``) inside the VOI box.
 
     Args:
@@ -203,13 +195,8 @@ def ftv_rule(
     return ftv_mask(pe_early, in_box & np.asarray(tissue, dtype=bool), counted, threshold, min_neighbours)
 
 
-def rebuild_ftv_label(
-    pe1_map: DicomSeries,
-    tissue_seg: DicomSeries,
-    reference: sitk.Image,
-    frame_of_reference_uid: str = "",
-    parameter_files: Sequence[Path] = (),
-) -> TumourLabel:
+def rebuild_ftv_label(pe1_map: DicomSeries, tissue_seg: DicomSeries, reference: sitk.Image,
+                      frame_of_reference_uid: str = "", parameter_files: Sequence[Path] = ()) -> TumourLabel:
     """Rebuild the tumour label from the PE1 map and the tissue SEG on ``reference``'s grid (see module doc).
 
     Args:
@@ -254,13 +241,9 @@ def rebuild_ftv_label(
     if reversed_order:
         label = label[::-1]
     official = next((c for c in (read_official_ftv_voxels(p) for p in private_sources) if c is not None), None)
-    return TumourLabel(
-        array=np.ascontiguousarray(label, dtype=np.uint8),
-        source=SOURCE_REBUILT.format(threshold=threshold, neighbours=neighbours, box=box_origin),
-        source_file=tissue_path,
-        official_voxels=official,
-        placement=tissue_on_grid.placement,
-    )
+    return TumourLabel(array=np.ascontiguousarray(label, dtype=np.uint8),
+                       source=SOURCE_REBUILT.format(threshold=threshold, neighbours=neighbours, box=box_origin),
+                       source_file=tissue_path, official_voxels=official, placement=tissue_on_grid.placement)
 
 
 def _inside(points: np.ndarray, low: np.ndarray, high: np.ndarray) -> bool:
@@ -281,13 +264,8 @@ def tumour_label(inputs: LabelInputs, reference: sitk.Image, frame_of_reference_
     if inputs.tumour_seg is not None:
         path = inputs.tumour_seg.files[0].path
         on_grid = seg_on_grid(path, reference, frame_of_reference_uid)
-        return TumourLabel(
-            array=on_grid.mask.astype(np.uint8),
-            source=SOURCE_TUMOUR_SEG,
-            source_file=path,
-            official_voxels=read_official_ftv_voxels(path),
-            placement=on_grid.placement,
-        )
+        return TumourLabel(array=on_grid.mask.astype(np.uint8), source=SOURCE_TUMOUR_SEG, source_file=path,
+                           official_voxels=read_official_ftv_voxels(path), placement=on_grid.placement)
     if inputs.pe1_map is not None and inputs.tissue_seg is not None:
         parameter_files = [inputs.ser_map.files[0].path] if inputs.ser_map is not None else []
         return rebuild_ftv_label(inputs.pe1_map, inputs.tissue_seg, reference, frame_of_reference_uid, parameter_files)

@@ -301,14 +301,8 @@ class RawDatasetWriter:
             )
 
     # -- finishing ---------------------------------------------------------------------
-    def finish(
-        self,
-        dkm: dict[str, Any],
-        description: str = "",
-        reference: str = "",
-        license: str = "",
-        release: str = "",
-    ) -> Path:
+    def finish(self, dkm: dict[str, Any], description: str = "", reference: str = "", license: str = "",
+               release: str = "") -> Path:
         """Write ``dataset.json`` (nnU-Net fields + ``"dkm"`` block) and rename the dataset into place.
 
         ``dkm`` should hold at least ``label_source``; phase names, acquisition times and counts
@@ -339,20 +333,10 @@ class RawDatasetWriter:
             "num_unlabelled": len(self.cases["unlabelled"]),
         }
         block.update(dkm)
-        generate_dataset_json(
-            str(self.tmp_path),
-            channel_names={0: "pre-contrast"},
-            labels=LABELS,
-            num_training_cases=len(self.cases["Tr"]),
-            file_ending=FILE_ENDING,
-            dataset_name=self.final_path.name,
-            description=description,
-            reference=reference,
-            license=license,
-            release=release,
-            converted_by="nnunet-dkm",
-            dkm=block,
-        )
+        generate_dataset_json(str(self.tmp_path), channel_names={0: "pre-contrast"}, labels=LABELS,
+                              num_training_cases=len(self.cases["Tr"]), file_ending=FILE_ENDING,
+                              dataset_name=self.final_path.name, description=description, reference=reference,
+                              license=license, release=release, converted_by="nnunet-dkm", dkm=block)
         # move old datasets aside first, so a failed rename never leaves the user with neither
         trash = [existing.with_name(f".old_{existing.name}_{os.getpid()}") for existing in self.existing]
         for existing, aside in zip(self.existing, trash, strict=True):

@@ -35,13 +35,8 @@ def neighbour_count(mask: Array) -> Array:
     return ndimage.convolve(np.asarray(mask, dtype=np.int32), kernel, mode="constant", cval=0)
 
 
-def ftv_mask(
-    pe_early: Array,
-    region: Array,
-    counting_region: Array | None = None,
-    threshold_percent: float = PE_THRESHOLD_PERCENT,
-    min_neighbours: int = MIN_NEIGHBOURS,
-) -> Array:
+def ftv_mask(pe_early: Array, region: Array, counting_region: Array | None = None,
+             threshold_percent: float = PE_THRESHOLD_PERCENT, min_neighbours: int = MIN_NEIGHBOURS) -> Array:
     """The FTV rule on an early percent-enhancement map.
 
     Args:
@@ -60,13 +55,8 @@ def ftv_mask(
     return region & enhancing & (neighbour_count(counted) >= min_neighbours)
 
 
-def ftv_label(
-    pre: Array,
-    early_post: Array,
-    region: Array,
-    threshold_percent: float = PE_THRESHOLD_PERCENT,
-    min_neighbours: int = MIN_NEIGHBOURS,
-) -> Array:
+def ftv_label(pre: Array, early_post: Array, region: Array, threshold_percent: float = PE_THRESHOLD_PERCENT,
+              min_neighbours: int = MIN_NEIGHBOURS) -> Array:
     """The FTV label (uint8, 0/1) of 3D arrays ``pre``, ``early_post`` and boolean ``region`` (one shape)."""
     pe_early = percent_enhancement(pre, early_post)
     return ftv_mask(pe_early, region, None, threshold_percent, min_neighbours).astype(np.uint8)

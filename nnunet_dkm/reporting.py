@@ -48,11 +48,6 @@ def format_number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def format_signed(value: float, digits: int = 3) -> str:
-    """``value`` with its sign, e.g. ``+0.021``; ``n/a`` for NaN."""
-    return "n/a" if math.isnan(value) else f"{value:+.{digits}f}"
-
-
 def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
     """``mean ± std``; ``n/a`` where the mean is NaN."""
     return "n/a" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"

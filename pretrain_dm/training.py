@@ -404,7 +404,7 @@ class DmPretrainer:
         stopped at and raises :class:`PretrainingInterrupted`."""
         settings = self.settings
         self.network.train()
-        start = time.perf_counter()
+        start, first_step = time.perf_counter(), self.step  # slices/s counts this process's steps only
         bar = self._progress_bar()
         smoothed = math.nan
         slices_per_step = settings.batch_size * self.context.world_size
@@ -414,13 +414,13 @@ class DmPretrainer:
             while self.step < settings.steps:
                 loss = self.train_step()
                 smoothed = loss if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss
-                elapsed = self.elapsed_before + time.perf_counter() - start
+                seconds = time.perf_counter() - start
+                elapsed = self.elapsed_before + seconds
                 self.history["step"].append(self.step)
                 self.history["train_loss"].append(loss)
                 self.history["seconds"].append(elapsed)
-                done = self.step - self.history["step"][0]
                 bar.set_postfix(loss=f"{smoothed:.4f}",
-                                slices_s=f"{slices_per_step * done / max(time.perf_counter() - start, 1e-9):.1f}")
+                                slices_s=f"{slices_per_step * (self.step - first_step) / max(seconds, 1e-9):.1f}")
                 bar.update(1)
                 signum, out_of_time = self._stop_reason(
                     settings.max_minutes is not None and elapsed > 60 * settings.max_minutes, received)

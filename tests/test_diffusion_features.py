@@ -9,17 +9,11 @@ import torch
 from conftest import randomised_network, tiny_config
 from torch import nn
 
-from nnunet_dkm.diffusion import (
-    DiffusionCheckpoint,
-    DiffusionConfig,
-    InputScaling,
-    KineticFeatureConfig,
-    KineticFeatureExtractor,
-    make_ddpm_scheduler,
-    save_checkpoint,
-    synthesise_post_contrast,
-    walk_unet,
-)
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, save_checkpoint
+from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling, KineticFeatureConfig
+from nnunet_dkm.diffusion.estimates import synthesise_post_contrast
+from nnunet_dkm.diffusion.features import KineticFeatureExtractor, walk_unet
+from nnunet_dkm.diffusion.network import make_ddpm_scheduler
 
 SCALING = InputScaling(scale=0.5, offset=0.25)
 

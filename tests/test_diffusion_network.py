@@ -13,27 +13,26 @@ from conftest import randomised_network, tiny_config
 from torch import nn
 
 import nnunet_dkm.diffusion.checkpoint as checkpoint_module
-from nnunet_dkm.diffusion import (
+from nnunet_dkm.diffusion.checkpoint import (
     DiffusionCheckpoint,
     DiffusionCheckpointError,
-    DiffusionConfig,
-    DiffusionConfigError,
-    InputScaling,
-    KineticFeatureConfig,
     PlansMismatchError,
-    build_network,
     check_plans_identity,
-    ddim_timesteps,
     load_checkpoint,
     load_network,
+    plans_identity,
+    save_checkpoint,
+)
+from nnunet_dkm.diffusion.config import DiffusionConfig, DiffusionConfigError, InputScaling, KineticFeatureConfig
+from nnunet_dkm.diffusion.estimates import synthesise_post_contrast
+from nnunet_dkm.diffusion.network import (
+    build_network,
+    ddim_timesteps,
     make_ddim_scheduler,
     make_ddpm_scheduler,
-    plans_identity,
-    preset_network,
-    save_checkpoint,
-    synthesise_post_contrast,
     training_target,
 )
+from nnunet_dkm.diffusion.presets import preset_network
 from nnunet_dkm.paths import dm_checkpoint_location, missing_dm_message
 from nnunet_dkm.preprocessing import PreprocessedSpaceError
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import PHANTOM_ID, randomised_network, tiny_config
 
-from nnunet_dkm.diffusion import KineticFeatureConfig, KineticFeatureExtractor, walk_unet
 from nnunet_dkm.diffusion.checkpoint import load_network
-from nnunet_dkm.diffusion.config import OBJECTIVES, DiffusionConfigError, InputScaling
+from nnunet_dkm.diffusion.config import OBJECTIVES, DiffusionConfigError, InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
+from nnunet_dkm.diffusion.features import KineticFeatureExtractor, walk_unet
 from nnunet_dkm.diffusion.network import ddim_sample, make_ddpm_scheduler
 from nnunet_dkm.paths import dm_checkpoint_location
 from pretrain_dm.settings import PretrainSettings

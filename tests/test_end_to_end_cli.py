@@ -7,6 +7,7 @@ on pre-contrast images only -> --val -> --c -> nnUNetv2_dkm_benchmark (trains th
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -190,6 +191,10 @@ def test_repeats_give_run_level_verdicts_for_the_dm_controls_and_virtual_contras
     assert {("dkm", "vanilla"), ("dkm", "pre_only_dm_control"), ("dkm", "regression_dm_control"),
             ("dkm", "virtual_contrast")} <= pairs
     assert (run_level["runs"] == 2).all()
+    assert set(run_level["verdict_class"]) <= {"better", "worse", "no detectable difference", "no verdict"}
+    assert (run_level["command"] == shlex.join(["nnUNetv2_dkm_benchmark", *command[1:]])).all()
+    for objective in ("kinetic", "pre-only", "regression"):
+        assert f"{objective} DM (" in run_level["dms"].iloc[0]
     report = (output / "results.md").read_text()
     assert "Comparisons over training runs" in report and "conditional on the trained models" in report
     assert "| fold 0 / r 0 | fold 0 / r 1 |" in report

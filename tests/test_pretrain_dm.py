@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -70,6 +71,34 @@ def test_continue_resumes_exactly(planned_phantom: dict[str, Path], monkeypatch:
         torch.testing.assert_close(a.training_state["raw_weights"][key], b.training_state["raw_weights"][key],
                                    rtol=0, atol=0)
     assert a.training_state["history"]["train_loss"] == b.training_state["history"]["train_loss"]
+
+
+def test_slices_per_second_after_continue_counts_only_this_process_steps(
+    planned_phantom: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A clock that advances 10 s per training step: 2 slices per step give 0.2 slices/s, also after a resume (it
+    used to count the steps done before --continue too)."""
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=2), progress=False).run()
+    clock, postfixes = [0.0], []
+    train_step = DmPretrainer.train_step
+
+    def slow_step(self: DmPretrainer) -> float:
+        clock[0] += 10.0
+        return train_step(self)
+
+    class Bar:
+        def set_postfix(self, **values: str) -> None:
+            postfixes.append(values["slices_s"])
+
+        def __getattr__(self, name: str):
+            return lambda *args, **kwargs: None
+
+    monkeypatch.setattr("pretrain_dm.training.time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(DmPretrainer, "train_step", slow_step)
+    monkeypatch.setattr(DmPretrainer, "_progress_bar", lambda self: Bar())
+    DmPretrainer(tiny_settings(monkeypatch, tmp_path / "dm.pt", steps=4), resume=True, progress=False).run()
+    assert postfixes == ["0.2", "0.2"]
 
 
 def test_existing_checkpoint_needs_continue_or_overwrite(

@@ -14,12 +14,19 @@ from conftest import PHANTOM_ID, randomised_network, tiny_config, use_nnunet_fol
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity, save_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.preprocessing import PlannedDataset
-from nnunet_dkm.probe import ProbeError, ProbeOptions, parse_setting, parse_settings, run_probe, settings_grid
 from nnunet_dkm.probe.cases import ProbeCase, balanced_sample, split_cases
 from nnunet_dkm.probe.cli import main
 from nnunet_dkm.probe.features import RowSpec
-from nnunet_dkm.probe.scoring import evaluate_family, fit_family
-from nnunet_dkm.probe.settings import group_by_forward, setting_of
+from nnunet_dkm.probe.run import run_probe
+from nnunet_dkm.probe.scoring import ProbeOptions, evaluate_family, fit_family
+from nnunet_dkm.probe.settings import (
+    ProbeError,
+    group_by_forward,
+    parse_setting,
+    parse_settings,
+    setting_of,
+    settings_grid,
+)
 from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
 
 FAST = ProbeOptions(time_settings=False, progress=False)

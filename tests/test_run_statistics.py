@@ -56,6 +56,7 @@ def test_runs_that_disagree_give_no_detectable_difference() -> None:
     assert comparison.t_low < 0 < comparison.t_high
     assert comparison.verdict.startswith("no detectable difference")
     assert f"{comparison.half_width:.3f}" in comparison.verdict
+    assert comparison.verdict_class == comparison.as_dict()["verdict_class"] == "no detectable difference"
 
 
 def test_consistent_runs_give_a_verdict_either_way() -> None:
@@ -66,11 +67,13 @@ def test_consistent_runs_give_a_verdict_either_way() -> None:
     worse = run_level_comparison(per_case_table({(f, r): -0.05 for f in range(3) for r in range(2)}), "dkm",
                                  "vanilla")
     assert worse.verdict == "worse"
+    assert (better.verdict_class, worse.verdict_class) == ("better", "worse")
 
 
 def test_one_run_per_fold_on_two_folds_is_not_judged() -> None:
     comparison = run_level_comparison(per_case_table({(0, 0): 0.05, (1, 0): 0.06}), "dkm", "vanilla")
     assert comparison.verdict.startswith("training noise not measured")
+    assert comparison.verdict_class == "no verdict"
     assert verdict(0.01, 0.02, 3, 3, 1) == "better"  # three folds without repeats are judged
 
 

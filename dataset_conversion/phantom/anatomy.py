@@ -63,12 +63,8 @@ class Anatomy:
 # -- random fields ----------------------------------------------------------------------------------
 
 
-def smooth_random_field(
-    rng: np.random.Generator,
-    shape: Sequence[int],
-    spacing: Sequence[float],
-    correlation_mm: float | Sequence[float],
-) -> Array:
+def smooth_random_field(rng: np.random.Generator, shape: Sequence[int], spacing: Sequence[float],
+                        correlation_mm: float | Sequence[float]) -> Array:
     """Gaussian random field with zero mean and unit standard deviation, float32 of ``shape``.
 
     White noise smoothed with a Gaussian of standard deviation ``correlation_mm`` (per axis if a
@@ -168,18 +164,11 @@ def sample_breast_shape(rng: np.random.Generator, grid: Grid) -> BreastShape:
     scale = min(fov_x, fov_y) / 180.0  # tuned on the real case's 180 mm field of view
     chest_wall_x = fov_x * rng.uniform(0.66, 0.76)
     depth = min(rng.uniform(88.0, 112.0) * scale, chest_wall_x - 10.0 * scale)
-    return BreastShape(
-        chest_wall_x=chest_wall_x,
-        depth=depth,
-        half_height=rng.uniform(62.0, 80.0) * scale,
-        half_width=rng.uniform(55.0, 70.0) * scale,
-        centre_y=fov_y / 2 + rng.uniform(-8.0, 8.0) * scale,
-        centre_z=grid.extent[0] / 2 + rng.uniform(-0.1, 0.1) * grid.extent[0],
-        sag=rng.uniform(-8.0, 14.0) * scale,
-        body_fat=rng.uniform(8.0, 16.0) * scale,
-        skin=rng.uniform(1.4, 2.2),
-        muscle=rng.uniform(8.0, 15.0) * scale,
-    )
+    return BreastShape(chest_wall_x=chest_wall_x, depth=depth, half_height=rng.uniform(62.0, 80.0) * scale,
+                       half_width=rng.uniform(55.0, 70.0) * scale, centre_y=fov_y / 2 + rng.uniform(-8.0, 8.0) * scale,
+                       centre_z=grid.extent[0] / 2 + rng.uniform(-0.1, 0.1) * grid.extent[0],
+                       sag=rng.uniform(-8.0, 14.0) * scale, body_fat=rng.uniform(8.0, 16.0) * scale,
+                       skin=rng.uniform(1.4, 2.2), muscle=rng.uniform(8.0, 15.0) * scale)
 
 
 # -- tissues ----------------------------------------------------------------------------------------
@@ -362,14 +351,9 @@ def generate_anatomy(rng: np.random.Generator, params: PhantomParameters) -> Ana
     vessel = vessel * (soft_tissue - tumour)
     fibroglandular = density * np.clip(soft_tissue - tumour - vessel, 0.0, None)
     fat = np.clip(soft_tissue - tumour - vessel - fibroglandular, 0.0, None)
-    return Anatomy(
-        skin=(inside_skin - below_skin).astype(np.float32),
-        fat=fat.astype(np.float32),
-        fibroglandular=fibroglandular.astype(np.float32),
-        tumour=tumour.astype(np.float32),
-        necrosis=necrosis.astype(np.float32),
-        vessel=vessel.astype(np.float32),
-        muscle=(np.clip(chest - lung, 0.0, None) * below_skin).astype(np.float32),
-        tumour_depth=(tumour_depth * (tumour > 0)).astype(np.float32),
-        breast=((breast_distance >= 0) & (chest < 0.5)).astype(np.float32),
-    )
+    return Anatomy(skin=(inside_skin - below_skin).astype(np.float32), fat=fat.astype(np.float32),
+                   fibroglandular=fibroglandular.astype(np.float32), tumour=tumour.astype(np.float32),
+                   necrosis=necrosis.astype(np.float32), vessel=vessel.astype(np.float32),
+                   muscle=(np.clip(chest - lung, 0.0, None) * below_skin).astype(np.float32),
+                   tumour_depth=(tumour_depth * (tumour > 0)).astype(np.float32),
+                   breast=((breast_distance >= 0) & (chest < 0.5)).astype(np.float32))

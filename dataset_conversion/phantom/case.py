@@ -75,13 +75,8 @@ def _generate_attempt(params: PhantomParameters, seed: int, split: str, index: i
     anatomy = generate_anatomy_for(params, seed, split, index, attempt)
     scanner_rng = case_rng(seed, split, index, attempt, "scanner")
     scanner = draw_scanner_settings(scanner_rng, params)
-    clean = dynamic_signal(
-        case_rng(seed, split, index, attempt, "kinetics"),
-        anatomy,
-        params,
-        fibroglandular_signal=scanner.fibroglandular_signal,
-        noise_sigma=scanner.noise_sigma,
-    )
+    clean = dynamic_signal(case_rng(seed, split, index, attempt, "kinetics"), anatomy, params,
+                           fibroglandular_signal=scanner.fibroglandular_signal, noise_sigma=scanner.noise_sigma)
     bias = bias_field(scanner_rng, params)
     phases = [acquire(scanner_rng, phase, bias, scanner.noise_sigma) for phase in clean]
     label = ftv_label(phases[0], phases[1], anatomy.tumour_region())

@@ -53,15 +53,11 @@ class ContrastProtocol:
 
 def draw_protocol(rng: np.random.Generator, params: PhantomParameters) -> ContrastProtocol:
     """Protocol of one exam: the preset's sequence plus a random bolus arrival and AIF scale."""
-    return ContrastProtocol(
-        phase_times_s=tuple(params.phase_times_s),
-        repetition_time_s=params.repetition_time_s,
-        flip_angle_deg=params.flip_angle_deg,
-        relaxivity_per_m_s=float(dcmri.relaxivity(params.field_strength_t, "plasma", params.agent)),
-        hematocrit=params.hematocrit,
-        bolus_arrival_s=float(rng.uniform(*params.bolus_arrival_s)),
-        aif_scale=float(rng.uniform(*params.aif_scale)),
-    )
+    return ContrastProtocol(phase_times_s=tuple(params.phase_times_s), repetition_time_s=params.repetition_time_s,
+                            flip_angle_deg=params.flip_angle_deg,
+                            relaxivity_per_m_s=float(dcmri.relaxivity(params.field_strength_t, "plasma", params.agent)),
+                            hematocrit=params.hematocrit, bolus_arrival_s=float(rng.uniform(*params.bolus_arrival_s)),
+                            aif_scale=float(rng.uniform(*params.aif_scale)))
 
 
 class ExtendedToftsLookup:
@@ -112,15 +108,8 @@ def spgr_signal(r1_per_s: Array, repetition_time_s: float, flip_angle_deg: float
     return np.interp(np.log(np.asarray(r1_per_s, dtype=float)), log_r1, signal)
 
 
-def tissue_signal(
-    lookup: ExtendedToftsLookup,
-    protocol: ContrastProtocol,
-    tissue: TissueProperties,
-    pre_signal: Array,
-    ktrans_per_min: Array,
-    ve: Array,
-    vp: Array,
-) -> Array:
+def tissue_signal(lookup: ExtendedToftsLookup, protocol: ContrastProtocol, tissue: TissueProperties, pre_signal: Array,
+                  ktrans_per_min: Array, ve: Array, vp: Array) -> Array:
     """Noise-free signal (num_phases, n) of ``n`` voxels of one tissue.
 
     ``pre_signal`` is the wanted pre-contrast signal of each voxel (it fixes M0 given the tissue's
@@ -134,13 +123,8 @@ def tissue_signal(
     return np.asarray(pre_signal, dtype=float) * relative / baseline
 
 
-def dynamic_signal(
-    rng: np.random.Generator,
-    anatomy: Anatomy,
-    params: PhantomParameters,
-    fibroglandular_signal: float,
-    noise_sigma: float,
-) -> list[Array]:
+def dynamic_signal(rng: np.random.Generator, anatomy: Anatomy, params: PhantomParameters, fibroglandular_signal: float,
+                   noise_sigma: float) -> list[Array]:
     """Noise-free signal of every phase, a list of float32 arrays of shape (z, y, x).
 
     Kinetic parameters vary per exam (log-normal Ktrans, +-20 % ve) and, for fibroglandular

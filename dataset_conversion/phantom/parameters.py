@@ -66,14 +66,10 @@ def _default_tissues() -> dict[str, TissueProperties]:
     # and blood 1.441 s as dcmri.T1(1.5, ...). Kinetics tuned to the real case's PE1/SER figures.
     return {
         "fat": TissueProperties(t1_s=0.30, relative_pre_signal=0.28, ktrans_per_min=0.003, ve=0.10, vp=0.003),
-        "fibroglandular": TissueProperties(
-            t1_s=1.27, relative_pre_signal=1.0, ktrans_per_min=0.008, ve=0.30, vp=0.005,
-            ktrans_case_log_sd=0.3, ktrans_voxel_log_sd=0.3,
-        ),
-        "tumour": TissueProperties(
-            t1_s=1.35, relative_pre_signal=1.0, ktrans_per_min=0.044, ve=0.40, vp=0.03,
-            ktrans_case_log_sd=0.2, ktrans_voxel_log_sd=0.25,
-        ),
+        "fibroglandular": TissueProperties(t1_s=1.27, relative_pre_signal=1.0, ktrans_per_min=0.008, ve=0.30, vp=0.005,
+                                           ktrans_case_log_sd=0.3, ktrans_voxel_log_sd=0.3),
+        "tumour": TissueProperties(t1_s=1.35, relative_pre_signal=1.0, ktrans_per_min=0.044, ve=0.40, vp=0.03,
+                                   ktrans_case_log_sd=0.2, ktrans_voxel_log_sd=0.25),
         "necrosis": TissueProperties(t1_s=1.6, relative_pre_signal=0.85, ktrans_per_min=0.006, ve=0.5, vp=0.003),
         "skin": TissueProperties(t1_s=0.60, relative_pre_signal=1.25, ktrans_per_min=0.02, ve=0.30, vp=0.02),
         "muscle": TissueProperties(t1_s=1.008, relative_pre_signal=0.5, ktrans_per_min=0.02, ve=0.12, vp=0.02),
@@ -189,30 +185,15 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # sized for the whole pipeline on a 2-core CPU: a real breast downsampled to 1.4 mm, 4 mm slices
-    "demo": Preset(
-        name="demo",
-        num_train=32,
-        num_test=12,
-        num_unlabelled=48,
-        phantom=PhantomParameters(shape_xyz=(128, 128, 12), slice_spacing_mm=4.0),
-    ),
+    "demo": Preset(name="demo", num_train=32, num_test=12, num_unlabelled=48,
+                   phantom=PhantomParameters(shape_xyz=(128, 128, 12), slice_spacing_mm=4.0)),
     # the label-scarce regime DKM exists for (few expert masks, many unlabelled exams) on make demo's 64 x 64 x 12
     # grid; with the same seed its exams equal those of `--preset demo --shape 64 64 12` with the same index
-    "scarce": Preset(
-        name="scarce",
-        num_train=32,
-        num_test=24,
-        num_unlabelled=240,
-        phantom=PhantomParameters(shape_xyz=(64, 64, 12), slice_spacing_mm=4.0),
-    ),
+    "scarce": Preset(name="scarce", num_train=32, num_test=24, num_unlabelled=240,
+                     phantom=PhantomParameters(shape_xyz=(64, 64, 12), slice_spacing_mm=4.0)),
     # the real protocol's grid: 256 x 256 x 60 at 0.703 x 0.703 x 2.0 mm, sagittal
-    "nact": Preset(
-        name="nact",
-        num_train=48,
-        num_test=16,
-        num_unlabelled=96,
-        phantom=PhantomParameters(shape_xyz=(256, 256, 60), slice_spacing_mm=2.0),
-    ),
+    "nact": Preset(name="nact", num_train=48, num_test=16, num_unlabelled=96,
+                   phantom=PhantomParameters(shape_xyz=(256, 256, 60), slice_spacing_mm=2.0)),
 }
 
 
@@ -236,13 +217,8 @@ def validate_phase_times(phase_times: Sequence[float]) -> tuple[float, ...]:
     return times
 
 
-def preset_parameters(
-    preset: str,
-    shape: Sequence[int] | None = None,
-    phase_times: Sequence[float] | None = None,
-    pre_contrast_cue: float | None = None,
-    vessels: bool | None = None,
-) -> PhantomParameters:
+def preset_parameters(preset: str, shape: Sequence[int] | None = None, phase_times: Sequence[float] | None = None,
+                      pre_contrast_cue: float | None = None, vessels: bool | None = None) -> PhantomParameters:
     """The phantom parameters of ``preset`` with the given overrides (``None`` keeps the preset's).
 
     ``shape`` is (x, y, z) in voxels; the in-plane field of view and the slice spacing stay the

@@ -183,12 +183,8 @@ def case_statistics(exam: PhantomExam) -> CaseStatistics:
     )
 
 
-def measure_dataset(
-    dataset_id: int,
-    raw_folder: str | os.PathLike | None = None,
-    num_cases: int | None = None,
-    verbose: bool = True,
-) -> list[CaseStatistics]:
+def measure_dataset(dataset_id: int, raw_folder: str | os.PathLike | None = None, num_cases: int | None = None,
+                    verbose: bool = True) -> list[CaseStatistics]:
     """Statistics of the first ``num_cases`` labelled exams (training, then test) of a phantom dataset."""
     dataset = PhantomDataset(dataset_id, raw_folder)
     case_ids = dataset.labelled_case_ids()[:num_cases]
@@ -248,12 +244,8 @@ def format_table(rows: Sequence[SummaryRow], markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
-def write_montage(
-    dataset_id: int,
-    output: str | os.PathLike,
-    raw_folder: str | os.PathLike | None = None,
-    num_cases: int = 4,
-) -> Path:
+def write_montage(dataset_id: int, output: str | os.PathLike, raw_folder: str | os.PathLike | None = None,
+                  num_cases: int = 4) -> Path:
     """PNG montage of ``num_cases`` labelled exams, one row each, at the slice with the most tumour.
 
     Columns: pre-contrast, each post-contrast phase (same grey window per row), the early

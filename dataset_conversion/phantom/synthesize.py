@@ -73,22 +73,12 @@ def _count(value: int | None, default: int, what: str, minimum: int) -> int:
     return count
 
 
-def synthesize_dataset(
-    dataset_id: int,
-    preset: str = "demo",
-    raw_folder: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    seed: int = 0,
-    num_train: int | None = None,
-    num_test: int | None = None,
-    num_unlabelled: int | None = None,
-    shape: Sequence[int] | None = None,
-    phase_times: Sequence[float] | None = None,
-    pre_contrast_cue: float | None = None,
-    name: str = "DKMPhantom",
-    vessels: bool | None = None,
-    verbose: bool = True,
-) -> Path:
+def synthesize_dataset(dataset_id: int, preset: str = "demo", raw_folder: str | os.PathLike | None = None,
+                       overwrite: bool = False, seed: int = 0, num_train: int | None = None,
+                       num_test: int | None = None, num_unlabelled: int | None = None,
+                       shape: Sequence[int] | None = None, phase_times: Sequence[float] | None = None,
+                       pre_contrast_cue: float | None = None, name: str = "DKMPhantom", vessels: bool | None = None,
+                       verbose: bool = True) -> Path:
     """Generate the phantom dataset ``Dataset{dataset_id:03d}_{name}`` in the nnU-Net raw folder.
 
     Args:
@@ -209,21 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
 @command_line_entry
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    synthesize_dataset(
-        args.dataset_id,
-        preset=args.preset,
-        raw_folder=args.raw_folder,
-        overwrite=args.overwrite,
-        seed=args.seed,
-        num_train=args.num_train,
-        num_test=args.num_test,
-        num_unlabelled=args.num_unlabelled,
-        shape=args.shape,
-        phase_times=args.phase_times,
-        pre_contrast_cue=args.pre_contrast_cue,
-        name=args.name,
-        vessels=False if args.no_vessels else None,
-    )
+    synthesize_dataset(args.dataset_id, preset=args.preset, raw_folder=args.raw_folder, overwrite=args.overwrite,
+                       seed=args.seed, num_train=args.num_train, num_test=args.num_test,
+                       num_unlabelled=args.num_unlabelled, shape=args.shape, phase_times=args.phase_times,
+                       pre_contrast_cue=args.pre_contrast_cue, name=args.name,
+                       vessels=False if args.no_vessels else None)
 
 
 if __name__ == "__main__":

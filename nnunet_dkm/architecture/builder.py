@@ -137,15 +137,10 @@ def build_kinetic_unet(configuration_manager: ConfigurationManager, num_input_ch
     elif len(patch_size) != dm_config.spatial_dims:
         raise ValueError(f"the DM is {dm_config.spatial_dims}D but the configuration is "
                          f"{len(patch_size)}D; DKM supports a 2D DM on 2d and 3D configurations")
-    planned = get_network_from_plans(
-        configuration_manager.network_arch_class_name,
-        configuration_manager.network_arch_init_kwargs,
-        configuration_manager.network_arch_init_kwargs_req_import,
-        num_input_channels,
-        num_output_channels,
-        allow_init=True,
-        deep_supervision=enable_deep_supervision,
-    )
+    planned = get_network_from_plans(configuration_manager.network_arch_class_name,
+                                     configuration_manager.network_arch_init_kwargs,
+                                     configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
+                                     num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
     kinetic = KineticFeatureExtractor(dm_config, input_scaling, feature_config)
     # plans written before the merge kernel was recorded used the stage's own kernel
     if slice_wise:

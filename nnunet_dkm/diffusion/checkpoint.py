@@ -51,12 +51,8 @@ class PlansMismatchError(DiffusionCheckpointError):
     """A DM checkpoint was made for other nnU-Net plans / configuration than the ones in use."""
 
 
-def check_plans_identity(
-    checkpoint_identity: Mapping[str, Any],
-    plans: Mapping[str, Any],
-    configuration: str,
-    checkpoint_path: str | Path | None = None,
-) -> None:
+def check_plans_identity(checkpoint_identity: Mapping[str, Any], plans: Mapping[str, Any], configuration: str,
+                         checkpoint_path: str | Path | None = None) -> None:
     """Refuse a DM checkpoint made for other plans than ``plans`` / ``configuration``.
 
     Args:
@@ -166,15 +162,10 @@ class DiffusionCheckpoint:
             input_scaling = InputScaling.from_dict(payload["input_scaling"])
         except (DiffusionConfigError, KeyError, TypeError, ValueError) as error:
             raise DiffusionCheckpointError(f"{source}: unreadable config or input scaling: {error}") from error
-        return cls(
-            config=config,
-            weights=payload["weights"],
-            input_scaling=input_scaling,
-            plans_identity=payload["plans_identity"],
-            weights_are_ema=bool(payload.get("weights_are_ema", False)),
-            metadata=payload.get("metadata") or {},
-            training_state=payload.get("training_state"),
-        )
+        return cls(config=config, weights=payload["weights"], input_scaling=input_scaling,
+                   plans_identity=payload["plans_identity"],
+                   weights_are_ema=bool(payload.get("weights_are_ema", False)), metadata=payload.get("metadata") or {},
+                   training_state=payload.get("training_state"))
 
 
 def save_checkpoint(checkpoint: DiffusionCheckpoint, path: str | Path) -> Path:

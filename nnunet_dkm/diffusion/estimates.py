@@ -79,10 +79,8 @@ def _noise_like(config: DiffusionConfig, pre: torch.Tensor, seed: int) -> torch.
 
 
 @torch.no_grad()
-def dm_one_step_estimate(
-    network: DiffusionModelUNet, config: DiffusionConfig, scaling: InputScaling, pre: torch.Tensor,
-    timestep: int = 250, seed: int = 0,
-) -> torch.Tensor:
+def dm_one_step_estimate(network: DiffusionModelUNet, config: DiffusionConfig, scaling: InputScaling, pre: torch.Tensor,
+                         timestep: int = 250, seed: int = 0) -> torch.Tensor:
     """One-step estimate of the post-contrast phases (a regression DM: at its own timestep).
 
     Args:
@@ -99,10 +97,8 @@ def dm_one_step_estimate(
 
 
 @torch.no_grad()
-def dm_ddim_estimate(
-    network: DiffusionModelUNet, config: DiffusionConfig, scaling: InputScaling, pre: torch.Tensor,
-    steps: int = 20, seed: int = 0, eta: float = 0.0,
-) -> torch.Tensor:
+def dm_ddim_estimate(network: DiffusionModelUNet, config: DiffusionConfig, scaling: InputScaling, pre: torch.Tensor,
+                     steps: int = 20, seed: int = 0, eta: float = 0.0) -> torch.Tensor:
     """DDIM sample (``steps`` network evaluations; eta > 0 draws its step noise from ``seed`` too) of the
     post-contrast phases; shapes as ``dm_one_step_estimate``."""
     x_pre = scaling.scale * pre + scaling.offset

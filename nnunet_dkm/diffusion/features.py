@@ -39,14 +39,8 @@ class UNetWalk:
     output: torch.Tensor | None = None
 
 
-def walk_unet(
-    network: DiffusionModelUNet,
-    x: torch.Tensor,
-    timesteps: torch.Tensor,
-    levels: Iterable[int],
-    source: FeatureSource = "decoder",
-    run_output_head: bool = False,
-) -> UNetWalk:
+def walk_unet(network: DiffusionModelUNet, x: torch.Tensor, timesteps: torch.Tensor, levels: Iterable[int],
+              source: FeatureSource = "decoder", run_output_head: bool = False) -> UNetWalk:
     """Run ``network`` up to the deepest point that the requested levels need, collecting their features.
 
     Args:
@@ -118,13 +112,8 @@ class KineticFeatureExtractor(nn.Module):
         level_channels: channels of each selected level's features, e.g. ``{3: 64, 4: 64}``.
     """
 
-    def __init__(
-        self,
-        diffusion_config: DiffusionConfig,
-        input_scaling: InputScaling,
-        feature_config: KineticFeatureConfig | None = None,
-        network: DiffusionModelUNet | None = None,
-    ) -> None:
+    def __init__(self, diffusion_config: DiffusionConfig, input_scaling: InputScaling,
+                 feature_config: KineticFeatureConfig | None = None, network: DiffusionModelUNet | None = None) -> None:
         """
         Args:
             diffusion_config: the DM's config.
@@ -234,12 +223,8 @@ def slices_per_chunk(slice_shape: tuple[int, ...], chunk_pixels: int, num_slices
     return max(1, min(num_slices, chunk_pixels // max(1, pixels)))
 
 
-def slicewise_kinetic_features(
-    extractor: KineticFeatureExtractor,
-    x: torch.Tensor,
-    slice_axis: int = 0,
-    chunk_pixels: int | None = None,
-) -> dict[int, torch.Tensor]:
+def slicewise_kinetic_features(extractor: KineticFeatureExtractor, x: torch.Tensor, slice_axis: int = 0,
+                               chunk_pixels: int | None = None) -> dict[int, torch.Tensor]:
     """Kinetic features of a 3D patch from a 2D DM, slice by slice.
 
     The patch is cut into 2D slices across ``slice_axis`` (0 = the first spatial axis, which nnU-Net's

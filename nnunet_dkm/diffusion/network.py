@@ -18,18 +18,11 @@ from nnunet_dkm.diffusion.config import DiffusionConfig
 
 def build_network(config: DiffusionConfig) -> DiffusionModelUNet:
     """A freshly initialised MONAI ``DiffusionModelUNet`` with the config's architecture (no cross-attention)."""
-    return DiffusionModelUNet(
-        spatial_dims=config.spatial_dims,
-        in_channels=config.in_channels,
-        out_channels=config.out_channels,
-        num_res_blocks=config.num_res_blocks,
-        channels=config.channels,
-        attention_levels=config.attention_levels,
-        norm_num_groups=config.norm_num_groups,
-        norm_eps=config.norm_eps,
-        resblock_updown=config.resblock_updown,
-        num_head_channels=config.num_head_channels,
-    )
+    return DiffusionModelUNet(spatial_dims=config.spatial_dims, in_channels=config.in_channels,
+                              out_channels=config.out_channels, num_res_blocks=config.num_res_blocks,
+                              channels=config.channels, attention_levels=config.attention_levels,
+                              norm_num_groups=config.norm_num_groups, norm_eps=config.norm_eps,
+                              resblock_updown=config.resblock_updown, num_head_channels=config.num_head_channels)
 
 
 def _schedule(config: DiffusionConfig) -> dict:
@@ -54,13 +47,8 @@ def make_ddim_scheduler(config: DiffusionConfig) -> DDIMScheduler:
     return DDIMScheduler(**_schedule(config))
 
 
-def training_target(
-    config: DiffusionConfig,
-    scheduler: DDPMScheduler,
-    clean: torch.Tensor,
-    noise: torch.Tensor,
-    timesteps: torch.Tensor,
-) -> torch.Tensor:
+def training_target(config: DiffusionConfig, scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor,
+                    timesteps: torch.Tensor) -> torch.Tensor:
     """What the network is trained to output for ``x_t = add_noise(clean, noise, timesteps)``.
 
     Args:
@@ -94,15 +82,8 @@ def ddim_timesteps(num_train_timesteps: int, num_steps: int) -> list[int]:
 
 
 @torch.no_grad()
-def ddim_sample(
-    network: DiffusionModelUNet,
-    config: DiffusionConfig,
-    x_pre: torch.Tensor,
-    initial_noise: torch.Tensor,
-    num_steps: int,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def ddim_sample(network: DiffusionModelUNet, config: DiffusionConfig, x_pre: torch.Tensor, initial_noise: torch.Tensor,
+                num_steps: int, eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """DDIM sampling of the DM's clean image (``objectives.clean_image``) given the pre-contrast image.
 
     Args:

@@ -95,10 +95,8 @@ def check_output_folder(inputs: Path | Sequence[Path], output_folder: Path, file
         )
 
 
-def synthesize_case(
-    pre: np.ndarray, network: torch.nn.Module, checkpoint, method: str, ddim_steps: int, seed: int,
-    device: torch.device, batch_size: int = 8, slice_axis: int = 0, eta: float = 0.0,
-) -> np.ndarray:
+def synthesize_case(pre: np.ndarray, network: torch.nn.Module, checkpoint, method: str, ddim_steps: int, seed: int,
+                    device: torch.device, batch_size: int = 8, slice_axis: int = 0, eta: float = 0.0) -> np.ndarray:
     """DM estimate of the post-contrast phases for every slice of a preprocessed pre-contrast volume.
 
     Args:
@@ -151,21 +149,11 @@ def dm_checkpoint_for(dataset: PlannedDataset, checkpoint_file: Path | None,
     return location
 
 
-def synthesize_postcontrast(
-    inputs: Path | Sequence[Path],
-    output_folder: Path,
-    dataset_id: int,
-    configuration: str = "2d",
-    plans_identifier: str = "nnUNetPlans",
-    checkpoint_file: Path | None = None,
-    device: str = "cpu",
-    method: str = "ddim",
-    ddim_steps: int = DEFAULT_DDIM_STEPS,
-    seed: int = 0,
-    overwrite: bool = False,
-    eta: float = DEFAULT_ETA,
-    objective: str = "kinetic",
-) -> list[Path]:
+def synthesize_postcontrast(inputs: Path | Sequence[Path], output_folder: Path, dataset_id: int,
+                            configuration: str = "2d", plans_identifier: str = "nnUNetPlans",
+                            checkpoint_file: Path | None = None, device: str = "cpu", method: str = "ddim",
+                            ddim_steps: int = DEFAULT_DDIM_STEPS, seed: int = 0, overwrite: bool = False,
+                            eta: float = DEFAULT_ETA, objective: str = "kinetic") -> list[Path]:
     """Synthesise post-contrast phases for one image, a list of images or a folder of pre-contrast images; returns
     the written files. ``objective`` chooses the dataset's DM where no ``checkpoint_file`` is given."""
     check_writable_folder(output_folder, "-o")

@@ -73,18 +73,25 @@ def hierarchical_bootstrap(case_differences: Sequence[np.ndarray], samples: int 
     return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
 
 
+def verdict_class(low: float, high: float, folds: int, repeats: int) -> str:
+    """The verdict without its detail: "better", "worse", "no detectable difference" or "no verdict"."""
+    if (repeats <= 1 and folds < MIN_FOLDS_WITHOUT_REPEATS) or math.isnan(low):
+        return "no verdict"
+    return "better" if low > 0 else "worse" if high < 0 else "no detectable difference"
+
+
 def verdict(low: float, high: float, runs: int, folds: int, repeats: int) -> str:
-    """The run-level verdict of an interval (see the module docstring)."""
+    """The run-level verdict of an interval (see the module docstring): its class, and why there is none or the
+    interval's half-width where it says "no detectable difference"."""
+    kind = verdict_class(low, high, folds, repeats)
     if repeats <= 1 and folds < MIN_FOLDS_WITHOUT_REPEATS:
         return (f"training noise not measured (one run per fold, {folds} fold(s)): no verdict; use --repeats or "
                 f"more folds")
-    if math.isnan(low):
+    if kind == "no verdict":
         return f"no verdict ({runs} run(s))"
-    if low > 0:
-        return "better"
-    if high < 0:
-        return "worse"
-    return f"no detectable difference (95 % interval half-width {(high - low) / 2:.3f})"
+    if kind == "no detectable difference":
+        return f"{kind} (95 % interval half-width {(high - low) / 2:.3f})"
+    return kind
 
 
 @dataclass(frozen=True)
@@ -109,8 +116,13 @@ class RunLevelComparison:
     def half_width(self) -> float:
         return (self.t_high - self.t_low) / 2
 
+    @property
+    def verdict_class(self) -> str:
+        """``verdict`` without its detail: "better", "worse", "no detectable difference" or "no verdict"."""
+        return verdict_class(self.t_low, self.t_high, self.folds, self.repeats)
+
     def as_dict(self) -> dict:
-        values = dict(self.__dict__)
+        values = {**self.__dict__, "verdict_class": self.verdict_class}
         values["run_differences"] = " ".join(f"{d:+.4f}" for d in self.run_differences)
         return values
 

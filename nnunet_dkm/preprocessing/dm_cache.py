@@ -138,15 +138,9 @@ def load_cache(folder: Path) -> DmCache:
     """Read a cache written by :func:`build_cache`."""
     manifest = json.loads((folder / "manifest.json").read_text())
     exams = tuple(
-        CachedExam(
-            case_id=entry["case_id"],
-            source=entry["source"],
-            images_file=folder / f"{entry['case_id']}.npy",
-            seg_file=folder / entry["seg"] if entry["seg"] else None,
-            shape=tuple(entry["shape"]),
-            tumour_slices=tuple(entry["tumour_slices"]),
-            slice_enhancement=tuple(entry["slice_enhancement"]),
-        )
+        CachedExam(case_id=entry["case_id"], source=entry["source"], images_file=folder / f"{entry['case_id']}.npy",
+                   seg_file=folder / entry["seg"] if entry["seg"] else None, shape=tuple(entry["shape"]),
+                   tumour_slices=tuple(entry["tumour_slices"]), slice_enhancement=tuple(entry["slice_enhancement"]))
         for entry in manifest["exams"]
     )
     return DmCache(folder, manifest["plans_identity"], manifest["num_post_phases"], exams)

@@ -189,7 +189,7 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     split_text, cases = evaluation_cases(raw, splits, folds, file_ending, args.post_phase)  # inputs, before training
     output.mkdir(parents=True, exist_ok=True)
     report_removed(remove_stale_temporaries(output), "partly written file")
-    notes = [dm_note(objective, metadata) for objective, metadata in dms.items()]
+    notes: list[str] = []
 
     stage(f"1/5 nnU-Net models (trained where missing; {args.repeats} repeat(s) of {len(folds)} fold(s))")
     datasets = companion_datasets(args, raw, preprocessed, methods, dms, notes)
@@ -211,9 +211,8 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         dataset=raw.name, label_source=label_source, configuration=args.configuration, plans=args.plans,
         split=split_text, folds=args.folds, command=args.command,
         date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine_description(args.device),
-        repeats=args.repeats,
+        repeats=args.repeats, notes=notes, dms=[dm_note(objective, metadata) for objective, metadata in dms.items()],
     )
-    context.notes += notes
     if "threshold" in label_source.lower() or "ftv" in label_source.lower() or label_source == "synthetic":
         context.notes.append("the labels are (or follow) a post-contrast threshold rule, so methods that see the "
                              "post-contrast phase score near 1 by construction")

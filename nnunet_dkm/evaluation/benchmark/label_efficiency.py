@@ -63,7 +63,7 @@ def dkm_against(per_case: pd.DataFrame, reference: str) -> pd.DataFrame:
             "num_labelled": label, "reference": reference, "runs": c.runs, "mean_difference": c.mean_difference,
             "t_low": c.t_low, "t_high": c.t_high, "bootstrap_low": c.bootstrap_low,
             "bootstrap_high": c.bootstrap_high, "per_run": " ".join(f"{d:+.3f}" for d in c.run_differences),
-            "verdict": c.verdict, "goal_met": bool(c.verdict == "better" and c.mean_difference >= GOAL_GAIN),
+            "verdict": c.verdict, "goal_met": bool(c.verdict_class == "better" and c.mean_difference >= GOAL_GAIN),
         })
     return pd.DataFrame(rows)
 

@@ -78,8 +78,10 @@ def write_outputs(output: Path, context: BenchmarkContext, methods: list[MethodI
         overlay_figure(rows, output / "overlays.png")
         figures.append("overlays.png")
     summary_with_spread = summary.merge(spread.drop(columns="runs"), on="method", how="left")
+    run_level_table = pd.DataFrame([c.as_dict() for c in run_level]).assign(command=context.command,
+                                                                            dms="; ".join(context.dms))
     for name, frame in (("per_case.csv", per_case), ("summary.csv", summary_with_spread),
-                        ("runs.csv", per_run), ("run_level.csv", pd.DataFrame([c.as_dict() for c in run_level])),
+                        ("runs.csv", per_run), ("run_level.csv", run_level_table),
                         ("paired.csv", pd.DataFrame([c.as_dict() for c in case_level]))):
         write_atomically(output / name, lambda tmp, f=frame: f.to_csv(tmp, index=False))
     text = markdown_report(context, methods, summary, spread, per_run, run_level, case_level, findings, figures)
@@ -92,11 +94,9 @@ def write_label_runs(output: Path, context: BenchmarkContext, methods: list[Meth
                      predictions: dict[tuple[str, int, int], Path], file_ending: str, overlays: int) -> str:
     """One full report per N (``n_<N>/``, folds named by their base fold) and the overview across N."""
     by_fold = {run.nnunet_fold: run for run in runs}
-    per_case = per_case.assign(
-        num_labelled=[by_fold[f].label for f in per_case["fold"]],
-        labelled_cases=[len(by_fold[f].train_cases) for f in per_case["fold"]],
-        fold=[by_fold[f].fold for f in per_case["fold"]],
-    )
+    per_case = per_case.assign(num_labelled=[by_fold[f].label for f in per_case["fold"]],
+                               labelled_cases=[len(by_fold[f].train_cases) for f in per_case["fold"]],
+                               fold=[by_fold[f].fold for f in per_case["fold"]])
     for label in dict.fromkeys(run.label for run in runs):
         of_n = [run for run in runs if run.label == label]
         sub_context = replace(context, folds=[run.fold for run in of_n], notes=[
@@ -116,5 +116,5 @@ def write_label_runs(output: Path, context: BenchmarkContext, methods: list[Meth
               f"- **Split:** {context.split}; base folds {', '.join(map(str, context.folds))}, {context.repeats} "
               f"repeat(s) each; every method is trained on the same nested subsets of each fold's labelled training "
               f"cases (reports per N in `n_<N>/`)",
-              *[f"- {note}" for note in context.notes]]
+              *[f"- {note}" for note in [*context.dms, *context.notes]]]
     return write_label_efficiency(output, per_case, methods, header, f"{context.dataset} ({context.configuration})")

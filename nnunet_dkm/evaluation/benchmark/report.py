@@ -41,6 +41,7 @@ class BenchmarkContext:
     machine: str
     notes: list[str] = field(default_factory=list)
     repeats: int = 1
+    dms: list[str] = field(default_factory=list)  # how each DM the methods use was pretrained (cli.dm_note)
 
 
 def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], summary: pd.DataFrame,
@@ -59,7 +60,7 @@ def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], su
         f"- **Split:** {context.split}; folds {', '.join(map(str, context.folds))}, {context.repeats} training run(s) "
         f"per fold and method; plans {context.plans}",
         "- **Trainers:** " + "; ".join(f"{m.label}: `{m.made_by}`" for m in methods if m.made_by.startswith("nnUNet")),
-        *[f"- {note}" for note in context.notes],
+        *[f"- {note}" for note in [*context.dms, *context.notes]],
         "",
         "## Segmentation quality (mean ± std over runs x cases)",
         "",

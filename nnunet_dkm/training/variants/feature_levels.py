@@ -12,77 +12,48 @@ from nnunet_dkm.training.nnUNetTrainerDKM import nnUNetTrainerDKM
 
 _DEFAULT = nnUNetTrainerDKM.kinetic_features
 
-class nnUNetTrainerDKM_f1(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f1."""
 
+class nnUNetTrainerDKM_f1(nnUNetTrainerDKM):
     kinetic_features = replace(_DEFAULT, levels=(1,))
 
 class nnUNetTrainerDKM_f2(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f2."""
-
     kinetic_features = replace(_DEFAULT, levels=(2,))
 
 class nnUNetTrainerDKM_f3(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f3."""
-
     kinetic_features = replace(_DEFAULT, levels=(3,))
 
 class nnUNetTrainerDKM_f4(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f4."""
-
     kinetic_features = replace(_DEFAULT, levels=(4,))
 
 class nnUNetTrainerDKM_f12(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f1 + f2."""
-
     kinetic_features = replace(_DEFAULT, levels=(1, 2))
 
 class nnUNetTrainerDKM_f13(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f1 + f3."""
-
     kinetic_features = replace(_DEFAULT, levels=(1, 3))
 
 class nnUNetTrainerDKM_f14(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f1 + f4."""
-
     kinetic_features = replace(_DEFAULT, levels=(1, 4))
 
 class nnUNetTrainerDKM_f23(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f2 + f3."""
-
     kinetic_features = replace(_DEFAULT, levels=(2, 3))
 
 class nnUNetTrainerDKM_f24(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f2 + f4."""
-
     kinetic_features = replace(_DEFAULT, levels=(2, 4))
 
 class nnUNetTrainerDKM_f34(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f3 + f4."""
-
     kinetic_features = replace(_DEFAULT, levels=(3, 4))
 
 class nnUNetTrainerDKM_f123(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f1 + f2 + f3."""
-
     kinetic_features = replace(_DEFAULT, levels=(1, 2, 3))
 
 class nnUNetTrainerDKM_f124(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f1 + f2 + f4."""
-
     kinetic_features = replace(_DEFAULT, levels=(1, 2, 4))
 
 class nnUNetTrainerDKM_f134(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f1 + f3 + f4."""
-
     kinetic_features = replace(_DEFAULT, levels=(1, 3, 4))
 
 class nnUNetTrainerDKM_f234(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f2 + f3 + f4."""
-
     kinetic_features = replace(_DEFAULT, levels=(2, 3, 4))
 
 class nnUNetTrainerDKM_f1234(nnUNetTrainerDKM):
-    """DKM fed by DM feature level(s) f1 + f2 + f3 + f4."""
-
     kinetic_features = replace(_DEFAULT, levels=(1, 2, 3, 4))

@@ -48,133 +48,48 @@ class ShortSchedule:
 
 
 class DebugSchedule(ShortSchedule):
-    """2 epochs of 4 iterations (2 validation iterations): for tests."""
-
-    schedule = (2, 4, 2)
+    schedule = (2, 4, 2)  # for tests
 
 
 class DemoSchedule(ShortSchedule):
-    """10 epochs of 12 iterations (2 validation iterations): for ``make demo`` on a 2-core CPU."""
-
-    schedule = (10, 12, 2)
+    schedule = (10, 12, 2)  # for make demo on a 2-core CPU
 
 
 class OneEpochSchedule(ShortSchedule):
-    """1 epoch of nnU-Net's 250 iterations (and 50 validation iterations): nnU-Net's own ``nnUNetTrainer_1epoch``
-    for the DKM trainers; the schedule of the regime study (``benchmarks/results_regime_map.md``)."""
-
-    schedule = (1, 250, 50)
+    schedule = (1, 250, 50)  # nnU-Net's nnUNetTrainer_1epoch for the DKM trainers; the regime study's schedule
 
 
 class TwoEpochSchedule(ShortSchedule):
-    """2 epochs of nnU-Net's 250 iterations (and 50 validation iterations), between nnU-Net's own ``_1epoch`` and
-    ``_5epochs``."""
-
-    schedule = (2, 250, 50)
+    schedule = (2, 250, 50)  # between nnU-Net's own _1epoch and _5epochs
 
 
-SCHEDULES: dict[str, type[ShortSchedule]] = {"debug": DebugSchedule, "demo": DemoSchedule}
+# nnU-Net's own nnUNetTrainer (nnU-Net ships _1epoch, _5epochs, _10epochs, ...)
+class nnUNetTrainer_debug(DebugSchedule, nnUNetTrainer): ...
+class nnUNetTrainer_demo(DemoSchedule, nnUNetTrainer): ...
+class nnUNetTrainer_2epochs(TwoEpochSchedule, nnUNetTrainer): ...
 
 
-class nnUNetTrainer_debug(DebugSchedule, nnUNetTrainer):
-    """nnU-Net's own nnUNetTrainer, debug schedule."""
-
-
-class nnUNetTrainer_demo(DemoSchedule, nnUNetTrainer):
-    """nnU-Net's own nnUNetTrainer, demo schedule."""
-
-
-class nnUNetTrainer_2epochs(TwoEpochSchedule, nnUNetTrainer):
-    """nnU-Net's own nnUNetTrainer, 2 epochs of 250 iterations (nnU-Net ships 1, 5, 10, ... epochs)."""
-
-
-class nnUNetTrainerDKM_debug(DebugSchedule, nnUNetTrainerDKM):
-    """nnUNetTrainerDKM, debug schedule."""
-
-
-class nnUNetTrainerDKM_demo(DemoSchedule, nnUNetTrainerDKM):
-    """nnUNetTrainerDKM, demo schedule."""
-
-
-class nnUNetTrainerDKM_untrainedDM_debug(DebugSchedule, nnUNetTrainerDKM_untrainedDM):
-    """nnUNetTrainerDKM_untrainedDM, debug schedule."""
-
-
-class nnUNetTrainerDKM_untrainedDM_demo(DemoSchedule, nnUNetTrainerDKM_untrainedDM):
-    """nnUNetTrainerDKM_untrainedDM, demo schedule."""
-
-
-class nnUNetTrainerDKM_f1_debug(DebugSchedule, nnUNetTrainerDKM_f1):
-    """nnUNetTrainerDKM_f1, debug schedule."""
-
-
-class nnUNetTrainerDKM_f1_demo(DemoSchedule, nnUNetTrainerDKM_f1):
-    """nnUNetTrainerDKM_f1, demo schedule."""
-
-
-class nnUNetTrainerDKM_f2_debug(DebugSchedule, nnUNetTrainerDKM_f2):
-    """nnUNetTrainerDKM_f2, debug schedule."""
-
-
-class nnUNetTrainerDKM_f2_demo(DemoSchedule, nnUNetTrainerDKM_f2):
-    """nnUNetTrainerDKM_f2, demo schedule."""
-
-
-class nnUNetTrainerDKM_f3_debug(DebugSchedule, nnUNetTrainerDKM_f3):
-    """nnUNetTrainerDKM_f3, debug schedule."""
-
-
-class nnUNetTrainerDKM_f3_demo(DemoSchedule, nnUNetTrainerDKM_f3):
-    """nnUNetTrainerDKM_f3, demo schedule."""
-
-
-class nnUNetTrainerDKM_f4_debug(DebugSchedule, nnUNetTrainerDKM_f4):
-    """nnUNetTrainerDKM_f4, debug schedule."""
-
-
-class nnUNetTrainerDKM_f4_demo(DemoSchedule, nnUNetTrainerDKM_f4):
-    """nnUNetTrainerDKM_f4, demo schedule."""
-
-
-class nnUNetTrainerDKM_f1234_debug(DebugSchedule, nnUNetTrainerDKM_f1234):
-    """nnUNetTrainerDKM_f1234, debug schedule."""
-
-
-class nnUNetTrainerDKM_f1234_demo(DemoSchedule, nnUNetTrainerDKM_f1234):
-    """nnUNetTrainerDKM_f1234, demo schedule."""
-
-
-class nnUNetTrainerDKMPaper_debug(DebugSchedule, nnUNetTrainerDKMPaper):
-    """nnUNetTrainerDKMPaper, debug schedule."""
-
-
-class nnUNetTrainerDKM_preOnlyDM_debug(DebugSchedule, nnUNetTrainerDKM_preOnlyDM):
-    """nnUNetTrainerDKM_preOnlyDM, debug schedule."""
-
-
-class nnUNetTrainerDKM_preOnlyDM_demo(DemoSchedule, nnUNetTrainerDKM_preOnlyDM):
-    """nnUNetTrainerDKM_preOnlyDM, demo schedule."""
-
-
-class nnUNetTrainerDKM_regressionDM_debug(DebugSchedule, nnUNetTrainerDKM_regressionDM):
-    """nnUNetTrainerDKM_regressionDM, debug schedule."""
-
-
-class nnUNetTrainerDKM_regressionDM_demo(DemoSchedule, nnUNetTrainerDKM_regressionDM):
-    """nnUNetTrainerDKM_regressionDM, demo schedule."""
-
-
-class nnUNetTrainerDKM_1epoch(OneEpochSchedule, nnUNetTrainerDKM):
-    """nnUNetTrainerDKM, 1 epoch of 250 iterations (nnU-Net's nnUNetTrainer_1epoch is the vanilla one)."""
-
-
-class nnUNetTrainerDKM_untrainedDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_untrainedDM):
-    """nnUNetTrainerDKM_untrainedDM, 1 epoch of 250 iterations."""
-
-
-class nnUNetTrainerDKM_preOnlyDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_preOnlyDM):
-    """nnUNetTrainerDKM_preOnlyDM, 1 epoch of 250 iterations."""
-
-
-class nnUNetTrainerDKM_regressionDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_regressionDM):
-    """nnUNetTrainerDKM_regressionDM, 1 epoch of 250 iterations."""
+# DKM and its controls and ablations
+class nnUNetTrainerDKM_debug(DebugSchedule, nnUNetTrainerDKM): ...
+class nnUNetTrainerDKM_demo(DemoSchedule, nnUNetTrainerDKM): ...
+class nnUNetTrainerDKM_1epoch(OneEpochSchedule, nnUNetTrainerDKM): ...
+class nnUNetTrainerDKM_untrainedDM_debug(DebugSchedule, nnUNetTrainerDKM_untrainedDM): ...
+class nnUNetTrainerDKM_untrainedDM_demo(DemoSchedule, nnUNetTrainerDKM_untrainedDM): ...
+class nnUNetTrainerDKM_untrainedDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_untrainedDM): ...
+class nnUNetTrainerDKM_preOnlyDM_debug(DebugSchedule, nnUNetTrainerDKM_preOnlyDM): ...
+class nnUNetTrainerDKM_preOnlyDM_demo(DemoSchedule, nnUNetTrainerDKM_preOnlyDM): ...
+class nnUNetTrainerDKM_preOnlyDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_preOnlyDM): ...
+class nnUNetTrainerDKM_regressionDM_debug(DebugSchedule, nnUNetTrainerDKM_regressionDM): ...
+class nnUNetTrainerDKM_regressionDM_demo(DemoSchedule, nnUNetTrainerDKM_regressionDM): ...
+class nnUNetTrainerDKM_regressionDM_1epoch(OneEpochSchedule, nnUNetTrainerDKM_regressionDM): ...
+class nnUNetTrainerDKM_f1_debug(DebugSchedule, nnUNetTrainerDKM_f1): ...
+class nnUNetTrainerDKM_f1_demo(DemoSchedule, nnUNetTrainerDKM_f1): ...
+class nnUNetTrainerDKM_f2_debug(DebugSchedule, nnUNetTrainerDKM_f2): ...
+class nnUNetTrainerDKM_f2_demo(DemoSchedule, nnUNetTrainerDKM_f2): ...
+class nnUNetTrainerDKM_f3_debug(DebugSchedule, nnUNetTrainerDKM_f3): ...
+class nnUNetTrainerDKM_f3_demo(DemoSchedule, nnUNetTrainerDKM_f3): ...
+class nnUNetTrainerDKM_f4_debug(DebugSchedule, nnUNetTrainerDKM_f4): ...
+class nnUNetTrainerDKM_f4_demo(DemoSchedule, nnUNetTrainerDKM_f4): ...
+class nnUNetTrainerDKM_f1234_debug(DebugSchedule, nnUNetTrainerDKM_f1234): ...
+class nnUNetTrainerDKM_f1234_demo(DemoSchedule, nnUNetTrainerDKM_f1234): ...
+class nnUNetTrainerDKMPaper_debug(DebugSchedule, nnUNetTrainerDKMPaper): ...
