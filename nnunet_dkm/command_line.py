@@ -75,6 +75,16 @@ def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action=_VerboseAction)
 
 
+def add_device_argument(parser: argparse.ArgumentParser, what: str = "device") -> None:
+    """Give a command's parser ``-device cpu|cuda``, by default cuda where torch sees a GPU, else cpu (nnU-Net's
+    commands default to cuda and fail without one; ours fall back)."""
+    import torch
+
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    parser.add_argument("-device", "--device", default=default, choices=("cpu", "cuda"),
+                        help=f"{what} (default cuda where a GPU is visible, else cpu; here {default})")
+
+
 def tracebacks_requested() -> bool:
     """Whether the user asked for full tracebacks (``--verbose`` or ``nnUNet_dkm_verbose`` set, not 0)."""
     return _traceback_switch["requested"] or os.environ.get(VERBOSE_VARIABLE, "").strip() not in ("", "0")

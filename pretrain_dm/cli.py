@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from nnunet_dkm.cli_types import fraction, non_negative_float, non_negative_int, positive_float, positive_int
-from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
+from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion import objectives
 from nnunet_dkm.diffusion.config import OBJECTIVES, PREDICTION_TYPES, TARGETS
 from nnunet_dkm.diffusion.presets import DM_PRESETS, PRESET_NAMES, dm_preset
@@ -71,8 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "and its 2d configuration slices along; for isotropic data any axis may be chosen). "
                              "Recorded in the checkpoint; nnUNetTrainerDKM slices its 3D patches the same way")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
-    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"),
-                        help="device (with torchrun, each rank uses cuda:LOCAL_RANK)")
+    add_device_argument(parser, "device (with torchrun, each rank uses cuda:LOCAL_RANK)")
     parser.add_argument("--preset", default="small", choices=PRESET_NAMES,
                         help="DM and recipe (small: 2-core CPU; paper: the paper's DM, a GPU job)")
     parser.add_argument("--objective", choices=OBJECTIVES, default="kinetic",

@@ -116,3 +116,19 @@ def test_every_command_goes_through_the_one_error_path() -> None:
         module_name, function_name = target.split(":")
         main = getattr(importlib.import_module(module_name), function_name)
         assert getattr(main, "__wrapped__", None) is not None, f"{name}: main is not wrapped by command_line_entry"
+
+
+@pytest.mark.parametrize("gpu_visible, expected", [(True, "cuda"), (False, "cpu")])
+def test_the_dkm_commands_default_to_cuda_where_a_gpu_is_visible_else_cpu(
+        monkeypatch: pytest.MonkeyPatch, gpu_visible: bool, expected: str) -> None:
+    import torch
+
+    from nnunet_dkm.evaluation.dm_quality_cli import parse_args as dm_quality_arguments
+    from nnunet_dkm.probe.cli import parser as probe_parser
+    from pretrain_dm.cli import build_parser as pretrain_parser
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_visible)
+    assert pretrain_parser().parse_args(["-d", "990"]).device == expected
+    assert probe_parser().parse_args(["-d", "990"]).device == expected
+    assert dm_quality_arguments(["-d", "990"]).device == expected
+    assert pretrain_parser().parse_args(["-d", "990", "-device", "cpu"]).device == "cpu"

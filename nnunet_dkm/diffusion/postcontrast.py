@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed, write_atomically
 from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
-from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
+from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion.checkpoint import check_plans_identity, load_checkpoint
 from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
 from nnunet_dkm.diffusion.objectives import synthesises_post_contrast
@@ -222,7 +222,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("-p", "--plans", default="nnUNetPlans")
     parser.add_argument("-chk", "--checkpoint", type=Path,
                         help="DM checkpoint (default: $nnUNet_dkm_checkpoint, else the dataset's dkm folder)")
-    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"))
+    add_device_argument(parser, "where the DM samples")
     parser.add_argument("--method", default="ddim", choices=("ddim", "one_step"),
                         help="DDIM sampling (default) or the one-step estimate from the noised pre-contrast image")
     parser.add_argument("--ddim-steps", type=positive_int, default=DEFAULT_DDIM_STEPS,

@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from nnunet_dkm.atomic import remove_stale_temporaries, replace_folder, write_atomically
 from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
-from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
+from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 from nnunet_dkm.diffusion.postcontrast import (
     DEFAULT_DDIM_STEPS,
@@ -273,7 +273,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="score the {case}_{phase:04d} images in this folder (written by "
                              "nnUNetv2_dkm_synthesize_postcontrast) instead of synthesising them")
     parser.add_argument("-o", "--output", type=Path, help="output folder")
-    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"))
+    add_device_argument(parser, "where the DM samples")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
     args.command = shlex.join(["nnUNetv2_dkm_dm_quality", *argv])

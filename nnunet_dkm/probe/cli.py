@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from nnunet_dkm.cli_types import non_negative_int, positive_int
-from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
+from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
 from nnunet_dkm.paths import DatasetLocationError, missing_dm_message
 from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError
@@ -54,7 +54,7 @@ def add_split_arguments(parser: argparse.ArgumentParser, dataset_default: str | 
                              "at least 2)")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="seed of the split, pixels, untrained DM and classifiers (same seed, same table)")
-    parser.add_argument("-device", "--device", default="cpu", choices=("cpu", "cuda"), help="where the DMs run")
+    add_device_argument(parser, "where the DMs run")
 
 
 def split_options(args: argparse.Namespace, **other: object) -> ProbeOptions:

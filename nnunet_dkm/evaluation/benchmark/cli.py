@@ -28,7 +28,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
 from nnunet_dkm.cli_types import fraction, non_negative_int, positive_int
-from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
+from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint
 from nnunet_dkm.evaluation.benchmark.cases import (
     BenchmarkError,
@@ -285,8 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --num-labelled, accept a DM that was pretrained with tumour labels")
     parser.add_argument("-o", "--output", default=None,
                         help="output folder (default $nnUNet_results/DatasetXXX/dkm_benchmark__<plans>__<cfg>)")
-    parser.add_argument("-device", "--device", choices=("cpu", "cuda"), default=None,
-                        help="device for training and prediction (default cuda if available, else cpu)")
+    add_device_argument(parser, "device for training and prediction")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if args.ablation is not None and not args.ablation:
@@ -299,10 +298,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.num_labelled = parse_num_labelled(args.num_labelled)
         except ValueError as error:
             parser.error(str(error))
-    if args.device is None:
-        import torch
-
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.command = shlex.join(["nnUNetv2_dkm_benchmark", *(sys.argv[1:] if argv is None else argv)])
     return args
 
