@@ -183,26 +183,26 @@ def stage_probe(workdir: Path, cues: list[float]) -> None:
 
 
 def probe_gaps(workdir: Path) -> pd.DataFrame:
-    """Per cue, the logistic-regression probe's selection and test Dice of every row at the trainer's setting, and
-    learned - untrained on both splits."""
+    """Per cue, the logistic-regression probe's selection and test Dice of every row at the trainer's setting
+    (columns ``<row>_selection``, ``<row>_test``; rows: pretrained, untrained, pre-only, regression, filter_bank,
+    intensity, ceiling)."""
     rows = []
     for cue in CUES:
-        path = probe_folder(workdir, cue) / "summary.csv"
+        path = probe_folder(workdir, cue) / "results_summary.csv"
         if not path.is_file():
             continue
         summary = pd.read_csv(path)
-        logistic = summary[summary["classifier"] == "logistic"].set_index("kind")
+        logistic = summary[summary["classifier"] == "logistic"]
         entry = {"cue": cue}
-        for kind in logistic.index:
-            entry[f"{kind}_selection"] = float(logistic.loc[kind, "selection_dice"])
-            entry[f"{kind}_test"] = float(logistic.loc[kind, "dice_mean"])
+        for name, row in zip(logistic["model"].fillna(logistic["kind"]), logistic.itertuples(), strict=True):
+            entry[f"{name}_selection"], entry[f"{name}_test"] = float(row.selection_dice), float(row.dice_mean)
         rows.append(entry)
     return pd.DataFrame(rows)
 
 
 def segmentation_cues(gaps: pd.DataFrame) -> list[float]:
     """The rule of point 3 of the module docstring."""
-    gap = (gaps.set_index("cue")["dm_selection"] - gaps.set_index("cue")["untrained_dm_selection"])
+    gap = gaps.set_index("cue")["pretrained_selection"] - gaps.set_index("cue")["untrained_selection"]
     ranked = [cue for cue in gap.sort_values(ascending=False).index if cue != DEFAULT_CUE]
     return [DEFAULT_CUE, ranked[0]]
 
@@ -289,22 +289,23 @@ def curve_gaps(workdir: Path) -> pd.DataFrame:
 
 
 def cue_rows(workdir: Path) -> pd.DataFrame:
-    """Per cue with outputs: the DM's phase-1 tumour MAE relative to the pre-contrast image (synthetic and linear
-    map) and the logistic probe's learned - untrained / pre-only / regression / filter-bank differences with their
-    case intervals."""
+    """Per cue with outputs: the DM's phase-1 MAE relative to the pre-contrast image (tumour: synthetic and linear
+    map; breast: synthetic), the learned DM's logistic probe Dice, and its learned - untrained / pre-only /
+    regression / filter-bank differences with their case intervals."""
     rows = []
     for cue in CUES:
         quality = quality_folder(workdir, cue) / "results.csv"
         comparisons = probe_folder(workdir, cue) / "results_comparisons.csv"
         if not (quality.is_file() and comparisons.is_file()):
             continue
-        scores = pd.read_csv(quality)
-        tumour = scores[(scores["phase"] == 1) & (scores["region"] == "tumour")].set_index("estimate")
+        scores = pd.read_csv(quality).set_index(["phase", "region", "estimate"])["mae_vs_identity"]
+        learned = probe_gaps(workdir).set_index("cue").loc[cue, "pretrained_test"]
         compared = pd.read_csv(comparisons)
         compared = compared[(compared["model"] == "pretrained") & (compared["classifier"] == "logistic")]
         for row in compared.itertuples():
-            rows.append({"cue": cue, "synthetic_mae_vs_identity": float(tumour.loc["synthetic", "mae_vs_identity"]),
-                         "linear_mae_vs_identity": float(tumour.loc["linear", "mae_vs_identity"]),
+            rows.append({"cue": cue, "tumour": float(scores[1, "tumour", "synthetic"]),
+                         "tumour_linear": float(scores[1, "tumour", "linear"]),
+                         "breast": float(scores[1, "breast", "synthetic"]), "learned_dice": learned,
                          "minus": row.reference, "cases": row.cases, "difference": row.mean_difference,
                          "low": row.interval_low, "high": row.interval_high})
     return pd.DataFrame(rows)
@@ -391,11 +392,15 @@ def report(workdir: Path, output: Path) -> None:
         lines += ["Not run: `--stage curve`."]
     lines += ["", "## 2. Cue sweep: DM quality and the probe (logistic regression, report cases)", ""]
     if len(cues):
-        lines += ["| cue | DM tumour MAE vs pre-contrast | linear map | learned DM minus | cases | Dice difference | "
-                  "95 % interval over cases |", "|---|---|---|---|---|---|---|"]
+        lines += ["DM quality: phase-1 MAE of the DM's synthetic image relative to the pre-contrast image's "
+                  "(negative: closer to the truth), in the tumour (beside a linear intensity map's) and in the rest of "
+                  "the breast. Probe: the learned DM's report Dice and its difference to each other row.", "",
+                  "| cue | tumour MAE: DM / linear map | breast MAE: DM | learned DM probe Dice | minus | cases | "
+                  "Dice difference | 95 % interval over cases |", "|---|---|---|---|---|---|---|---|"]
         for r in cues.itertuples():
-            lines.append(f"| {r.cue:g} | {r.synthetic_mae_vs_identity:+.0%} | {r.linear_mae_vs_identity:+.0%} | "
-                         f"{r.minus} | {r.cases} | {r.difference:+.3f} | [{r.low:+.3f}, {r.high:+.3f}] |")
+            lines.append(f"| {r.cue:g} | {r.tumour:+.0%} / {r.tumour_linear:+.0%} | {r.breast:+.0%} | "
+                         f"{r.learned_dice:.3f} | {r.minus} | {r.cases} | {r.difference:+.3f} | "
+                         f"[{r.low:+.3f}, {r.high:+.3f}] |")
     missing = [f"{c:g}" for c in CUES if not len(cues) or c not in set(cues["cue"])]
     if missing:
         lines += ["", f"Cues not run yet: {', '.join(missing)} (`--stage dms`, then `--stage probe`)."]

@@ -34,8 +34,8 @@ def test_the_study_schedule_is_the_shortest_that_reaches_the_few_label_regime(re
 
 
 def test_the_second_segmentation_point_is_the_cue_with_the_largest_probe_gap_besides_the_default(regime_map) -> None:
-    gaps = pd.DataFrame({"cue": [0.0, 0.5, 1.0, 2.0], "dm_selection": [0.50, 0.70, 0.62, 0.80],
-                         "untrained_dm_selection": [0.49, 0.55, 0.50, 0.78]})
+    gaps = pd.DataFrame({"cue": [0.0, 0.5, 1.0, 2.0], "pretrained_selection": [0.50, 0.70, 0.62, 0.80],
+                         "untrained_selection": [0.49, 0.55, 0.50, 0.78]})
     assert regime_map.segmentation_cues(gaps) == [0.5, 1.0]  # 0.5 has the largest gap but is the default point
 
 
@@ -43,7 +43,7 @@ def test_segmentation_runs_the_default_cue_before_the_probe_and_refuses_cues_out
         regime_map, tmp_path: Path, monkeypatch) -> None:
     assert regime_map.cues_to_segment(tmp_path, [regime_map.DEFAULT_CUE]) == [0.5]  # no probe output needed
     monkeypatch.setattr(regime_map, "probe_gaps", lambda workdir: pd.DataFrame(
-        {"cue": [0.0, 0.5, 2.0], "dm_selection": [0.6, 0.7, 0.9], "untrained_dm_selection": [0.5, 0.6, 0.85]}))
+        {"cue": [0.0, 0.5, 2.0], "pretrained_selection": [0.6, 0.7, 0.9], "untrained_selection": [0.5, 0.6, 0.85]}))
     assert regime_map.cues_to_segment(tmp_path, None) == [0.5, 0.0]
     with pytest.raises(SystemExit, match=r"\[2\.0\] are not segmentation points"):
         regime_map.cues_to_segment(tmp_path, [2.0])
