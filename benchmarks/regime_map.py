@@ -292,20 +292,20 @@ def cue_rows(workdir: Path) -> pd.DataFrame:
     """Per cue with outputs: the DM's phase-1 MAE relative to the pre-contrast image (tumour: synthetic and linear
     map; breast: synthetic), the learned DM's logistic probe Dice, and its learned - untrained / pre-only /
     regression / filter-bank differences with their case intervals."""
-    rows = []
+    rows, gaps = [], probe_gaps(workdir)  # read once, not per cue
+    learned_dice = gaps.set_index("cue")["pretrained_test"] if len(gaps) else {}
     for cue in CUES:
         quality = quality_folder(workdir, cue) / "results.csv"
         comparisons = probe_folder(workdir, cue) / "results_comparisons.csv"
         if not (quality.is_file() and comparisons.is_file()):
             continue
         scores = pd.read_csv(quality).set_index(["phase", "region", "estimate"])["mae_vs_identity"]
-        learned = probe_gaps(workdir).set_index("cue").loc[cue, "pretrained_test"]
         compared = pd.read_csv(comparisons)
         compared = compared[(compared["model"] == "pretrained") & (compared["classifier"] == "logistic")]
         for row in compared.itertuples():
             rows.append({"cue": cue, "tumour": float(scores[1, "tumour", "synthetic"]),
                          "tumour_linear": float(scores[1, "tumour", "linear"]),
-                         "breast": float(scores[1, "breast", "synthetic"]), "learned_dice": learned,
+                         "breast": float(scores[1, "breast", "synthetic"]), "learned_dice": learned_dice[cue],
                          "minus": row.reference, "cases": row.cases, "difference": row.mean_difference,
                          "low": row.interval_low, "high": row.interval_high})
     return pd.DataFrame(rows)
