@@ -338,12 +338,15 @@ def report_figure(curve: pd.DataFrame, segmentation: pd.DataFrame, path: Path) -
 
     fig = Figure(figsize=(13, 3.8))
     axes = fig.subplots(1, 3)
-    for column, label in (("dice_n4", "N = 4"), ("dice_all", "N = all")):
+    for column, label in (("dice_n4", "N = 4"), ("dice_all", "N = all")) if len(curve) else ():
         axes[0].plot(curve["iterations"], curve[column], marker="o", label=label)
     axes[0].set_xlabel("training iterations (vanilla nnU-Net)")
     axes[0].set_ylabel("mean test Dice over runs")
     axes[0].set_title("schedule curve (cue 0.5)", fontsize=9)
-    axes[0].legend(fontsize=8)
+    if len(curve):
+        axes[0].legend(fontsize=8)
+    else:
+        axes[0].text(0.5, 0.5, "not run yet", ha="center", va="center", transform=axes[0].transAxes)
     for axis, reference in zip(axes[1:], SEGMENTATION_REFERENCES[:2], strict=True):
         part = segmentation[segmentation["reference"] == reference] if len(segmentation) else segmentation
         for cue, of_cue in part.groupby("cue") if len(part) else ():

@@ -47,3 +47,11 @@ def test_segmentation_runs_the_default_cue_before_the_probe_and_refuses_cues_out
     assert regime_map.cues_to_segment(tmp_path, None) == [0.5, 0.0]
     with pytest.raises(SystemExit, match=r"\[2\.0\] are not segmentation points"):
         regime_map.cues_to_segment(tmp_path, [2.0])
+
+
+def test_the_report_of_a_workdir_without_outputs_names_each_stage_as_not_run(regime_map, tmp_path: Path) -> None:
+    output = tmp_path / "results_regime_map.md"
+    regime_map.report(tmp_path / "empty_workdir", output)
+    text = output.read_text()
+    assert "Not run: `--stage curve`." in text
+    assert output.with_name("regime_map.png").stat().st_size > 0
