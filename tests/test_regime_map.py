@@ -55,3 +55,23 @@ def test_the_report_of_a_workdir_without_outputs_names_each_stage_as_not_run(reg
     text = output.read_text()
     assert "Not run: `--stage curve`." in text
     assert output.with_name("regime_map.png").stat().st_size > 0
+
+
+def test_the_report_states_each_segmentation_point_with_its_interval_half_width_and_per_method_dice(
+        regime_map, tmp_path: Path) -> None:
+    rows = []
+    for method, offset in (("vanilla", 0.0), ("dkm", 0.05), ("untrained_dm_control", 0.01)):
+        for fold in range(3):
+            for repeat in range(2):
+                for case in range(2):
+                    rows.append({"method": method, "fold": fold, "repeat": repeat, "case": f"c{case}",
+                                 "dice": 0.5 + offset + 0.01 * fold + 0.002 * case, "num_labelled": "4",
+                                 "labelled_cases": 4})
+    folder = regime_map.segmentation_folder(tmp_path, regime_map.DEFAULT_CUE)
+    folder.mkdir(parents=True)
+    pd.DataFrame(rows).to_csv(folder / "per_case_label_efficiency.csv", index=False)
+    output = tmp_path / "results_regime_map.md"
+    regime_map.report(tmp_path, output)
+    text = output.read_text()
+    assert "| 0.5 | 4 | untrained_dm_control | 6 | +0.040 | [+0.040, +0.040] | 0.000 |" in text
+    assert "| 0.5 | 4 | dkm | 12 | 0.561 | 0.551 0.551 0.561 0.561 0.571 0.571 |" in text
