@@ -321,6 +321,22 @@ def segmentation_per_case(workdir: Path) -> dict[float, pd.DataFrame]:
     return {cue: pd.read_csv(path, dtype={"num_labelled": str}) for cue, path in paths.items() if path.is_file()}
 
 
+def training_minutes(workdir: Path, cue: float, schedule: str) -> pd.DataFrame:
+    """Per finished nnU-Net training of ``schedule`` at ``cue`` (any repeat): its trainer and its wall time in
+    minutes, from the first to the last timestamp of its ``training_log_*.txt`` (interrupted attempts, whose logs
+    end without "Training done", are left out)."""
+    rows = []
+    for log in sorted((workdir / "nnUNet_results").glob(f"**/Dataset{DATASET_IDS[cue]:03d}_*/*_{schedule}__*/fold_*/"
+                                                           "training_log_*.txt")):
+        text = log.read_text()
+        stamps = pd.to_datetime(pd.Series(text.splitlines()).str.extract(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+):")[0]
+                                .dropna())
+        if "Training done" in text and len(stamps):
+            rows.append({"trainer": log.parent.parent.name.split("__")[0],
+                         "minutes": (stamps.iloc[-1] - stamps.iloc[0]).total_seconds() / 60})
+    return pd.DataFrame(rows, columns=["trainer", "minutes"])
+
+
 def segmentation_rows(per_case: dict[float, pd.DataFrame]) -> pd.DataFrame:
     """Per segmentation point, N and reference: DKM - reference over training runs (the benchmark's own overview
     statistic, ``dkm_against``)."""
@@ -427,6 +443,14 @@ def report(workdir: Path, output: Path) -> None:
             lines.append(f"| {r.cue:g} | {r.num_labelled} | {r.reference} | {r.runs} | {r.mean_difference:+.3f} | "
                          f"[{r.t_low:+.3f}, {r.t_high:+.3f}] | {(r.t_high - r.t_low) / 2:.3f} | {r.per_run} | "
                          f"{r.verdict} | {'yes' if r.goal_met else 'no'} |")
+        schedule = study_schedule(curve_table(workdir))[0] if len(curve) else None
+        for cue in sorted(per_case) if schedule else ():
+            times = training_minutes(workdir, cue, schedule)
+            by_trainer = times.groupby("trainer")["minutes"].agg(["count", "median"])
+            lines += ["", f"Wall time at cue {cue:g}: {len(times)} finished `{schedule}` trainings, "
+                      f"{times['minutes'].sum() / 60:.1f} core-hours in all (each pinned to one core, at most two side "
+                      "by side; from nnU-Net's training logs); median minutes per training: "
+                      + ", ".join(f"{t} {r['median']:.1f} ({r['count']:.0f})" for t, r in by_trainer.iterrows()) + "."]
         lines += ["", "Mean test Dice per method over runs x cases, and per run (in the order of fold, repeat):", "",
                   "| cue | N | method | runs x cases | mean Dice | per run |", "|---|---|---|---|---|---|"]
         run_columns = [c for c in dice.columns if c.startswith("run ")]

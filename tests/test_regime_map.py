@@ -75,3 +75,20 @@ def test_the_report_states_each_segmentation_point_with_its_interval_half_width_
     text = output.read_text()
     assert "| 0.5 | 4 | untrained_dm_control | 6 | +0.040 | [+0.040, +0.040] | 0.000 |" in text
     assert "| 0.5 | 4 | dkm | 12 | 0.561 | 0.551 0.551 0.561 0.561 0.571 0.571 |" in text
+
+
+def test_training_wall_time_comes_from_finished_nnunet_training_logs_of_the_schedule(
+        regime_map, tmp_path: Path) -> None:
+    results = tmp_path / "nnUNet_results" / "Dataset980_DKMPhantom"
+    logs = {results / "nnUNetTrainerDKM_1epoch__nnUNetPlans__2d" / "fold_0": "Training done.",
+            results / "dkm_benchmark_repeats" / "repeat_1" / "Dataset980_DKMPhantom"
+            / "nnUNetTrainerDKM_1epoch__nnUNetPlans__2d" / "fold_5": "Training done.",
+            results / "nnUNetTrainer_1epoch__nnUNetPlans__2d" / "fold_1": "Epoch 0",  # interrupted attempt
+            results / "nnUNetTrainer_demo__nnUNetPlans__2d" / "fold_0": "Training done."}  # another schedule
+    for folder, last in logs.items():
+        folder.mkdir(parents=True)
+        (folder / "training_log_2026_12_5_17_00_00.txt").write_text(
+            f"\n#####\n2026-12-05 17:00:00.000000: Epoch 0\n2026-12-05 17:06:30.500000: {last}\n")
+    times = regime_map.training_minutes(tmp_path, 0.5, "1epoch")
+    assert times["trainer"].tolist() == ["nnUNetTrainerDKM_1epoch"] * 2
+    assert times["minutes"].tolist() == pytest.approx([6.5083, 6.5083], abs=1e-3)
