@@ -396,6 +396,7 @@ def report(workdir: Path, output: Path) -> None:
 
     curve, cues, per_case = curve_gaps(workdir), cue_rows(workdir), segmentation_per_case(workdir)
     segmentation, dice = segmentation_rows(per_case), segmentation_dice(per_case)
+    schedule, why = study_schedule(curve_table(workdir)) if len(curve) else (None, "")  # read once, used twice
     lines = ["# Where do the learned kinetics help? Regime map (scarce preset, 2d)", "",
              f"- command: `python benchmarks/regime_map.py --workdir {workdir} --stage report`",
              f"- machine: {machine_description('cpu')}; each training pinned to one core (`taskset`, "
@@ -408,7 +409,6 @@ def report(workdir: Path, output: Path) -> None:
         for r in curve.itertuples():
             lines.append(f"| {r.schedule} | {r.iterations} | {r.runs} | {r.dice_n4:.3f} | {r.dice_all:.3f} | "
                          f"{r.gap:+.3f} | [{r.gap_low:+.3f}, {r.gap_high:+.3f}] | {r.run_gaps} |")
-        schedule, why = study_schedule(curve_table(workdir))
         chosen = curve.set_index("schedule").loc[schedule]
         if chosen["gap_low"] <= 0:
             why += (f"; its 95 % interval over folds, [{chosen['gap_low']:+.3f}, {chosen['gap_high']:+.3f}], "
@@ -443,7 +443,6 @@ def report(workdir: Path, output: Path) -> None:
             lines.append(f"| {r.cue:g} | {r.num_labelled} | {r.reference} | {r.runs} | {r.mean_difference:+.3f} | "
                          f"[{r.t_low:+.3f}, {r.t_high:+.3f}] | {(r.t_high - r.t_low) / 2:.3f} | {r.per_run} | "
                          f"{r.verdict} | {'yes' if r.goal_met else 'no'} |")
-        schedule = study_schedule(curve_table(workdir))[0] if len(curve) else None
         for cue in sorted(per_case) if schedule else ():
             times = training_minutes(workdir, cue, schedule)
             by_trainer = times.groupby("trainer")["minutes"].agg(["count", "median"])
