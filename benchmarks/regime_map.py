@@ -201,7 +201,12 @@ def probe_gaps(workdir: Path) -> pd.DataFrame:
 
 
 def segmentation_cues(gaps: pd.DataFrame) -> list[float]:
-    """The rule of point 3 of the module docstring."""
+    """The rule of point 3 of the module docstring, over the whole sweep: it refuses while a cue has no probe (a
+    partial sweep would fix the second point on the cues that happened to finish first)."""
+    unprobed = [f"{c:g}" for c in CUES if not len(gaps) or c not in set(gaps["cue"])]
+    if unprobed:
+        raise SystemExit(f"the second segmentation point is chosen over all cues {[f'{c:g}' for c in CUES]}; cue(s) "
+                         f"{', '.join(unprobed)} have no probe yet (`--stage dms`, then `--stage probe`)")
     gap = gaps.set_index("cue")["pretrained_selection"] - gaps.set_index("cue")["untrained_selection"]
     ranked = [cue for cue in gap.sort_values(ascending=False).index if cue != DEFAULT_CUE]
     return [DEFAULT_CUE, ranked[0]]

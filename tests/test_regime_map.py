@@ -42,8 +42,14 @@ def test_the_second_segmentation_point_is_the_cue_with_the_largest_probe_gap_bes
 def test_segmentation_runs_the_default_cue_before_the_probe_and_refuses_cues_outside_the_design(
         regime_map, tmp_path: Path, monkeypatch) -> None:
     assert regime_map.cues_to_segment(tmp_path, [regime_map.DEFAULT_CUE]) == [0.5]  # no probe output needed
-    monkeypatch.setattr(regime_map, "probe_gaps", lambda workdir: pd.DataFrame(
-        {"cue": [0.0, 0.5, 2.0], "pretrained_selection": [0.6, 0.7, 0.9], "untrained_selection": [0.5, 0.6, 0.85]}))
+    probed = pd.DataFrame({"cue": [0.0, 0.5, 2.0], "pretrained_selection": [0.6, 0.7, 0.9],
+                           "untrained_selection": [0.5, 0.6, 0.85]})
+    monkeypatch.setattr(regime_map, "probe_gaps", lambda workdir: probed)
+    with pytest.raises(SystemExit, match="cue\\(s\\) 1 have no probe yet"):  # the sweep decides, not its first cues
+        regime_map.cues_to_segment(tmp_path, None)
+    swept = pd.concat([probed, pd.DataFrame({"cue": [1.0], "pretrained_selection": [0.7],
+                                             "untrained_selection": [0.65]})])
+    monkeypatch.setattr(regime_map, "probe_gaps", lambda workdir: swept)
     assert regime_map.cues_to_segment(tmp_path, None) == [0.5, 0.0]
     with pytest.raises(SystemExit, match=r"\[2\.0\] are not segmentation points"):
         regime_map.cues_to_segment(tmp_path, [2.0])
