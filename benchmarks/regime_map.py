@@ -293,11 +293,11 @@ def curve_gaps(workdir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def cue_rows(workdir: Path) -> pd.DataFrame:
+def cue_rows(workdir: Path, gaps: pd.DataFrame) -> pd.DataFrame:
     """Per cue with outputs: the DM's phase-1 MAE relative to the pre-contrast image (tumour: synthetic and linear
     map; breast: synthetic), the learned DM's logistic probe Dice, and its learned - untrained / pre-only /
-    regression / filter-bank differences with their case intervals."""
-    rows, gaps = [], probe_gaps(workdir)  # read once, not per cue
+    regression / filter-bank differences with their case intervals; ``gaps``: ``probe_gaps``."""
+    rows = []
     learned_dice = gaps.set_index("cue")["pretrained_test"] if len(gaps) else {}
     for cue in CUES:
         quality = quality_folder(workdir, cue) / "results.csv"
@@ -394,12 +394,31 @@ def report_figure(curve: pd.DataFrame, segmentation: pd.DataFrame, path: Path) -
     fig.savefig(path, dpi=100)
 
 
+def second_point_lines(gaps: pd.DataFrame) -> list[str]:
+    """The rule of the second segmentation point, as measured: the probe's learned - untrained Dice on the selection
+    split per cue, and the point it fixes (or why none is fixed yet)."""
+    if not len(gaps):
+        return []
+    lines = ["", "Second segmentation point, by the rule of the design: the largest learned - untrained probe gap on "
+             "the SELECTION split among the cues other than the default.", "",
+             "| cue | learned DM | untrained DM | gap |", "|---|---|---|---|"]
+    for r in gaps.itertuples():
+        lines.append(f"| {r.cue:g} | {r.pretrained_selection:.3f} | {r.untrained_selection:.3f} | "
+                     f"{r.pretrained_selection - r.untrained_selection:+.3f} |")
+    try:
+        lines += ["", f"Second point: **cue {segmentation_cues(gaps)[1]:g}**."]
+    except SystemExit as not_yet:
+        lines += ["", f"Second point: not fixed yet ({not_yet})."]
+    return lines
+
+
 def report(workdir: Path, output: Path) -> None:
     """``results_regime_map.md`` and ``regime_map.png`` from whatever stages have outputs; a stage without outputs
     is named, with its command, as not run."""
     from nnunet_dkm.reporting import machine_description
 
-    curve, cues, per_case = curve_gaps(workdir), cue_rows(workdir), segmentation_per_case(workdir)
+    gaps = probe_gaps(workdir)
+    curve, cues, per_case = curve_gaps(workdir), cue_rows(workdir, gaps), segmentation_per_case(workdir)
     segmentation, dice = segmentation_rows(per_case), segmentation_dice(per_case)
     schedule, why = study_schedule(curve_table(workdir)) if len(curve) else (None, "")  # read once, used twice
     lines = ["# Where do the learned kinetics help? Regime map (scarce preset, 2d)", "",
@@ -438,6 +457,7 @@ def report(workdir: Path, output: Path) -> None:
     missing = [f"{c:g}" for c in CUES if not len(cues) or c not in set(cues["cue"])]
     if missing:
         lines += ["", f"Cues not run yet: {', '.join(missing)} (`--stage dms`, then `--stage probe`)."]
+    lines += second_point_lines(gaps)
     lines += ["", "## 3. Segmentation: DKM minus each control over training runs (folds x repeats)", ""]
     if len(segmentation):
         lines += ["Goal: DKM - untrained-DM control >= +0.03 Dice with the run-level interval above 0, or, where no "

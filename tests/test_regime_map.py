@@ -37,6 +37,9 @@ def test_the_second_segmentation_point_is_the_cue_with_the_largest_probe_gap_bes
     gaps = pd.DataFrame({"cue": [0.0, 0.5, 1.0, 2.0], "pretrained_selection": [0.50, 0.70, 0.62, 0.80],
                          "untrained_selection": [0.49, 0.55, 0.50, 0.78]})
     assert regime_map.segmentation_cues(gaps) == [0.5, 1.0]  # 0.5 has the largest gap but is the default point
+    lines = regime_map.second_point_lines(gaps)  # the report shows the rule's numbers and its choice
+    assert "| 1 | 0.620 | 0.500 | +0.120 |" in lines and "Second point: **cue 1**." in lines
+    assert "Second point: not fixed yet" in regime_map.second_point_lines(gaps[gaps["cue"] != 1.0])[-1]
 
 
 def test_segmentation_runs_the_default_cue_before_the_probe_and_refuses_cues_outside_the_design(
