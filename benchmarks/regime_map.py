@@ -200,13 +200,18 @@ def probe_gaps(workdir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def unprobed_cues(gaps: pd.DataFrame) -> str:
+    """Why the second point cannot be fixed yet ("" once every cue of the sweep has a probe)."""
+    unprobed = [f"{c:g}" for c in CUES if not len(gaps) or c not in set(gaps["cue"])]
+    return (f"the second segmentation point is chosen over all cues {[f'{c:g}' for c in CUES]}; cue(s) "
+            f"{', '.join(unprobed)} have no probe yet (`--stage dms`, then `--stage probe`)") if unprobed else ""
+
+
 def segmentation_cues(gaps: pd.DataFrame) -> list[float]:
     """The rule of point 3 of the module docstring, over the whole sweep: it refuses while a cue has no probe (a
     partial sweep would fix the second point on the cues that happened to finish first)."""
-    unprobed = [f"{c:g}" for c in CUES if not len(gaps) or c not in set(gaps["cue"])]
-    if unprobed:
-        raise SystemExit(f"the second segmentation point is chosen over all cues {[f'{c:g}' for c in CUES]}; cue(s) "
-                         f"{', '.join(unprobed)} have no probe yet (`--stage dms`, then `--stage probe`)")
+    if unprobed_cues(gaps):
+        raise SystemExit(unprobed_cues(gaps))
     gap = gaps.set_index("cue")["pretrained_selection"] - gaps.set_index("cue")["untrained_selection"]
     ranked = [cue for cue in gap.sort_values(ascending=False).index if cue != DEFAULT_CUE]
     return [DEFAULT_CUE, ranked[0]]
@@ -405,11 +410,9 @@ def second_point_lines(gaps: pd.DataFrame) -> list[str]:
     for r in gaps.itertuples():
         lines.append(f"| {r.cue:g} | {r.pretrained_selection:.3f} | {r.untrained_selection:.3f} | "
                      f"{r.pretrained_selection - r.untrained_selection:+.3f} |")
-    try:
-        lines += ["", f"Second point: **cue {segmentation_cues(gaps)[1]:g}**."]
-    except SystemExit as not_yet:
-        lines += ["", f"Second point: not fixed yet ({not_yet})."]
-    return lines
+    not_yet = unprobed_cues(gaps)
+    return lines + ["", f"Second point: not fixed yet ({not_yet})." if not_yet else
+                    f"Second point: **cue {segmentation_cues(gaps)[1]:g}**."]
 
 
 def report(workdir: Path, output: Path) -> None:
