@@ -151,8 +151,8 @@ def dm_finished(workdir: Path, cue: float, objective: str) -> bool:
 
     if raw_dataset(workdir, cue) is None or not dm_file(workdir, cue, objective).is_file():
         return False
-    metadata = load_checkpoint(dm_file(workdir, cue, objective)).metadata
-    return metadata.get("steps") == (metadata.get("recipe") or {}).get("steps")
+    checkpoint = load_checkpoint(dm_file(workdir, cue, objective))
+    return checkpoint.pretraining_steps() is not None and not checkpoint.stopped_early
 
 
 # -- 3. DM quality and probe per cue ---------------------------------------------------------------------------

@@ -121,6 +121,14 @@ def pretrain_command(dataset: str, configuration: str, plans_name: str = "nnUNet
     return command
 
 
+def unfinished_dm_message(location: DmCheckpointLocation, dataset: str, configuration: str, steps: tuple[int, int],
+                          plans_name: str = "nnUNetPlans", objective: str = DEFAULT_OBJECTIVE) -> str:
+    """What to do about a DM whose pretraining stopped before its recipe's steps (``steps``: trained, planned)."""
+    return (f"the DM at {location.describe()} stopped at step {steps[0]} of its recipe's {steps[1]} (interrupted, or "
+            f"--max-minutes); finish it with: {pretrain_command(dataset, configuration, plans_name, objective)} "
+            f"--continue")
+
+
 def missing_dm_message(location: DmCheckpointLocation, dataset: str, configuration: str,
                        plans_name: str = "nnUNetPlans", objective: str = DEFAULT_OBJECTIVE) -> str:
     """What to do when no DM checkpoint is at ``location``: the pretraining command, and where the environment

@@ -191,7 +191,49 @@ def test_the_benchmark_report_states_the_dms_target_from_its_checkpoint(writable
     from nnunet_dkm.evaluation.benchmark.methods import DEFAULT_METHODS, TrainerChoice, plan_methods
 
     pretrain("kinetic", target=target).run()
-    args = argparse.Namespace(configuration="2d", num_labelled=None, allow_labelled_dm=False, plans="nnUNetPlans")
+    args = argparse.Namespace(configuration="2d", num_labelled=None, allow_labelled_dm=False, plans="nnUNetPlans",
+                              allow_unfinished_dm=False)
     methods = plan_methods(TrainerChoice(), post_phase=1, selected=DEFAULT_METHODS)
     found = checked_dms(args, writable_phantom, writable_phantom, methods)
     assert f"target {target}," in dm_note("kinetic", found["kinetic"])
+
+
+def test_the_benchmark_refuses_a_dm_that_stopped_before_its_recipes_steps_unless_allowed(
+        writable_phantom: Path) -> None:
+    import argparse
+
+    from nnunet_dkm.evaluation.benchmark.cli import BenchmarkError, checked_dms, dm_note
+    from nnunet_dkm.evaluation.benchmark.methods import DEFAULT_METHODS, TrainerChoice, plan_methods
+
+    path = pretrain("kinetic", steps=5, max_minutes=1e-9).run()  # the time cap stops it after its first step
+    args = argparse.Namespace(configuration="2d", num_labelled=None, allow_labelled_dm=False, plans="nnUNetPlans",
+                              allow_unfinished_dm=False)
+    methods = plan_methods(TrainerChoice(), post_phase=1, selected=DEFAULT_METHODS)
+    with pytest.raises(BenchmarkError, match=rf"{path} stopped at step 1 of its recipe's 5 .*nnUNetv2_dkm_pretrain -d "
+                                             rf"{PHANTOM_ID} -c 2d --continue, or pass --allow-unfinished-dm"):
+        checked_dms(args, writable_phantom, writable_phantom, methods)
+    args.allow_unfinished_dm = True
+    found = checked_dms(args, writable_phantom, writable_phantom, methods)
+    assert "1 of its recipe's 5 pretraining steps (stopped early)" in dm_note("kinetic", found["kinetic"])
+    pretrain("kinetic", steps=5, overwrite=True).run()
+    args.allow_unfinished_dm = False
+    assert ", 5 pretraining steps," in dm_note("kinetic", checked_dms(args, writable_phantom, writable_phantom,
+                                                                      methods)["kinetic"])
+
+
+@pytest.mark.parametrize("trainer_name", ["nnUNetTrainerDKM", "nnUNetTrainerDKM_untrainedDM"])
+def test_the_dkm_trainer_log_warns_of_a_dm_that_stopped_before_its_recipes_steps(
+        writable_phantom: Path, monkeypatch: pytest.MonkeyPatch, trainer_name: str) -> None:
+    from conftest import EXT_TRAINER_FOLDER
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    monkeypatch.setenv("nnUNet_extTrainer", str(EXT_TRAINER_FOLDER))
+    pretrain("kinetic", steps=5, max_minutes=1e-9).run()  # the time cap stops it after its first step
+    trainer = get_trainer_from_args(str(PHANTOM_ID), "2d", 0, trainer_name, device=torch.device("cpu"))
+    trainer.initialize()
+    log = Path(trainer.log_file).read_text()
+    assert "target, 1 of its recipe's 5 pretraining steps (stopped early))" in log
+    warned = f"stopped at step 1 of its recipe's 5 (interrupted, or --max-minutes); finish it with: " \
+             f"nnUNetv2_dkm_pretrain -d {PHANTOM_ID} -c 2d --continue"
+    assert (f"DKM: WARNING: the DM at {writable_phantom / 'dkm' / '2d' / 'dm_checkpoint.pt'} {warned}" in log) == \
+        (trainer_name == "nnUNetTrainerDKM")  # the untrained control uses only the DM's shape

@@ -311,4 +311,5 @@ def test_sigterm_saves_the_step_reached_and_exits_with_143(planned_phantom: dict
     checkpoint = load_checkpoint(tmp_path / "dm.pt")
     steps = checkpoint.metadata["steps"]
     assert 2 <= steps < 1000 and checkpoint.training_state["step"] == steps
+    assert checkpoint.stopped_early and checkpoint.pretraining_steps() == (steps, 1000)
     assert f"checkpoint saved at step {steps}" in stdout and "--continue" in stdout

@@ -127,6 +127,31 @@ class DiffusionCheckpoint:
             raise DiffusionCheckpointError(f"{where}weights do not fit the recorded network config: {error}") from error
         return network.eval()
 
+    def pretraining_steps(self) -> tuple[int, int] | None:
+        """(steps trained, steps of its recipe) as ``nnUNetv2_dkm_pretrain`` recorded them; None for a checkpoint
+        that records neither (made outside it)."""
+        steps = self.metadata.get("steps")
+        planned = (self.metadata.get("recipe") or {}).get("steps")
+        if not isinstance(steps, int) or not isinstance(planned, int):
+            return None
+        return steps, planned
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether pretraining stopped before its recipe's steps (SIGINT / SIGTERM, or ``--max-minutes``)."""
+        progress = self.pretraining_steps()
+        return progress is not None and progress[0] < progress[1]
+
+    def steps_description(self) -> str:
+        """The pretraining's length for logs and reports, e.g. ``8000 pretraining steps`` or ``2400 of its recipe's
+        8000 pretraining steps (stopped early)``."""
+        progress = self.pretraining_steps()
+        if progress is None:
+            return f"{self.metadata.get('steps', '?')} pretraining steps"
+        if self.stopped_early:
+            return f"{progress[0]} of its recipe's {progress[1]} pretraining steps (stopped early)"
+        return f"{progress[0]} pretraining steps"
+
     def to_payload(self) -> dict[str, Any]:
         """The dict written to disk (see the module docstring)."""
         return {

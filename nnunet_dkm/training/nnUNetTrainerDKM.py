@@ -46,7 +46,13 @@ from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, check_plans_ide
 from nnunet_dkm.diffusion.config import DiffusionConfig, KineticFeatureConfig
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.loss.dc_ce_ssim import SSIM_WEIGHT, DC_CE_SSIM_loss, SSIMLoss
-from nnunet_dkm.paths import DmCheckpointLocation, dm_checkpoint_location, missing_dm_message, pretrain_command
+from nnunet_dkm.paths import (
+    DmCheckpointLocation,
+    dm_checkpoint_location,
+    missing_dm_message,
+    pretrain_command,
+    unfinished_dm_message,
+)
 
 DEFAULT_DEVICE = torch.device("cuda")  # nnU-Net's default; -device cpu|cuda overrides it
 
@@ -200,11 +206,17 @@ class nnUNetTrainerDKM(nnUNetTrainer):
         self.print_to_log_file(
             f"DKM: DM from {self.dm_checkpoint_location.describe()} "
             f"({'pretrained' if self.use_pretrained_dm else 'UNTRAINED control'}, {self.dm_checkpoint.config.preset} "
-            f"preset, {self.dm_checkpoint.config.objective} objective, {self.dm_checkpoint.config.target} target), "
-            f"features {self.kinetic_features}, SSIM weight {self.ssim_weight}"
+            f"preset, {self.dm_checkpoint.config.objective} objective, {self.dm_checkpoint.config.target} target, "
+            f"{self.dm_checkpoint.steps_description()}), features {self.kinetic_features}, SSIM weight "
+            f"{self.ssim_weight}"
             + (f", 2D DM slice by slice across axis {checkpoint_slice_axis(self.dm_checkpoint)} of the 3D patch"
                if len(self.configuration_manager.patch_size) == 3 else "")
         )
+        progress = self.dm_checkpoint.pretraining_steps()
+        if self.use_pretrained_dm and self.dm_checkpoint.stopped_early:
+            self.print_to_log_file("DKM: WARNING: " + unfinished_dm_message(
+                self.dm_checkpoint_location, self.plans_manager.dataset_name, self.configuration_name, progress,
+                self.plans_manager.plans_name, self.dm_objective))
 
     def configure_optimizers(self):
         """nnU-Net's SGD + poly schedule over the trainable parameters only (the frozen DM stays out)."""

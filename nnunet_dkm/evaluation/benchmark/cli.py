@@ -68,6 +68,7 @@ from nnunet_dkm.paths import (
     missing_dm_message,
     nnunet_folder,
     pretrain_command,
+    unfinished_dm_message,
 )
 from nnunet_dkm.reporting import machine_description
 from nnunet_dkm.training.lookup import check_trainer_names
@@ -128,7 +129,12 @@ def checked_dms(args: argparse.Namespace, raw: Path, preprocessed: Path, methods
                 f"--overwrite to replace this one, or export nnUNet_dkm_checkpoint=<file> to keep both), or pass "
                 f"--allow-labelled-dm"
             )
-        found[objective] = {**metadata, "target": checkpoint.config.target, "path": str(location.path)}
+        if checkpoint.stopped_early and not args.allow_unfinished_dm:
+            raise BenchmarkError(unfinished_dm_message(location, raw.name, args.configuration,
+                                                       checkpoint.pretraining_steps(), args.plans, objective)
+                                 + ", or pass --allow-unfinished-dm to benchmark it as it is")
+        found[objective] = {**metadata, "target": checkpoint.config.target, "path": str(location.path),
+                            "steps_description": checkpoint.steps_description()}
     return found
 
 
@@ -136,8 +142,8 @@ def dm_note(objective: str, metadata: dict) -> str:
     """How one of the benchmark's DMs was pretrained, from its checkpoint."""
     labels = "label-free (patches centred by enhancement, never by a tumour label)" if metadata.get("label_free") \
         else "patches centred on the training cases' tumours and on enhancement"
-    return (f"{objective} DM ({metadata['path']}): {metadata.get('preset', '?')} preset, {metadata.get('steps', '?')} "
-            f"pretraining steps, target {metadata.get('target', '?')}, {labels}; "
+    return (f"{objective} DM ({metadata['path']}): {metadata.get('preset', '?')} preset, "
+            f"{metadata['steps_description']}, target {metadata.get('target', '?')}, {labels}; "
             f"{len(metadata.get('train_exams', []))} training exams")
 
 
@@ -283,6 +289,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "a DM pretrained with --label-free")
     parser.add_argument("--allow-labelled-dm", action="store_true",
                         help="with --num-labelled, accept a DM that was pretrained with tumour labels")
+    parser.add_argument("--allow-unfinished-dm", action="store_true",
+                        help="accept a DM whose pretraining stopped before its recipe's steps (interrupted, or "
+                             "--max-minutes)")
     parser.add_argument("-o", "--output", default=None,
                         help="output folder (default $nnUNet_results/DatasetXXX/dkm_benchmark__<plans>__<cfg>)")
     add_device_argument(parser, "device for training and prediction")
