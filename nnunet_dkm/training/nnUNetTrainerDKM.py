@@ -212,11 +212,10 @@ class nnUNetTrainerDKM(nnUNetTrainer):
             + (f", 2D DM slice by slice across axis {checkpoint_slice_axis(self.dm_checkpoint)} of the 3D patch"
                if len(self.configuration_manager.patch_size) == 3 else "")
         )
-        progress = self.dm_checkpoint.pretraining_steps()
         if self.use_pretrained_dm and self.dm_checkpoint.stopped_early:
             self.print_to_log_file("DKM: WARNING: " + unfinished_dm_message(
-                self.dm_checkpoint_location, self.plans_manager.dataset_name, self.configuration_name, progress,
-                self.plans_manager.plans_name, self.dm_objective))
+                self.dm_checkpoint_location, self.plans_manager.dataset_name, self.configuration_name,
+                self.dm_checkpoint.pretraining_steps(), self.plans_manager.plans_name, self.dm_objective))
 
     def configure_optimizers(self):
         """nnU-Net's SGD + poly schedule over the trainable parameters only (the frozen DM stays out)."""
