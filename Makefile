@@ -19,14 +19,18 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# one pytest-xdist worker per core, each test file on one worker (its module fixtures are built once); conftest.py
+# gives each worker its share of the cores' threads
+PYTEST := $(VENV)/bin/pytest -ra --durations=10 -n auto --dist loadfile
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -ra --durations=10 tests
+	$(PYTEST) tests
 
 # the unit tests without the command-line journeys and other tests marked slow
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -ra --durations=10 -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 # the whole journey on the synthetic phantom (29 minutes on 2 idle CPU cores, .venv present); output in demo_output/
 demo: $(STAMP)

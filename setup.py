@@ -30,7 +30,7 @@ setup(
         "scikit-learn",
         "scikit-image",  # SSIM maps of the DM-quality measure
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "ruff"]},
     entry_points={
         "console_scripts": [
             "nnUNetv2_dkm_synthesize=dataset_conversion.phantom.synthesize:main",

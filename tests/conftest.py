@@ -44,10 +44,28 @@ def nnunet_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
 PHANTOM_ID = 990
 
 
+def worker_threads() -> int:
+    """Torch threads for one test process: the cores it may use, shared among pytest-xdist's workers (``make test``
+    runs one per core; two workers of two threads each on two cores run several times slower)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each worker and the commands it runs (they inherit ``OMP_NUM_THREADS``) its share of
+    the cores."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(worker_threads())
+        torch.set_num_threads(worker_threads())
+
+
 def journey_environment(root: Path) -> dict[str, str]:
     """The environment of a command-line journey: fresh nnU-Net folders under ``root``, the DKM trainers findable,
-    two torch threads, one nnU-Net export worker (each spawned worker costs seconds here), no DM override."""
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "nnUNet_def_n_proc": "1", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER)}
+    this test process's torch threads, one nnU-Net export worker (each spawned worker costs seconds here), no DM
+    override."""
+    env = {**os.environ, "nnUNet_def_n_proc": "1", "nnUNet_extTrainer": str(EXT_TRAINER_FOLDER)}
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (root / name).mkdir()
         env[name] = str(root / name)
