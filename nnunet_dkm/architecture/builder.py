@@ -142,6 +142,8 @@ def build_kinetic_unet(configuration_manager: ConfigurationManager, num_input_ch
                                      configuration_manager.network_arch_init_kwargs_req_import, num_input_channels,
                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
     kinetic = KineticFeatureExtractor(dm_config, input_scaling, feature_config)
+    # the planned patch's noise map exists before nnU-Net compiles the network: no graph break at its first call
+    kinetic.prepare_noise([size for axis, size in enumerate(patch_size) if not (slice_wise and axis == slice_axis)])
     # plans written before the merge kernel was recorded used the stage's own kernel
     if slice_wise:
         return KineticUNet3D(planned, kinetic, block.get("fusion_merge_kernel_size"), slice_axis)
@@ -159,5 +161,6 @@ def build_paper_network(configuration_manager: ConfigurationManager, num_input_c
                          f"{list(configuration_manager.patch_size)}: use a 2d configuration (or nnUNetTrainerDKM for "
                          f"3D ones)")
     dm_config, input_scaling, feature_config = read_plans_block(configuration_manager)
-    return PaperKineticNet(KineticFeatureExtractor(dm_config, input_scaling, feature_config), num_output_channels,
-                           channels)
+    kinetic = KineticFeatureExtractor(dm_config, input_scaling, feature_config)
+    kinetic.prepare_noise(list(configuration_manager.patch_size))
+    return PaperKineticNet(kinetic, num_output_channels, channels)

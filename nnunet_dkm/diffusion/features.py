@@ -16,6 +16,7 @@ at most ``KineticFeatureConfig.slice_chunk_pixels`` pixels, and stacks each leve
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,16 +98,31 @@ def walk_unet(network: DiffusionModelUNet, x: torch.Tensor, timesteps: torch.Ten
     return UNetWalk(features, network.out(hidden) if run_output_head else None)
 
 
+def noise_buffer_name(spatial_shape: tuple[int, ...]) -> str:
+    """The buffer that holds the fixed noise map of one spatial shape, e.g. ``fixed_noise_128x128``."""
+    return "fixed_noise_" + "x".join(str(int(size)) for size in spatial_shape)
+
+
+def dm_precision(device_type: str, bf16: bool) -> contextlib.AbstractContextManager:
+    """The DM's precision, whatever the caller's autocast: bfloat16 autocast where ``bf16`` is asked, else fp32 (an
+    outer fp16 / bf16 autocast region is switched off for the DM). On device types without autocast (``meta``)
+    nothing is entered: there is no outer region to switch off, and ``torch.autocast`` would raise."""
+    if not torch.amp.is_autocast_available(device_type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=bf16)
+
+
 class KineticFeatureExtractor(nn.Module):
     """Frozen DM that turns pre-contrast patches into kinetic features f_l at the selected levels.
 
     Always in eval mode (``train()`` is overridden), parameters frozen, forward under ``torch.no_grad()``. The same
-    input gives bit-identical features: the noise map is drawn on the CPU from a generator re-seeded on every call
-    (so it is the same on every device), with shape [1, P, *spatial] broadcast over the batch (so a slice's
-    features do not depend on the rest of the batch, up to the float rounding of batched kernels, ~1e-6).
+    input gives bit-identical features: the noise map is drawn on the CPU from a generator seeded with
+    ``noise_seed`` (so it is the same on every device), once per spatial shape, and kept on the device
+    (``fixed_noise``); its shape [1, P, *spatial] is broadcast over the batch (so a slice's features do not depend
+    on the rest of the batch, up to the float rounding of batched kernels, ~1e-6).
 
-    Precision is set by ``feature_config.autocast`` alone: off means fp32 even inside a caller's autocast region,
-    on means bfloat16 autocast. Features come back in the input's dtype.
+    Precision is set by ``feature_config.autocast`` alone: off means fp32 even inside a caller's fp16 / bf16
+    autocast region, on means bfloat16 autocast (``dm_precision``). Features come back in the input's dtype.
 
     Attributes:
         level_channels: channels of each selected level's features, e.g. ``{3: 64, 4: 64}``.
@@ -160,10 +176,31 @@ class KineticFeatureExtractor(nn.Module):
         return super().train(False)
 
     def fixed_noise(self, spatial_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """The noise map of every call: [1, P, *spatial_shape], drawn on the CPU from ``noise_seed``."""
+        """The noise map of every call: [1, P, *spatial_shape], drawn on the CPU from a generator seeded with
+        ``noise_seed`` (so it is the same on every device).
+
+        Drawn once per (shape, device, dtype) and kept on the device as a non-persistent buffer (not in the state
+        dict; it follows ``.to(device)``), so a call creates no generator and copies nothing from the host: under
+        ``torch.compile`` the lookup is traced, without a graph break, once a shape's noise exists
+        (``prepare_noise``).
+        """
+        name = noise_buffer_name(spatial_shape)
+        noise = getattr(self, name, None)
+        if noise is None or noise.device != device or noise.dtype != dtype:
+            noise = self._draw_noise(spatial_shape).to(device=device, dtype=dtype)
+            self.register_buffer(name, noise, persistent=False)
+        return noise
+
+    def prepare_noise(self, spatial_shape: tuple[int, ...] | list[int]) -> None:
+        """Draw the noise map of ``spatial_shape`` (the planned patch's, in the DM's 2D plane for 3D patches) now, on
+        the module's device, so that the first (compiled) forward finds it."""
+        device = next(self.network.parameters()).device
+        self.fixed_noise(tuple(int(size) for size in spatial_shape), device, torch.float32)
+
+    @torch.compiler.disable
+    def _draw_noise(self, spatial_shape: tuple[int, ...]) -> torch.Tensor:
         generator = torch.Generator(device="cpu").manual_seed(self.feature_config.noise_seed)
-        noise = torch.randn((1, self.diffusion_config.num_post_phases, *spatial_shape), generator=generator)
-        return noise.to(device=device, dtype=dtype)
+        return torch.randn((1, self.diffusion_config.num_post_phases, *spatial_shape), generator=generator)
 
     def _check_input(self, x: torch.Tensor) -> None:
         spatial_dims = self.diffusion_config.spatial_dims
@@ -192,7 +229,7 @@ class KineticFeatureExtractor(nn.Module):
         options = self.feature_config
         config = self.diffusion_config
         batch = x.shape[0]
-        with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=options.autocast):
+        with torch.no_grad(), dm_precision(x.device.type, options.autocast):
             x_pre = self.input_scaling.scale * x.float() + self.input_scaling.offset
             noise = self.fixed_noise(tuple(x.shape[2:]), x.device, torch.float32)
             noise = noise.expand(batch, *noise.shape[1:])
