@@ -46,7 +46,12 @@ from dataset_conversion.raw_dataset import (
     nnunet_raw_folder,
 )
 from nnunet_dkm.command_line import add_verbose_argument, command_line_entry
-from nnunet_dkm.image_integrity import DamagedImageError, read_checked_image
+from nnunet_dkm.image_integrity import (
+    DamagedImageError,
+    ImageDimensionError,
+    check_image_dimension,
+    read_checked_image,
+)
 
 MAMA_MIA_COHORTS = ("DUKE", "ISPY1", "ISPY2", "NACT")
 SPLITS_CSV_NAME = "train_test_splits.csv"
@@ -91,6 +96,9 @@ def find_patients(input_folder: str | Path) -> list[MamaMiaPatient]:
     is missing, or when ``images/`` holds no patient folder.
     """
     root = Path(input_folder)
+    if root.is_file():
+        raise DatasetConversionError(f"input folder {root} is a file, not a folder: give the MAMA-MIA folder that "
+                                     f"holds images/ and segmentations/")
     if not root.is_dir():
         raise DatasetConversionError(f"input folder {root} does not exist")
     images = root / "images"
@@ -174,9 +182,11 @@ def read_volume(path: Path) -> sitk.Image:
     """Read a complete 3D NIfTI volume.
 
     Raises:
+        ImageDimensionError: its header declares a 2D or 4D image.
         DamagedImageError: the file is unreadable, truncated, corrupt or holds NaN / infinite voxels.
         DatasetConversionError: it is not a 3D single-channel image.
     """
+    check_image_dimension(path, (3,), "give the whole 3D volume of this phase, not one slice or a series")
     image = read_checked_image(path)
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise DatasetConversionError(
@@ -380,7 +390,7 @@ def _convert_patient(writer: RawDatasetWriter, patient: MamaMiaPatient, split: s
             return None
         writer.add_unlabelled(case, pre, posts)
         return missing
-    except (DatasetConversionError, DamagedImageError) as error:
+    except (DatasetConversionError, DamagedImageError, ImageDimensionError) as error:
         summary.skip(case, str(error))
         return None
 

@@ -145,6 +145,24 @@ def _report_skipped_files(skipped: Sequence[tuple[Path, str]], summary: Conversi
         summary.note(f"{len(skipped)} file(s) skipped: {named}{more}")
 
 
+def _report_ignored_files(ignored: Sequence[Path], summary: ConversionSummary) -> None:
+    """One warning (and a summary note) for the files below the input folder that are not DICOM: they are ignored."""
+    if ignored:
+        named = ", ".join(str(path) for path in ignored[:MAX_FILES_NAMED])
+        more = f", ... ({len(ignored) - MAX_FILES_NAMED} more)" if len(ignored) > MAX_FILES_NAMED else ""
+        _warn(f"ignored {len(ignored)} file(s) that are not DICOM: {named}{more}")
+        summary.note(f"{len(ignored)} non-DICOM file(s) ignored: {named}{more}")
+
+
+def check_input_folder(root: Path) -> None:
+    """Refuse an ``-i`` that is missing or a file, naming what to give instead."""
+    if root.is_file():
+        raise DatasetConversionError(f"input folder {root} is a file, not a folder: give the folder that holds the "
+                                     f"DICOM files (e.g. {root.parent})")
+    if not root.is_dir():
+        raise DatasetConversionError(f"input folder {root} does not exist")
+
+
 def convert_nact(input_folder: str | Path, dataset_id: int, raw_folder: str | Path | None = None,
                  overwrite: bool = False, num_post_phases: int = 2, test_patients: Iterable[str] = (),
                  unlabelled_visits: bool = False, name: str = DEFAULT_NAME) -> Path:
@@ -170,14 +188,14 @@ def convert_nact(input_folder: str | Path, dataset_id: int, raw_folder: str | Pa
     if num_post_phases < 1:
         raise DatasetConversionError(f"--num-post-phases must be at least 1, got {num_post_phases}")
     root = Path(input_folder)
-    if not root.is_dir():
-        raise DatasetConversionError(f"input folder {root} does not exist")
+    check_input_folder(root)
     raw = nnunet_raw_folder(raw_folder)
     summary = ConversionSummary()
     records: dict[str, dict[str, Any]] = {}
     with RawDatasetWriter(raw, dataset_id, name, overwrite=overwrite) as writer:
         index = index_dicom_folder(root)
         _report_skipped_files(index.skipped_files, summary)
+        _report_ignored_files(index.non_dicom_paths, summary)
         if not index.headers:
             raise DatasetConversionError(f"no DICOM image found in {root}")
         patients = group_exams(index.headers)

@@ -123,11 +123,16 @@ class Exam:
 
 @dataclass
 class DicomIndex:
-    """What :func:`index_dicom_folder` found: usable headers, skipped files and the count of non-DICOM files."""
+    """What :func:`index_dicom_folder` found: usable headers, skipped files and the files that are not DICOM."""
 
     headers: list[DicomFileHeader]
     skipped_files: list[tuple[Path, str]]
-    non_dicom_files: int
+    non_dicom_paths: list[Path] = field(default_factory=list)
+
+    @property
+    def non_dicom_files(self) -> int:
+        """How many files were not DICOM (ignored)."""
+        return len(self.non_dicom_paths)
 
 
 # -- reading one header ---------------------------------------------------------------------------
@@ -246,24 +251,27 @@ def index_dicom_folder(folder: str | os.PathLike, progress: bool = True) -> Dico
     Returns:
         A :class:`DicomIndex`. Files that claim to be DICOM (suffix ``.dcm``/``.dicom``/``.ima`` or
         the ``DICM`` marker) but cannot be read, and DICOM objects that are not images, are in
-        ``skipped_files`` with the reason; other non-DICOM files are only counted.
+        ``skipped_files`` with the reason; other non-DICOM files (not DICOMDIR indexes) are listed in
+        ``non_dicom_paths``, for the caller to warn about.
     """
     headers: list[DicomFileHeader] = []
     skipped: list[tuple[Path, str]] = []
-    non_dicom = 0
+    non_dicom: list[Path] = []
     for path in tqdm(candidate_files(Path(folder)), desc="reading DICOM headers", unit="file", disable=not progress):
         try:
             headers.append(read_header(path))
         except InvalidDicomError as error:
-            if str(error) != "DICOMDIR" and looks_like_dicom(path):
+            if str(error) == "DICOMDIR":
+                continue  # an index of the files, read by header like the others
+            if looks_like_dicom(path):
                 skipped.append((path, f"unreadable DICOM file ({error})"))
             else:
-                non_dicom += 1
+                non_dicom.append(path)
         except ValueError as error:
             skipped.append((path, str(error)))
         except Exception as error:  # pydicom raises many kinds of errors on damaged files
             skipped.append((path, f"unreadable DICOM file ({type(error).__name__}: {error})"))
-    return DicomIndex(headers=headers, skipped_files=skipped, non_dicom_files=non_dicom)
+    return DicomIndex(headers=headers, skipped_files=skipped, non_dicom_paths=non_dicom)
 
 
 def group_exams(headers: Iterable[DicomFileHeader]) -> dict[str, list[Exam]]:

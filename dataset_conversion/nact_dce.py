@@ -118,11 +118,16 @@ def find_dce_series(exam: Exam) -> DceAcquisition:
     originals = [s for s in exam.series_list() if is_original_image_series(s)]
     maps = [s for s in exam.series_list() if is_parametric_map(s)]
 
-    by_number = {s.series_number: s for s in originals if s.series_number is not None}
+    by_number: dict[int, DicomSeries] = {}
+    for series in originals:  # where a number holds several series, the one with most files
+        number = series.series_number
+        if number is not None and (number not in by_number or len(series.files) > len(by_number[number].files)):
+            by_number[number] = series
     for map_series in maps:
         number = map_series.series_number
         if number is not None and number % 10000 in UCSF_MAP_OFFSETS and number // 10000 in by_number:
             parent = by_number[number // 10000]
+            _check_no_stray_series(exam, parent, originals)
             return _with_sibling_phases(
                 exam, parent, originals, f"UCSF series-number rule ({map_series.description!r} = {number})"
             )
@@ -153,6 +158,22 @@ def find_dce_series(exam: Exam) -> DceAcquisition:
         f"its parent, and no MR series holds several phases); series present: "
         + ", ".join(f"{s.series_number} {s.description!r}" for s in exam.series_list())
     )
+
+
+def _check_no_stray_series(exam: Exam, parent: DicomSeries, originals: Sequence[DicomSeries]) -> None:
+    """Refuse a DCE series whose number is shared by smaller series of other SeriesInstanceUIDs: slices moved out of
+    it (by a re-export or an editing tool) would be missing from its phases, and would be taken for another
+    series."""
+    strays = [s for s in originals if s is not parent and s.series_number == parent.series_number
+              and len(s.files) < len(parent.files)]
+    if strays:
+        files = [f.path for s in strays for f in s.files]
+        raise DatasetConversionError(
+            f"patient {exam.patient_id}, visit {exam.visit}: the DCE {parent.label} shares its series number with "
+            f"{len(strays)} other SeriesInstanceUID(s) holding {len(files)} file(s) ({', '.join(map(str, files[:3]))}"
+            f"{', ...' if len(files) > 3 else ''}): give those files the DCE's SeriesInstanceUID "
+            f"{parent.series_uid} again, or remove them"
+        )
 
 
 def _with_sibling_phases(exam: Exam, parent: DicomSeries, originals: Sequence[DicomSeries], how: str) -> DceAcquisition:
@@ -358,9 +379,26 @@ def read_phase_image(phase: DcePhase, what: str) -> sitk.Image:
     try:
         return reader.Execute()
     except RuntimeError as error:
+        damaged = first_unreadable_slice([f.path for f in phase.files])
+        if damaged is not None:
+            path, detail = damaged
+            raise DatasetConversionError(
+                f"{what}: {path} is damaged, SimpleITK cannot read it ({detail}); replace it with an intact copy"
+            ) from error
         raise DatasetConversionError(
             f"{what}: SimpleITK cannot read the slices (first file {phase.files[0].path}): {error}"
         ) from error
+
+
+def first_unreadable_slice(paths: Sequence[Path]) -> tuple[Path, str] | None:
+    """The first file SimpleITK cannot read on its own (a truncated or corrupt slice), with the reason; or None."""
+    for path in paths:
+        try:
+            sitk.ReadImage(str(path))
+        except RuntimeError as error:
+            lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+            return path, lines[-1] if lines else "unreadable"
+    return None
 
 
 def read_phase_times(paths: Sequence[Path], num_phases: int) -> list[float] | None:

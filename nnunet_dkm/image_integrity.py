@@ -44,6 +44,10 @@ class DamagedImageError(NnunetDkmError):
     """An image file is incomplete, corrupt or holds non-finite voxels; the message names the file."""
 
 
+class ImageDimensionError(NnunetDkmError):
+    """An intact image with another number of dimensions than the command needs (a 2D slice, a 4D series)."""
+
+
 class ImageWriteError(NnunetDkmError):
     """An image could not be written whole; the message names the file."""
 
@@ -189,6 +193,37 @@ def check_image_file(path: str | os.PathLike) -> None:
     if scan.nonfinite_voxels:
         raise DamagedImageError(f"{path}: {scan.nonfinite_voxels} of {scan.voxels} voxels are NaN or infinite; "
                                 f"{DAMAGED_HINT}")
+
+
+def nifti_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The voxel grid a NIfTI file's header declares (nibabel reads the header only), or None for another format or a
+    header nibabel cannot read (:func:`check_image_file` names that damage)."""
+    if not str(path).lower().endswith((".nii", ".nii.gz")):
+        return None
+    try:
+        return tuple(int(size) for size in nib.load(str(path)).shape)
+    except Exception:  # nibabel raises several types on a damaged header
+        return None
+
+
+def check_image_dimension(path: str | os.PathLike, allowed: tuple[int, ...] = (3,), fix: str = "") -> None:
+    """Refuse a NIfTI file whose header declares another number of dimensions than ``allowed`` (trailing axes of
+    size 1 do not count beyond the third), before a reader sees it: ITK reads a 2D slice of an oblique volume as
+    "cannot be read", and a 4D series fails deep in later code.
+
+    Raises:
+        ImageDimensionError: naming the file, its dimensions and ``fix``.
+    """
+    shape = nifti_shape(path)
+    if shape is None:
+        return
+    dimension = len(shape)
+    while dimension > 3 and shape[dimension - 1] == 1:
+        dimension -= 1
+    if dimension not in allowed:
+        needed = " or ".join(f"{d}D" for d in allowed)
+        raise ImageDimensionError(f"{path} is {dimension}D ({' x '.join(map(str, shape[:dimension]))} voxels); "
+                                  f"{needed} is needed{': ' + fix if fix else ''}")
 
 
 def check_finite_voxels(voxels: np.ndarray, path: str | os.PathLike) -> None:
