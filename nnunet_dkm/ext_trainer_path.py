@@ -5,10 +5,15 @@ hook that names it for every Python process of this environment.
     nnUNetv2_dkm_trainer_path --install-startup-hook             # once per environment: no export needed any more
     nnUNetv2_dkm_trainer_path --remove-startup-hook
     nnUNetv2_dkm_trainer_path --check [-d 990 -c 2d]             # one line per check of the environment
+    nnUNetv2_dkm_trainer_path --check -d 990 -c 2d -tr nnUNetTrainerDKM           # before nnUNetv2_train
+    nnUNetv2_dkm_trainer_path --check -d 990 -c 2d -tr nnUNetTrainerDKM -i IN -o OUT  # before nnUNetv2_predict
 
 If nnUNetv2_train or nnUNetv2_predict answers "Could not find requested nnunet trainer nnUNetTrainerDKM ...", the
 variable is missing in that shell: run the export line above (or install the startup hook once), then
-``nnUNetv2_dkm_trainer_path --check`` to confirm (exit status 0 when every check passes).
+``nnUNetv2_dkm_trainer_path --check`` to confirm (exit status 0 when every check passes). With ``-d``, ``-tr``,
+``-i`` and ``-o`` it also checks, before a run, what nnU-Net's own commands would otherwise end in a traceback (or
+silently) on: the DM the trainer needs, the number of training cases, the trainer's name, the channels and
+dimension of the prediction inputs, and ``-o`` being the ``-i`` folder.
 
 nnU-Net 2.8 looks for trainers outside its package only in the folders of ``nnUNet_extTrainer``, read when it looks.
 The startup hook is a one-line ``.pth`` file in this environment's site-packages: at interpreter start it appends
@@ -93,19 +98,29 @@ def main(argv: list[str]) -> None:
     group.add_argument("--check", action="store_true",
                        help="diagnose the environment, one line per check: the nnU-Net folder variables, "
                             "nnUNet_extTrainer, the shim's import, nnU-Net's lookup of every DKM trainer and, with "
-                            "-d, the dataset's DM checkpoint; exit status 1 if any check fails")
+                            "-d, the dataset's DM checkpoint and case count; with -tr, -i, -o: the trainer name and "
+                            "the prediction folders; exit status 1 if any check fails")
     parser.add_argument("-d", "--dataset", default=None, help="with --check: also check this dataset's DM checkpoint")
     parser.add_argument("-c", "--configuration", default="2d", help="with --check -d: nnU-Net configuration (2d)")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="with --check -d: plans identifier")
+    parser.add_argument("-tr", "--trainer", default=None,
+                        help="with --check: the trainer of nnUNetv2_train / nnUNetv2_predict -tr (found by nnU-Net? "
+                             "with -d, its DM checked as it will check it)")
+    parser.add_argument("-i", "--input", type=Path, default=None,
+                        help="with --check: the folder you will give nnUNetv2_predict -i")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="with --check: the folder you will give nnUNetv2_predict -o")
     parser.add_argument("--site-packages", type=Path, default=None, help=argparse.SUPPRESS)  # for tests
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    if args.dataset is not None and not args.check:
-        parser.error("-d is an option of --check")
+    given = [option for option, value in (("-d", args.dataset), ("-tr", args.trainer), ("-i", args.input),
+                                          ("-o", args.output)) if value is not None]
+    if given and not args.check:
+        parser.error(f"{', '.join(given)}: options of --check")
     if args.check:
         from nnunet_dkm.environment_check import diagnose  # imports nnU-Net and torch: only here
 
-        results = diagnose(args.dataset, args.configuration, args.plans)
+        results = diagnose(args.dataset, args.configuration, args.plans, args.trainer, args.input, args.output)
         print("\n".join(result.line() for result in results))
         sys.exit(0 if all(result.ok for result in results) else 1)
     if not (EXT_TRAINER_FOLDER / "nnunet_dkm_trainers.py").is_file():
