@@ -14,8 +14,11 @@ target of the prediction type (eps, v or x_post) with MSE. AdamW, optional EMA o
 
 Reproducibility: every random draw of step ``s`` on rank ``r`` comes from generators seeded with
 ``(seed, r, s)``. A run resumed with ``--continue`` at step ``s`` therefore draws exactly what the
-uninterrupted run would have drawn; together with the restored weights, EMA weights and optimiser
-state it continues bit for bit (on the same device and thread count).
+uninterrupted run would have drawn, and continues from the restored weights, EMA weights, optimiser and
+GradScaler state. On the CPU (same thread count) that continuation is bit for bit (``tests/test_pretrain_dm.py``
+checks it). On CUDA it is not: no deterministic flags are set (``torch.use_deterministic_algorithms``), and
+``cudnn.benchmark`` is on, so kernels may differ from run to run; a resumed run then follows the uninterrupted one
+only to float rounding, like two uninterrupted runs do.
 
 Runs in one process, or under ``torchrun --nproc_per_node N -m pretrain_dm ...`` with torch DDP
 (gloo on CPU, nccl on GPU): each rank draws its own patches, gradients are averaged, rank 0
@@ -59,6 +62,22 @@ from pretrain_dm.slices import PatchSampler, split_exams
 
 VALIDATION_PATCHES = 32
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def resolve_precision(device: torch.device, precision: str) -> tuple[str, str]:
+    """(precision, why) for ``--precision``: ``auto`` is bf16 autocast where the device runs bf16 natively (CUDA
+    with compute capability 8.0 or above, ``torch.cuda.is_bf16_supported(including_emulation=False)``), fp32
+    elsewhere (pre-Ampere GPUs would only emulate bf16, which is slower than fp32; CPUs: fp32 measured faster)."""
+    if precision != "auto":
+        return precision, "asked for with --precision"
+    if device.type != "cuda":
+        return "fp32", f"--precision auto on {device.type}"
+    name = torch.cuda.get_device_name(device)
+    with torch.cuda.device(device):  # is_bf16_supported asks about the current device
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    if native:
+        return "bf16", f"--precision auto: {name} runs bf16 natively"
+    return "fp32", f"--precision auto: {name} has no native bf16 (emulated bf16 is slower than fp32)"
 
 
 class PretrainingInterrupted(SystemExit):
@@ -123,7 +142,12 @@ class DmPretrainer:
             self.ema.requires_grad_(False).n_averaged.fill_(1)  # the initial weights are the first average
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=settings.learning_rate,
                                            weight_decay=settings.weight_decay)
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=settings.precision == "fp16")
+        self.precision, reason = resolve_precision(self.context.device, settings.precision)
+        if self.progress:
+            tqdm.write(f"DM pretraining precision: {self.precision} ({reason})")
+        self.grad_scaler = torch.amp.GradScaler(self.context.device.type, enabled=self.precision == "fp16")
+        if self.context.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one fixed patch size per run: cuDNN picks its fastest kernels once
         self.step = 0
         self.history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_step": [], "val_loss": [],
                                                 "seconds": []}
@@ -183,7 +207,10 @@ class DmPretrainer:
             )
 
     def _restore(self) -> None:
-        checkpoint = load_checkpoint(self.checkpoint_path, map_location=self.context.device)
+        # loaded on the CPU: load_state_dict moves the weights and the optimiser's moments to the parameters' device,
+        # but leaves AdamW's state["step"] where it was loaded; a step tensor on a GPU makes the optimiser's foreach
+        # path synchronise with the host at every parameter of every step
+        checkpoint = load_checkpoint(self.checkpoint_path, map_location="cpu")
         state = checkpoint.training_state
         if not state:
             raise PretrainingError(f"{self.checkpoint_path} holds no training state to continue from")
@@ -196,6 +223,8 @@ class DmPretrainer:
         if self.ema is not None:
             self.ema.module.load_state_dict(checkpoint.weights)
         self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("grad_scaler"):  # fp16 runs (checkpoints made before it was saved restart the scale)
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
         self.step = int(state["step"])
         self.history = {key: list(values) for key, values in state["history"].items()}
         self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
@@ -229,6 +258,7 @@ class DmPretrainer:
                 "step": self.step,
                 "raw_weights": {k: v.detach().clone() for k, v in self.network.state_dict().items()},
                 "optimizer": self.optimizer.state_dict(),
+                "grad_scaler": self.grad_scaler.state_dict(),  # {} unless fp16
                 "history": self.history,
                 "settings": settings_to_dict(self.settings),
                 "elapsed_seconds": elapsed,
@@ -265,7 +295,7 @@ class DmPretrainer:
             noisy = self.scheduler.add_noise(objectives.identity_guess(config, x_pre), noise, timesteps)
         else:
             noisy = self.scheduler.add_noise(original_samples=clean, noise=noise, timesteps=timesteps)
-        with autocast_context(self.context.device, self.settings.precision):
+        with autocast_context(self.context.device, self.precision):
             prediction = network(torch.cat([noisy, objectives.condition(config, x_pre)], dim=1), timesteps)
         target = training_target(config, self.scheduler, clean, noise, timesteps)
         # the pre-only DM's loss reads no post-contrast voxel: no enhancement weighting
@@ -326,9 +356,10 @@ class DmPretrainer:
         if self.context.world_size > 1:
             dist.all_reduce(reported)
             reported /= self.context.world_size
-        if not torch.isfinite(reported):
+        value = float(reported.item())  # the step's one host sync outside the optimiser
+        if not math.isfinite(value):
             raise PretrainingError(
-                f"the loss became {reported.item()} at step {self.step}; training stopped. The last good "
+                f"the loss became {value} at step {self.step}; training stopped. The last good "
                 f"checkpoint is kept at {self.checkpoint_path} (if one was saved). Try a lower --lr."
             )
         self.grad_scaler.scale(loss).backward()
@@ -340,7 +371,7 @@ class DmPretrainer:
         if self.ema is not None:
             self.ema.update_parameters(self.network)
         self.step += 1
-        return float(reported.item())
+        return value
 
     def _save(self, elapsed: float) -> None:
         if not all(bool(torch.isfinite(p).all()) for p in self.network.parameters()):
@@ -392,10 +423,11 @@ class DmPretrainer:
     def _stop_reason(self, out_of_time: bool, received: list[int]) -> tuple[int, bool]:
         """(signal number or 0, whether the time cap is reached), the same on every rank: rank 0's clock decides
         the cap, a signal on any rank stops them all."""
+        if self.context.world_size == 1:  # nothing to agree on: no device tensor, no host sync
+            return (received[0] if received else 0), out_of_time
         reason = torch.tensor([received[0] if received else 0, int(out_of_time and self.context.is_main)],
                               device=self.context.device)
-        if self.context.world_size > 1:
-            dist.all_reduce(reason, op=dist.ReduceOp.MAX)
+        dist.all_reduce(reason, op=dist.ReduceOp.MAX)
         return int(reason[0]), bool(reason[1])
 
     def run(self) -> Path:
