@@ -142,6 +142,37 @@ def test_benchmark_trains_what_is_missing_reports_every_method_and_resumes(journ
     pd.testing.assert_frame_equal(pd.read_csv(output / "per_case.csv"), per_case)
 
 
+def test_records_let_a_fresh_folder_rebuild_the_benchmark_without_training(journey: dict, tmp_path: Path) -> None:
+    records = journey["root"] / "records" / "study"
+    command = [str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET), "-c", "2d", "-f", "0", "--schedule", "debug",
+               "--methods", "vanilla", "dkm", "oracle", "baselines", "-device", "cpu", "--records", str(records)]
+    first = run([*command, "-o", str(journey["root"] / "recorded")], journey["env"])
+    assert "0 of 3 network runs recorded" in first.stdout
+    written = sorted(p.name for p in records.glob("*.json"))
+    assert [name.split("__")[0] for name in written] == ["dkm", "oracle_post_contrast", "vanilla"]
+    record = json.loads(next(records.glob("dkm__*.json")).read_text())
+    assert record["identity"]["trainer"] == TRAINER and len(record["identity"]["dm_sha256"]) == 64
+    assert len(record["per_case"]) == 2 and record["commit"] and record["machine"]
+
+    # another machine: the same dataset and DM, no nnU-Net results, only the records
+    fresh = tmp_path / "fresh"
+    env = {**journey["env"], "nnUNet_results": str(fresh / "nnUNet_results")}
+    for name in ("nnUNet_raw", "nnUNet_preprocessed"):
+        shutil.copytree(journey["root"] / name, fresh / name,
+                        ignore=shutil.ignore_patterns("*PostContrastOracle*", "*VirtualContrast*"))
+        env[name] = str(fresh / name)
+    (fresh / "nnUNet_results").mkdir()
+    copied = shutil.copytree(records, fresh / "records")
+    again = run([*command[:-1], str(copied), "-o", str(fresh / "benchmark")], env)
+    assert "3 of 3 network runs recorded" in again.stdout
+    assert "$ " not in again.stdout  # no nnU-Net command: nothing trained or predicted, no oracle dataset made
+    assert not any((fresh / "nnUNet_results").iterdir())
+    rebuilt = pd.read_csv(fresh / "benchmark" / "per_case.csv").sort_values(["method", "case"], ignore_index=True)
+    original = pd.read_csv(journey["root"] / "recorded" / "per_case.csv").sort_values(["method", "case"],
+                                                                                      ignore_index=True)
+    pd.testing.assert_frame_equal(rebuilt, original)
+
+
 def test_label_efficiency_trains_every_method_on_nested_subsets(journey: dict) -> None:
     output = journey["root"] / "label_efficiency"
     command = [str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET), "-c", "2d", "-f", "0", "--schedule", "debug",

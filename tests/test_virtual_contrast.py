@@ -14,9 +14,9 @@ from conftest import PHANTOM_ID
 from nnunet_dkm.evaluation.virtual_contrast import (
     SynthesisRecipe,
     VirtualContrastError,
-    file_digest,
     make_virtual_contrast_dataset,
 )
+from nnunet_dkm.fingerprints import file_sha256
 from pretrain_dm.settings import PretrainSettings
 from pretrain_dm.training import DmPretrainer
 
@@ -36,7 +36,7 @@ def own_phantom(planned_phantom: dict[str, Path], tmp_path: Path, monkeypatch: p
     DmPretrainer(settings, progress=False).run()
     raw = next(folders["nnUNet_raw"].glob(f"Dataset{PHANTOM_ID}_*"))
     preprocessed = folders["nnUNet_preprocessed"] / raw.name
-    recipe = SynthesisRecipe(str(checkpoint), file_digest(checkpoint), "2d", ddim_steps=2, eta=0.0)
+    recipe = SynthesisRecipe(str(checkpoint), file_sha256(checkpoint), "2d", ddim_steps=2, eta=0.0)
     return {"raw": raw, "preprocessed": preprocessed, "recipe": recipe}
 
 

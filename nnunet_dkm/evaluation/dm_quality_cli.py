@@ -41,7 +41,7 @@ from nnunet_dkm.diffusion.postcontrast import (
 )
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.evaluation.dm_quality import QualityCase, References, read_volume, score_cases
-from nnunet_dkm.evaluation.virtual_contrast import file_digest
+from nnunet_dkm.fingerprints import file_sha256
 from nnunet_dkm.paths import nnunet_folder
 from nnunet_dkm.preprocessing import DceExam, PlannedDataset, find_pretraining_exams, find_test_exams
 from nnunet_dkm.reporting import machine_description
@@ -214,7 +214,7 @@ def measure(dataset_id: int, configuration: str = "2d", plans: str = "nnUNetPlan
                         / f"dkm_dm_quality__{plans}__{configuration}__{split}")
     output.mkdir(parents=True, exist_ok=True)
     exams = evaluation_exams(dataset, split, metadata)
-    settings = SynthesisSettings(str(location.path.resolve()), metadata.get("steps"), file_digest(location.path),
+    settings = SynthesisSettings(str(location.path.resolve()), metadata.get("steps"), file_sha256(location.path),
                                  tuple(exam.case_id for exam in exams), method, ddim_steps, eta, seed)
     if synthetic_folder is None:
         synthetic_folder = synthesise(dataset_id, configuration, plans, exams, output / "synthetic", settings,

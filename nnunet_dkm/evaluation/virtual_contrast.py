@@ -11,7 +11,6 @@ would not match).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -29,15 +28,6 @@ SYNTHETIC_PHASE = 1
 
 class VirtualContrastError(OracleDatasetError):
     """The virtual-contrast companion cannot be made or reused; the message says why and what to do."""
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file (the DM checkpoint's identity)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

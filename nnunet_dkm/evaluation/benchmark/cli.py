@@ -24,6 +24,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_dkm.atomic import remove_stale_temporaries, report_removed
@@ -50,6 +51,7 @@ from nnunet_dkm.evaluation.benchmark.methods import (
     plan_methods,
 )
 from nnunet_dkm.evaluation.benchmark.outputs import write_label_runs, write_outputs
+from nnunet_dkm.evaluation.benchmark.recording import BenchmarkRecords
 from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext
 from nnunet_dkm.evaluation.benchmark.stages import (
     ensure_planned,
@@ -60,7 +62,8 @@ from nnunet_dkm.evaluation.benchmark.stages import (
     train_models,
 )
 from nnunet_dkm.evaluation.oracle import copy_split_file, make_oracle_dataset
-from nnunet_dkm.evaluation.virtual_contrast import SynthesisRecipe, file_digest, make_virtual_contrast_dataset
+from nnunet_dkm.evaluation.virtual_contrast import SynthesisRecipe, make_virtual_contrast_dataset
+from nnunet_dkm.fingerprints import file_sha256
 from nnunet_dkm.paths import (
     DatasetLocationError,
     dataset_folder,
@@ -150,14 +153,15 @@ def dm_note(objective: str, metadata: dict) -> str:
 def companion_datasets(args: argparse.Namespace, raw: Path, preprocessed: Path, methods: list[Method],
                        dms: dict[str, dict], notes: list[str]) -> dict[str | None, Path]:
     """The raw datasets the network rows train on: the benchmarked one (key None) and the companions the methods
-    need (made where missing, planned, and given the benchmarked dataset's split file)."""
+    need (made where missing, planned, and given the benchmarked dataset's split file). ``methods``: those with a
+    run still to make (a companion whose runs are all recorded is not made)."""
     datasets: dict[str | None, Path] = {None: raw}
     needed = {m.companion for m in methods if m.companion}
     if "oracle" in needed:
         datasets["oracle"] = make_oracle_dataset(raw, args.oracle_id, args.post_phase)
         notes.append(f"post-contrast oracle dataset: {datasets['oracle'].name} (made by this benchmark)")
     if "virtual-contrast" in needed:
-        recipe = SynthesisRecipe(dms["kinetic"]["path"], file_digest(Path(dms["kinetic"]["path"])),
+        recipe = SynthesisRecipe(dms["kinetic"]["path"], file_sha256(Path(dms["kinetic"]["path"])),
                                  args.configuration, args.synthesis_ddim_steps, args.synthesis_eta)
         datasets["virtual-contrast"], seconds = make_virtual_contrast_dataset(
             raw, preprocessed, recipe, args.plans, args.device, args.virtual_contrast_id)
@@ -197,20 +201,36 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     report_removed(remove_stale_temporaries(output), "partly written file")
     notes: list[str] = []
 
+    records = None
+    recorded: frozenset = frozenset()
+    if args.records:
+        records = BenchmarkRecords.plan(Path(args.records), methods, runs, args.repeats, raw, preprocessed,
+                                        args.configuration, args.plans, args.schedule,
+                                        {objective: found["path"] for objective, found in dms.items()})
+        recorded = records.recorded()
+        print(f"records: {args.records}: {len(recorded)} of {len(records.identities)} network runs recorded "
+              f"(neither trained nor predicted again)", flush=True)
+    to_make = [m for m in methods if m.trainer and any(
+        (m.info.key, fold, repeat) not in recorded for fold in folds for repeat in range(args.repeats))]
+
     stage(f"1/5 nnU-Net models (trained where missing; {args.repeats} repeat(s) of {len(folds)} fold(s))")
-    datasets = companion_datasets(args, raw, preprocessed, methods, dms, notes)
-    train_models([m for m in methods if m.trainer], folds, args.repeats, datasets, args.plans, args.configuration,
-                 args.device)
+    datasets = companion_datasets(args, raw, preprocessed, to_make, dms, notes)
+    seconds = train_models(to_make, folds, args.repeats, datasets, args.plans, args.configuration, args.device,
+                           recorded)
 
     stage("2/5 predictions")
-    predictions = predict(methods, cases, args.repeats, datasets, args.plans, args.configuration, args.device, output,
-                          has_test_split(raw, file_ending), file_ending)
+    predictions = predict(to_make, cases, args.repeats, datasets, args.plans, args.configuration, args.device, output,
+                          has_test_split(raw, file_ending), file_ending, recorded)
     stage("3/5 baselines without a network")
     if "baselines" in args.methods:
         predictions.update(rule_baselines(cases, {fold: splits[fold]["train"] for fold in folds}, raw, output,
                                           file_ending))
     stage("4/5 metrics")
     per_case = score(cases, predictions, file_ending)
+    if records is not None:
+        for path in records.write_new(per_case, seconds, args.device):
+            print(f"record written: {path}", flush=True)
+        per_case = pd.concat([records.recorded_per_case(), per_case], ignore_index=True)
 
     stage("5/5 tables and figures")
     context = BenchmarkContext(
@@ -253,8 +273,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     parser.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="full",
                         help="append _<schedule> to every default trainer name: nnU-Net's full schedule (default), "
-                             "or a short one (debug 2x4, demo 10x12 iterations; 1epoch, 5epochs, 10epochs of 250 "
-                             "iterations, nnU-Net's own vanilla classes of those names)")
+                             "or a short one (debug 2x4, demo 10x12 iterations; 1epoch, 2epochs, 5epochs, 10epochs, "
+                             "20epochs, 50epochs of 250 iterations each, nnU-Net's own vanilla classes of those "
+                             "names where it has them)")
     parser.add_argument("--vanilla-trainer", default=None, help="vanilla trainer (default nnUNetTrainer)")
     parser.add_argument("--dkm-trainer", default=None, help="DKM trainer (default nnUNetTrainerDKM)")
     parser.add_argument("--control-trainer", default=None,
@@ -292,6 +313,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--allow-unfinished-dm", action="store_true",
                         help="accept a DM whose pretraining stopped before its recipe's steps (interrupted, or "
                              "--max-minutes)")
+    parser.add_argument("--records", default=None, metavar="FOLDER",
+                        help="study records: write one JSON record per finished network run (what ran, its per-case "
+                             "scores, wall time, machine, commit) into FOLDER, and neither train nor predict a run "
+                             "whose record is there already, so a benchmark resumes on any machine from its records")
     parser.add_argument("-o", "--output", default=None,
                         help="output folder (default $nnUNet_results/DatasetXXX/dkm_benchmark__<plans>__<cfg>)")
     add_device_argument(parser, "device for training and prediction")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,15 +64,29 @@ def ensure_planned(raw: Path, configuration: str, plans: str) -> Path:
     return folder
 
 
+RunKey = tuple[str, int, int]  # (method key, nnU-Net fold, repeat)
+
+
 def train_models(methods: list[Method], folds: list[int], repeats: int, datasets: dict[str | None, Path],
-                 plans: str, configuration: str, device: str) -> None:
+                 plans: str, configuration: str, device: str,
+                 recorded: frozenset[RunKey] = frozenset()) -> dict[RunKey, float | None]:
     """Train every network row's model of every run that is missing: repeat by repeat, so that an interrupted
-    benchmark has whole repeats first."""
+    benchmark has whole repeats first. Runs in ``recorded`` (their study record exists) are skipped.
+
+    Returns the wall seconds of each run's training (None for a model that existed already)."""
+    seconds: dict[RunKey, float | None] = {}
     for repeat in range(repeats):
         for fold in folds:
             for method in methods:
-                if method.trainer:
-                    model_of(method, fold, repeat, datasets, plans, configuration).train(device)
+                key = (method.info.key, fold, repeat)
+                if not method.trainer or key in recorded:
+                    continue
+                model = model_of(method, fold, repeat, datasets, plans, configuration)
+                existed = model.is_trained
+                start = time.monotonic()
+                model.train(device)
+                seconds[key] = None if existed else time.monotonic() - start
+    return seconds
 
 
 def prediction_folder(output: Path, key: str, fold: int, repeat: int) -> Path:
@@ -81,18 +96,19 @@ def prediction_folder(output: Path, key: str, fold: int, repeat: int) -> Path:
 
 def predict(methods: list[Method], cases: dict[int, list[Case]], repeats: int, datasets: dict[str | None, Path],
             plans: str, configuration: str, device: str, output: Path, test_split: bool,
-            file_ending: str) -> dict[tuple[str, int, int], Path]:
+            file_ending: str, recorded: frozenset[RunKey] = frozenset()) -> dict[RunKey, Path]:
     """Each network row's prediction folder per run (method key, fold, repeat): the test split predicted into
-    ``output/predictions``, or, without a test split, nnU-Net's own validation predictions."""
-    predictions: dict[tuple[str, int, int], Path] = {}
+    ``output/predictions``, or, without a test split, nnU-Net's own validation predictions. Runs in ``recorded``
+    are skipped (their record holds their scores)."""
+    predictions: dict[RunKey, Path] = {}
     for repeat in range(repeats):
         for fold, fold_cases in cases.items():
             ids = [c.case_id for c in fold_cases]
             for method in methods:
-                if not method.trainer:
+                key = (method.info.key, fold, repeat)
+                if not method.trainer or key in recorded:
                     continue
                 trained = model_of(method, fold, repeat, datasets, plans, configuration)
-                key = (method.info.key, fold, repeat)
                 if not test_split:
                     predictions[key] = trained.fold_folder / "validation"
                     continue
