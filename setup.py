@@ -43,6 +43,8 @@ setup(
             "nnUNetv2_dkm_benchmark=nnunet_dkm.evaluation.benchmark.cli:main",
             "nnUNetv2_dkm_probe=nnunet_dkm.probe.cli:main",
             "nnUNetv2_dkm_dm_quality=nnunet_dkm.evaluation.dm_quality_cli:main",
+            "nnUNetv2_dkm_export_dm=nnunet_dkm.diffusion.shipping:export_main",
+            "nnUNetv2_dkm_install_dm=nnunet_dkm.diffusion.shipping:install_main",
         ]
     },
 )

@@ -3,15 +3,18 @@
 #
 # Every step is a command from the README. Output goes to demo_output/ (git-ignored); re-running reuses what exists
 # (the dataset, the plans, the DM and every trained model) and only redoes what is missing.
+# The diffusion module (scripts/demo_dm.sh): the one shipped with the repository when it was made for the plans of the
+# phantom just synthesized, else pretrained here.
 # Knobs: DEMO_OUTPUT (folder), DEMO_DATASET (id, 990), DEMO_FOLDS ("0 1"), DEMO_REPEATS (1: training runs per fold),
-# DEMO_DM_STEPS (1000: a step count, so the same DM on any machine whatever its load).
+# DEMO_PRETRAIN (1: pretrain the DM here), DEMO_DM_STEPS (pretraining steps; default the small recipe's 8000).
+# Every finished training run writes a study record into $DEMO_OUTPUT/records (nnUNetv2_dkm_benchmark --records).
 set -euo pipefail
 
+REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${DEMO_OUTPUT:-demo_output}
 DATASET=${DEMO_DATASET:-990}
 FOLDS=${DEMO_FOLDS:-0 1}
 REPEATS=${DEMO_REPEATS:-1}
-DM_STEPS=${DEMO_DM_STEPS:-1000}
 START=$(date +%s)
 
 mkdir -p "$OUT"
@@ -43,18 +46,14 @@ else
     PREPROCESSED=$(dataset_folder "$nnUNet_preprocessed")
 fi
 
-step "3/4 pretrain the diffusion module (small preset, ${DM_STEPS} steps)"
-if [ -f "$PREPROCESSED/dkm/2d/dm_checkpoint.pt" ]; then
-    echo "reusing $PREPROCESSED/dkm/2d/dm_checkpoint.pt"
-else
-    nnUNetv2_dkm_pretrain -d "$DATASET" -c 2d -device cpu --preset small --steps "$DM_STEPS"
-fi
+step "3/4 the diffusion module (small preset)"
+bash "$REPO/scripts/demo_dm.sh" "$DATASET" "$PREPROCESSED"
 
 step "4/4 benchmark: vanilla nnU-Net, DKM, untrained-DM control, post-contrast oracle (folds $FOLDS), baselines"
 # augmentation in the training process: worker processes only compete for the 2 cores
 # shellcheck disable=SC2086
 nnUNet_n_proc_DA=0 nnUNetv2_dkm_benchmark -d "$DATASET" -c 2d -f $FOLDS --repeats "$REPEATS" --schedule demo \
-    -device cpu -o "$OUT/benchmark"
+    -device cpu -o "$OUT/benchmark" --records "$OUT/records"
 RUNS=$(( $(wc -w <<< "$FOLDS") * REPEATS ))
 if [ "$REPEATS" -eq 1 ] && [ "$(wc -w <<< "$FOLDS")" -lt 3 ]; then
     echo "verdicts: with $RUNS training run(s) (one per fold) the training noise is not measured, so results.md gives"
