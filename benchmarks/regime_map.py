@@ -59,6 +59,9 @@ REPEATS = 2
 OBJECTIVES = ("kinetic", "pre-only", "regression")
 METHODS = ("vanilla", "dkm", "untrained-dm", "pre-only-dm", "regression-dm", "virtual-contrast")
 PHASE_A = METHODS[:3]
+# every training run finished from now on writes its study record here (nnUNetv2_dkm_benchmark --records); the
+# results committed before records existed stay as they are
+RECORDS = REPO / "benchmarks" / "records" / "regime"
 
 
 def use_workdir(workdir: Path) -> None:
@@ -95,7 +98,7 @@ def stage_curve(workdir: Path) -> None:
         if not (curve_folder(workdir, schedule) / "label_efficiency.csv").is_file():
             run_command([str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET_IDS[DEFAULT_CUE]), "-c", "2d", "-f",
                          *FOLDS, "--num-labelled", "4", "all", "--methods", "vanilla", "--schedule", schedule,
-                         "-device", "cpu", "-o", str(curve_folder(workdir, schedule))])
+                         "-device", "cpu", "-o", str(curve_folder(workdir, schedule)), "--records", str(RECORDS)])
 
 
 def curve_table(workdir: Path) -> pd.DataFrame:
@@ -228,7 +231,8 @@ def stage_segmentation(workdir: Path, schedule: str, cues: list[float], methods:
     for cue in cues:
         run_command([str(BIN / "nnUNetv2_dkm_benchmark"), "-d", str(DATASET_IDS[cue]), "-c", "2d", "-f", *FOLDS,
                      "--num-labelled", "4", "all", "--repeats", str(REPEATS), "--methods", *methods,
-                     "--schedule", schedule, "-device", "cpu", "-o", str(segmentation_folder(workdir, cue))])
+                     "--schedule", schedule, "-device", "cpu", "-o", str(segmentation_folder(workdir, cue)),
+                     "--records", str(RECORDS)])
 
 
 def cues_to_segment(workdir: Path, requested: list[float] | None) -> list[float]:
