@@ -34,7 +34,12 @@ from nnunet_dkm.diffusion.checkpoint import check_plans_identity, load_checkpoin
 from nnunet_dkm.diffusion.estimates import dm_ddim_estimate, dm_one_step_estimate
 from nnunet_dkm.diffusion.objectives import synthesises_post_contrast
 from nnunet_dkm.errors import NnunetDkmError
-from nnunet_dkm.image_integrity import check_finite_voxels, check_image_file, write_checked_image
+from nnunet_dkm.image_integrity import (
+    check_finite_voxels,
+    check_image_dimension,
+    check_image_file,
+    write_checked_image,
+)
 from nnunet_dkm.paths import DmCheckpointLocation, missing_dm_message
 from nnunet_dkm.preprocessing import (
     PlannedDataset,
@@ -173,8 +178,9 @@ def synthesize_postcontrast(inputs: Path | Sequence[Path], output_folder: Path, 
         raise SynthesisError(f"--ddim-steps {ddim_steps}: the DM's schedule has T = {schedule_length} timesteps "
                              f"({location.path}); choose at most {schedule_length} steps "
                              f"(default {DEFAULT_DDIM_STEPS})")
-    for _, file in cases:
-        check_image_file(file)  # every input before anything is written
+    for _, file in cases:  # every input before anything is written
+        check_image_file(file)
+        check_image_dimension(file, (2, 3), f"give one pre-contrast volume per file, {{case}}{PRE_SUFFIX}{file_ending}")
     network = checkpoint.build_network(source=location.path).to(device)
     if checkpoint.config.spatial_dims != 2:
         raise SynthesisError(f"{location.path}: the DM is {checkpoint.config.spatial_dims}D; synthesis runs a 2D DM "
