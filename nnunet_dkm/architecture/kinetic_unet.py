@@ -14,6 +14,11 @@ Its kernel is 1x1 by default; ``merge_kernel_size=None`` uses the stage's own ke
 The frozen DM (``KineticFeatureExtractor``) is a submodule: always in eval mode, no gradients, its weights
 saved in every checkpoint.
 
+The adapters' BatchNorm is the design's (and the paper's). Under ``nnUNetv2_train -num_gpus N`` nnU-Net's DDP path
+turns it into SyncBatchNorm inside the network it compiles on CUDA, a combination vanilla nnU-Net (InstanceNorm)
+never meets and CPU tests cannot run (SyncBatchNorm refuses CPU input): untested until a multi-GPU run. The planned
+``norm_op`` would avoid it but changes the network, so it waits for the demo benchmark's run-level intervals.
+
 Shapes (2D): input (B, 1, H, W) pre-contrast; DM level l gives (B, C_l, H / 2^(l-1), W / 2^(l-1)); output
 (B, num_classes, H, W), or a list over decoder resolutions with deep supervision.
 """
@@ -26,7 +31,7 @@ from dynamic_network_architectures.building_blocks.simple_conv_blocks import Con
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from nnunet_dkm.diffusion.features import KineticFeatureExtractor
+from nnunet_dkm.diffusion.features import KineticFeatureExtractor, chunked_kinetic_features
 
 
 class KineticFusion(nn.Module):
@@ -114,8 +119,9 @@ class KineticUNet(nn.Module):
         return stage_for_level(strides, level)
 
     def kinetic_features(self, x: torch.Tensor) -> dict[int, torch.Tensor]:
-        """The frozen DM's features of pre-contrast patches x (B, 1, H, W): {level: (B, C_l, H_l, W_l)}."""
-        return self.kinetic(x)
+        """The frozen DM's features of pre-contrast patches x (B, 1, H, W): {level: (B, C_l, H_l, W_l)}, in chunks of
+        at most ``slice_chunk_pixels`` pixels (the 3D path's memory bound; a planned batch within it is one call)."""
+        return chunked_kinetic_features(self.kinetic, x)
 
     def fit_to_stage(self, features: torch.Tensor, stage_output: torch.Tensor) -> torch.Tensor:
         """DM features as the stage's fusion takes them (2D: unchanged, they have the stage's size)."""

@@ -6,6 +6,8 @@ Kinetic block i (i = 1..4, channels C_i = 128, 256, 512, 1024, resolution H / 2^
 for the next block.
 Up blocks: bilinear upsampling, concatenation with the block's skip, two conv-BN-ReLU; a 1x1 head.
 No deep supervision (the paper has none); ``decoder.deep_supervision`` exists so nnU-Net's switch works.
+All norms are BatchNorm (the paper's): SyncBatchNorm under nnU-Net's multi-GPU DDP, untested without GPUs
+(``kinetic_unet.py``). The DM runs in chunks of at most ``slice_chunk_pixels`` pixels of the batch.
 
 Shapes: input (B, 1, H, W), H and W divisible by 8; output (B, num_classes, H, W).
 """
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnunet_dkm.diffusion.features import KineticFeatureExtractor
+from nnunet_dkm.diffusion.features import KineticFeatureExtractor, chunked_kinetic_features
 
 PAPER_CHANNELS = (128, 256, 512, 1024)
 
@@ -87,7 +89,7 @@ class PaperKineticNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dm_features = self.kinetic(x[:, :1])
+        dm_features = chunked_kinetic_features(self.kinetic, x[:, :1])
         skips = []
         for index, block in enumerate(self.blocks):
             if index > 0:

@@ -11,7 +11,8 @@ stops once the deepest level needed is read: for encoder features after the down
 level; for decoder features after the up block of the shallowest requested level.
 
 For 3D configurations ``slicewise_kinetic_features`` runs the 2D extractor on the slices of a 3D patch, in chunks of
-at most ``KineticFeatureConfig.slice_chunk_pixels`` pixels, and stacks each level back into the patch's axis order.
+at most ``KineticFeatureConfig.slice_chunk_pixels`` pixels, and stacks each level back into the patch's axis order;
+2d networks chunk their batch by the same budget (``chunked_kinetic_features``).
 """
 
 from __future__ import annotations
@@ -260,6 +261,24 @@ def slices_per_chunk(slice_shape: tuple[int, ...], chunk_pixels: int, num_slices
     return max(1, min(num_slices, chunk_pixels // max(1, pixels)))
 
 
+def chunked_kinetic_features(extractor: KineticFeatureExtractor, x: torch.Tensor,
+                             chunk_pixels: int | None = None) -> dict[int, torch.Tensor]:
+    """The extractor's features of a batch of 2D patches [N, 1, H, W], in chunks of at most ``chunk_pixels`` pixels
+    (``KineticFeatureConfig.slice_chunk_pixels`` where None; 0: one call), concatenated back along the batch.
+
+    The DM's activation memory grows with the pixels of one call; the budget bounds it whatever batch nnU-Net plans
+    (a batch within the budget is one call, as before). A patch's features do not depend on the chunking, up to the
+    float rounding of batched kernels.
+    """
+    if chunk_pixels is None:
+        chunk_pixels = extractor.feature_config.slice_chunk_pixels
+    step = slices_per_chunk(tuple(x.shape[2:]), chunk_pixels, len(x))
+    if step >= len(x):
+        return extractor(x)
+    chunks = [extractor(x[start:start + step]) for start in range(0, len(x), step)]
+    return {level: torch.cat([chunk[level] for chunk in chunks]) for level in extractor.feature_config.levels}
+
+
 def slicewise_kinetic_features(extractor: KineticFeatureExtractor, x: torch.Tensor, slice_axis: int = 0,
                                chunk_pixels: int | None = None) -> dict[int, torch.Tensor]:
     """Kinetic features of a 3D patch from a 2D DM, slice by slice.
@@ -295,11 +314,10 @@ def slicewise_kinetic_features(extractor: KineticFeatureExtractor, x: torch.Tens
     moved = x.movedim(2 + slice_axis, 2)  # [B, 1, S, A, C]
     num_slices, plane = moved.shape[2], tuple(moved.shape[3:])
     slices = moved.permute(0, 2, 1, 3, 4).reshape(batch * num_slices, 1, *plane)
-    step = slices_per_chunk(plane, chunk_pixels, len(slices))
-    chunks = [extractor(slices[start:start + step]) for start in range(0, len(slices), step)]
+    per_slice = chunked_kinetic_features(extractor, slices, chunk_pixels)
     features = {}
     for level in extractor.feature_config.levels:
-        stacked = chunks[0][level] if len(chunks) == 1 else torch.cat([chunk[level] for chunk in chunks])
+        stacked = per_slice[level]
         stacked = stacked.reshape(batch, num_slices, *stacked.shape[1:]).permute(0, 2, 1, 3, 4)  # [B, C, S, a, c]
         features[level] = stacked.movedim(2, 2 + slice_axis).contiguous()
     return features
