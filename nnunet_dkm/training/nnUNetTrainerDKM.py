@@ -66,6 +66,18 @@ def trainable_parameters(network: nn.Module) -> list[nn.Parameter]:
     return [parameter for parameter in network.parameters() if parameter.requires_grad]
 
 
+def steps_to_cpu(optimizer: torch.optim.Optimizer) -> None:
+    """Move the optimiser's ``state["step"]`` tensors to the CPU, where PyTorch keeps them unless the optimiser is
+    ``capturable`` or ``fused`` (then they must stay with the parameters)."""
+    for group in optimizer.param_groups:
+        if group.get("capturable") or group.get("fused"):
+            continue
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].cpu()
+
+
 class nnUNetTrainerDKM(nnUNetTrainer):
     """DKM segmentation: kinetic features of a frozen DM fused into nnU-Net's planned encoder.
 
@@ -216,6 +228,13 @@ class nnUNetTrainerDKM(nnUNetTrainer):
             self.print_to_log_file("DKM: WARNING: " + unfinished_dm_message(
                 self.dm_checkpoint_location, self.plans_manager.dataset_name, self.configuration_name,
                 self.dm_checkpoint.pretraining_steps(), self.plans_manager.plans_name, self.dm_objective))
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        """nnU-Net's ``--c`` resume, then every optimiser ``state["step"]`` moved to the CPU: nnU-Net loads the
+        checkpoint onto the training device, and Adam (``nnUNetTrainerDKMPaper``) keeps a step tensor where it was
+        loaded, so its foreach path would synchronise with the host at every parameter of every step."""
+        super().load_checkpoint(filename_or_checkpoint)
+        steps_to_cpu(self.optimizer)
 
     def configure_optimizers(self):
         """nnU-Net's SGD + poly schedule over the trainable parameters only (the frozen DM stays out)."""
