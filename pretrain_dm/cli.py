@@ -25,10 +25,19 @@ import torch.distributed as dist
 from nnunet_dkm.cli_types import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.diffusion import objectives
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
 from nnunet_dkm.diffusion.config import OBJECTIVES, PREDICTION_TYPES, TARGETS
 from nnunet_dkm.diffusion.presets import DM_PRESETS, PRESET_NAMES, dm_preset
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.ext_trainer_path import export_hint, ext_trainer_is_set
-from nnunet_dkm.paths import DM_CHECKPOINT_ENV, dataset_folder, dm_checkpoint_location, dm_figure_path
+from nnunet_dkm.paths import (
+    DM_CHECKPOINT_ENV,
+    DM_CHECKPOINT_NAME,
+    DmCheckpointLocation,
+    dataset_folder,
+    dm_checkpoint_location,
+    dm_figure_path,
+)
 from nnunet_dkm.resources import check_fits_in_memory
 from pretrain_dm.settings import PretrainSettings, RunContext
 from pretrain_dm.training import DmPretrainer
@@ -170,6 +179,52 @@ def check_step_fits(settings: PretrainSettings) -> None:
                          "choose a smaller --batch-size or --patch-size", device=settings.device)
 
 
+class PretrainArgumentError(NnunetDkmError):
+    """An argument of ``nnUNetv2_dkm_pretrain`` that does not fit the dataset or the checkpoint; the message names
+    the option and what to choose."""
+
+
+# the command in checkpoint.remake_dm_command's message where it cannot know the dataset and configuration
+REMAKE_PLACEHOLDER = "-d DATASET -c CONFIGURATION"
+
+
+def check_checkpoint_is_not_a_folder(location: DmCheckpointLocation) -> None:
+    """Refuse, before anything is built, a checkpoint path that is a folder (e.g. ``$nnUNet_dkm_checkpoint`` set to
+    the folder it should be in): pretraining would run all its steps and then fail to write it."""
+    if location.path.is_dir():
+        fix = (f"set {DM_CHECKPOINT_ENV} to a file path in it, e.g. {location.path / DM_CHECKPOINT_NAME}, or unset it"
+               if location.from_environment else "move that folder away")
+        raise PretrainArgumentError(f"the DM checkpoint {location.describe()} is a folder, where the checkpoint file "
+                                    f"is to be written: {fix}")
+
+
+def check_patch_fits_slices(pretrainer: DmPretrainer) -> None:
+    """Refuse a ``--patch-size`` larger than every slice of the dataset in some axis (beyond the DM's size divisor and
+    the configuration's own patch): the DM would learn from padding, many times slower per step."""
+    if pretrainer.settings.patch_size is None or not pretrainer.cache.exams:
+        return
+    divisor = pretrainer.config.size_divisor
+    largest = [max(exam.shape[axis] for exam in pretrainer.cache.exams) for axis in (-2, -1)]
+    planned = pretrainer.in_plane_patch_size()
+    limits = [max(-(-size // divisor) * divisor, int(plan)) for size, plan in zip(largest, planned, strict=True)]
+    if any(patch > limit for patch, limit in zip(pretrainer.patch_size, limits, strict=True)):
+        settings = pretrainer.settings
+        raise PretrainArgumentError(
+            f"--patch-size {' '.join(map(str, pretrainer.patch_size))}: larger than every slice of "
+            f"{pretrainer.dataset.name} {settings.configuration} (at most {largest[0]} x {largest[1]} pixels), so the "
+            f"DM would train mostly on padding, many times slower per step; choose --patch-size at most "
+            f"{limits[0]} {limits[1]} (or leave it out: the configuration's {planned[0]} {planned[1]})")
+
+
+def check_steps_left(pretrainer: DmPretrainer, resume: bool) -> None:
+    """Refuse ``--continue`` where the checkpoint has reached ``--steps`` already: there is nothing to train."""
+    steps = pretrainer.settings.steps
+    if resume and pretrainer.step >= steps:
+        raise PretrainArgumentError(
+            f"--continue --steps {steps}: the checkpoint {pretrainer.checkpoint_path} is at step {pretrainer.step} "
+            f"already, so there is nothing to do; pass --steps above {pretrainer.step} to train on")
+
+
 def next_steps(dataset: int, configuration: str, objective: str = "kinetic") -> str:
     """What to run after pretraining, including the nnUNet_extTrainer export when it is missing."""
     trainer = TRAINER_OF_OBJECTIVE[objective]
@@ -203,9 +258,18 @@ def main(argv: list[str]) -> None:
     checkpoint = dm_checkpoint_location(dataset_folder("nnUNet_preprocessed", args.dataset), args.configuration,
                                         args.objective)
     check_writable_folder(checkpoint.path.parent, f"the DM checkpoint {checkpoint.describe()}: its folder")
+    check_checkpoint_is_not_a_folder(checkpoint)
     context = run_context(args.device)
     try:
-        pretrainer = DmPretrainer(settings, resume=args.resume, overwrite=args.overwrite, context=context)
+        try:
+            pretrainer = DmPretrainer(settings, resume=args.resume, overwrite=args.overwrite, context=context)
+        except DiffusionCheckpointError as error:  # name this run's dataset and configuration in the command
+            if REMAKE_PLACEHOLDER not in str(error):
+                raise
+            raise DiffusionCheckpointError(str(error).replace(
+                REMAKE_PLACEHOLDER, f"-d {args.dataset} -c {args.configuration}")) from error
+        check_patch_fits_slices(pretrainer)
+        check_steps_left(pretrainer, args.resume)
         path = pretrainer.run()
         if context.is_main:
             print(f"DM checkpoint: {path}\nloss curve:    {dm_figure_path(path, 'loss_curve')}")
