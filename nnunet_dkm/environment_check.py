@@ -118,7 +118,9 @@ def check_dm_checkpoint(dataset: str, configuration: str, plans: str,
     from nnunet_dkm.preprocessing import PlannedDataset
     from nnunet_dkm.training import TRAINERS
 
-    trainer_class = TRAINERS.get(trainer, TRAINERS["nnUNetTrainerDKM"])
+    if trainer not in TRAINERS:
+        return CheckResult(True, f"-tr {trainer} is not a DKM trainer: it reads no DM")
+    trainer_class = TRAINERS[trainer]
     try:
         planned = PlannedDataset.load(dataset, configuration, plans)
         location, checkpoint = trainer_class.find_dm_checkpoint(planned.plans_manager, configuration, 0)

@@ -525,3 +525,10 @@ def test_an_intact_2d_mamamia_image_is_called_2d_not_unreadable(tmp_path: Path,
     reason = dict(summary.skipped)["DUKE_002"]
     assert reason.startswith(f"{phase} is 2D (") and "3D is needed: give the whole 3D volume of this phase" in reason
     assert "cannot be read" not in reason
+
+
+def test_check_asks_no_dm_of_a_vanilla_trainer() -> None:
+    from nnunet_dkm.environment_check import check_dm_checkpoint
+
+    result = check_dm_checkpoint("990", "2d", "nnUNetPlans", "nnUNetTrainer")
+    assert result.line() == "ok: -tr nnUNetTrainer is not a DKM trainer: it reads no DM"
