@@ -51,7 +51,7 @@ class Method:
 
 # short schedules have a trainer per name suffix (training/variants/short_schedules.py; vanilla 1epoch, 5epochs and
 # 10epochs are nnU-Net's own nnUNetTrainer_<n>epoch(s))
-SCHEDULE_CHOICES = ("full", "debug", "demo", "1epoch", "2epochs", "5epochs", "10epochs")
+SCHEDULE_CHOICES = ("full", "debug", "demo", "1epoch", "2epochs", "5epochs", "10epochs", "20epochs", "50epochs")
 
 
 @dataclass(frozen=True)
