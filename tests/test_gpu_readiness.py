@@ -26,7 +26,12 @@ from torch import nn
 from nnunet_dkm.architecture.builder import DKM_PLANS_KEY, build_kinetic_unet, build_paper_network, make_plans_block
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint
 from nnunet_dkm.diffusion.config import InputScaling, KineticFeatureConfig
-from nnunet_dkm.diffusion.features import KineticFeatureExtractor, chunked_kinetic_features, dm_precision
+from nnunet_dkm.diffusion.features import (
+    MAX_NOISE_SHAPES,
+    KineticFeatureExtractor,
+    chunked_kinetic_features,
+    dm_precision,
+)
 from nnunet_dkm.diffusion.network import build_network
 from nnunet_dkm.diffusion.presets import preset_network
 from nnunet_dkm.loss.dc_ce_ssim import DC_CE_SSIM_loss, SSIMLoss
@@ -179,6 +184,9 @@ def test_fixed_noise_is_a_device_buffer_outside_the_state_dict() -> None:
     assert torch.equal(noise, expected)  # the noise of every call, whatever the global RNG
     assert not any("fixed_noise" in key for key in network.state_dict())
     assert any("fixed_noise" in name for name, _ in network.named_buffers())
+    for size in range(8, 8 * (MAX_NOISE_SHAPES + 3), 8):  # whole images of many sizes keep a bounded cache
+        extractor.fixed_noise((size, size), torch.device("cpu"), torch.float32)
+    assert sum("fixed_noise" in name for name, _ in extractor.named_buffers()) == MAX_NOISE_SHAPES
 
 
 @pytest.mark.parametrize("kind", ["2d", "paper"])

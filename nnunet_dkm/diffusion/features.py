@@ -99,6 +99,9 @@ def walk_unet(network: DiffusionModelUNet, x: torch.Tensor, timesteps: torch.Ten
     return UNetWalk(features, network.out(hidden) if run_output_head else None)
 
 
+MAX_NOISE_SHAPES = 8  # noise maps kept per extractor (nnU-Net's training and prediction use one patch shape)
+
+
 def noise_buffer_name(spatial_shape: tuple[int, ...]) -> str:
     """The buffer that holds the fixed noise map of one spatial shape, e.g. ``fixed_noise_128x128``."""
     return "fixed_noise_" + "x".join(str(int(size)) for size in spatial_shape)
@@ -150,6 +153,7 @@ class KineticFeatureExtractor(nn.Module):
             self._memory_format = torch.channels_last if diffusion_config.spatial_dims == 2 else torch.channels_last_3d
             self.network.to(memory_format=self._memory_format)
         self._noise_scheduler = make_ddpm_scheduler(diffusion_config)
+        self._noise_shapes: list[str] = []  # names of the noise buffers, oldest first
         self.requires_grad_(False)
         self.train(False)
         self.level_channels: dict[int, int] = {
@@ -189,6 +193,10 @@ class KineticFeatureExtractor(nn.Module):
         noise = getattr(self, name, None)
         if noise is None or noise.device != device or noise.dtype != dtype:
             noise = self._draw_noise(spatial_shape).to(device=device, dtype=dtype)
+            if name not in self._noise_shapes:
+                self._noise_shapes.append(name)
+            while len(self._noise_shapes) > MAX_NOISE_SHAPES:  # callers with whole images of many sizes
+                delattr(self, self._noise_shapes.pop(0))
             self.register_buffer(name, noise, persistent=False)
         return noise
 
