@@ -153,6 +153,8 @@ def test_records_let_a_fresh_folder_rebuild_the_benchmark_without_training(journ
     record = json.loads(next(records.glob("dkm__*.json")).read_text())
     assert record["identity"]["trainer"] == TRAINER and len(record["identity"]["dm_sha256"]) == 64
     assert len(record["per_case"]) == 2 and record["commit"] and record["machine"]
+    scored = pd.read_csv(journey["root"] / "recorded" / "per_case.csv")
+    assert len(scored) == 12 and not scored.duplicated(["method", "fold", "repeat", "case"]).any()  # 6 methods
 
     # another machine: the same dataset and DM, no nnU-Net results, only the records
     fresh = tmp_path / "fresh"

@@ -42,6 +42,12 @@ def test_a_run_that_differs_in_what_decides_its_result_is_not_done(tmp_path: Pat
     assert not store.has(replace(IDENTITY, **changed))
 
 
+def test_a_records_folder_copied_under_another_name_still_marks_its_runs_done(tmp_path: Path) -> None:
+    RecordStore(tmp_path / "convergence").write(IDENTITY, SCORES, wall_seconds=1.0)
+    (tmp_path / "convergence").rename(tmp_path / "copied")
+    assert RecordStore(tmp_path / "copied").has(replace(IDENTITY, study="copied"))
+
+
 def test_a_damaged_record_is_named(tmp_path: Path) -> None:
     store = RecordStore(tmp_path)
     path = store.write(IDENTITY, SCORES, wall_seconds=None)

@@ -66,8 +66,9 @@ class RunIdentity:
 
     @property
     def key(self) -> str:
-        """12 hex digits of the identity's hash."""
-        return canonical_sha256(asdict(self))[:12]
+        """12 hex digits of the hash of everything but ``study`` (a run's result does not depend on the name of
+        the folder its record sits in, so a records folder copied under another name still resumes)."""
+        return canonical_sha256({name: value for name, value in asdict(self).items() if name != "study"})[:12]
 
     @property
     def file_name(self) -> str:

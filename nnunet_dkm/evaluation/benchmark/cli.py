@@ -228,9 +228,10 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     stage("4/5 metrics")
     per_case = score(cases, predictions, file_ending)
     if records is not None:
+        skipped_runs = records.recorded_per_case()  # read before this run's records join them
         for path in records.write_new(per_case, seconds, args.device):
             print(f"record written: {path}", flush=True)
-        per_case = pd.concat([records.recorded_per_case(), per_case], ignore_index=True)
+        per_case = pd.concat([skipped_runs, per_case], ignore_index=True)
 
     stage("5/5 tables and figures")
     context = BenchmarkContext(
