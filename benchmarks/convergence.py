@@ -32,6 +32,15 @@ Design, fixed before any result (issue 32):
   is 10 epochs (``_10epochs``) for every phase. ``--stage plan`` decides it from the 1-epoch runs' measured wall
   times (per method, scaled by epochs) before any longer schedule runs, and writes the decision into
   ``benchmarks/records/convergence_plan.json``; later stages read it from there.
+
+Compute estimate before any run (2026-12-07; replaced by ``--stage plan`` from the measured 1-epoch runs): vanilla
+``nnUNetTrainer_1epoch`` on this phantom took 483 s for its 250 iterations on one core of a slow VM beside another
+job (1.9 s per iteration); DKM and the DM controls cost about 1.5x vanilla per iteration
+(``benchmarks/results_segmentation_speed.md`` and issue 33's remeasurement: 1.23x to 1.54x), virtual contrast about
+vanilla's. One run of 1 epoch: vanilla 0.13, DKM-like 0.20 core-hours. Phase 1 at 1 + 5 + 20 epochs x 4 runs: 56
+core-hours; phase 2 at 20 epochs: 43; so the rule will choose 10 epochs, where phases 1 and 2 take about 34 + 21 = 55
+core-hours: at one core for about 2.5 hours per 3-hour session, some 20 sessions. The 1-epoch runs of phase 1
+(2.1 core-hours) come first; the ``plan`` stage then fixes the longest schedule from their measured times.
 """
 
 from __future__ import annotations
