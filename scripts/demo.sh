@@ -5,7 +5,8 @@
 # (the dataset, the plans, the DM and every trained model) and only redoes what is missing.
 # The diffusion module (scripts/demo_dm.sh): the one shipped with the repository when it was made for the plans of the
 # phantom just synthesized, else pretrained here.
-# Knobs: DEMO_OUTPUT (folder), DEMO_DATASET (id, 990), DEMO_FOLDS ("0 1"), DEMO_REPEATS (1: training runs per fold),
+# Knobs: DEMO_OUTPUT (folder), DEMO_DATASET (id, 990), DEMO_FOLDS ("0 1 2": three training runs, the fewest that
+# measure the training noise and so give run-level verdicts), DEMO_REPEATS (1: training runs per fold),
 # DEMO_PRETRAIN (1: pretrain the DM here), DEMO_DM_STEPS (pretraining steps; default the small recipe's 8000).
 # Every finished training run writes a study record into $DEMO_OUTPUT/records (nnUNetv2_dkm_benchmark --records).
 set -euo pipefail
@@ -13,7 +14,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${DEMO_OUTPUT:-demo_output}
 DATASET=${DEMO_DATASET:-990}
-FOLDS=${DEMO_FOLDS:-0 1}
+FOLDS=${DEMO_FOLDS:-0 1 2}
 REPEATS=${DEMO_REPEATS:-1}
 START=$(date +%s)
 

@@ -4,6 +4,7 @@ plans; and the demo's shipped DM fits the phantom ``make demo`` synthesizes."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -147,3 +148,37 @@ def test_the_demo_uses_a_shipped_dm_made_for_its_plans_and_else_pretrains(phanto
     output = run_demo_dm(phantom, DEMO_SHIPPED_DM=str(other_plans), DEMO_DM_STEPS="2")
     assert "Dataset991_Other" in output and "cannot be used for this dataset" in output
     assert "DM pretraining took" in output and load_checkpoint(installed).metadata["steps"] == 2
+
+
+DEMO_DM = REPO / "benchmarks" / "dms" / "demo_phantom_2d.pt"
+
+
+def test_the_committed_demo_dm_is_finished_and_fits_the_phantom_make_demo_synthesizes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository's demo DM: the small recipe's 8000 steps, float16, the file its sidecar describes, made for
+    the plans of ``make demo``'s phantom (64x64x12, the demo preset; fewer cases give the same plans)."""
+    from conftest import plan_and_preprocess
+
+    from dataset_conversion.phantom.synthesize import synthesize_dataset
+
+    sidecar = read_sidecar(DEMO_DM)
+    assert sidecar is not None and sidecar["sha256"] == file_sha256(DEMO_DM) and not sidecar["resumable"]
+    checkpoint = load_checkpoint(DEMO_DM)
+    assert not checkpoint.stopped_early and checkpoint.metadata["steps"] == 8000
+    assert checkpoint.metadata["preset"] == "small" and checkpoint.training_state is None
+    assert {tensor.dtype for tensor in checkpoint.weights.values() if tensor.is_floating_point()} == {torch.float16}
+
+    folders = {name: tmp_path / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for folder in folders.values():
+        folder.mkdir()
+    synthesize_dataset(PHANTOM_ID, preset="demo", seed=0, num_train=5, num_test=0, num_unlabelled=0,
+                       shape=(64, 64, 12), raw_folder=folders["nnUNet_raw"])
+    plan_and_preprocess(PHANTOM_ID, env={**os.environ, **{name: str(path) for name, path in folders.items()}})
+    use_nnunet_folders(folders, monkeypatch)
+    monkeypatch.delenv("nnUNet_dkm_checkpoint", raising=False)
+    raw = next(folders["nnUNet_raw"].glob(f"Dataset{PHANTOM_ID}_*"))
+    preprocessed = next(folders["nnUNet_preprocessed"].glob(f"Dataset{PHANTOM_ID}_*"))
+    installed, notes = install_dm(DEMO_DM, raw, preprocessed, "2d", "nnUNetPlans", "kinetic", False)
+    assert file_sha256(installed) == sidecar["sha256"] and "8000" in notes[0]
+    network, _ = load_network(installed)  # float16 weights into the float32 network
+    assert next(network.parameters()).dtype == torch.float32
