@@ -32,7 +32,7 @@ test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PYTEST) -m "not slow" tests
 
-# the whole journey on the synthetic phantom (29 minutes on 2 idle CPU cores, .venv present); output in demo_output/
+# the whole journey on the synthetic phantom with the shipped DM (its measured duration: benchmarks/results_demo.md); output in demo_output/
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
