@@ -19,13 +19,12 @@ about 0.15).
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from nnunet_dkm.evaluation.nnunet_runs import run_command
 from nnunet_dkm.fingerprints import file_sha256
 from nnunet_dkm.reporting import machine_description, utc_now
 
@@ -36,12 +35,9 @@ DICE_TOLERANCE = 0.01
 
 
 def run(command: list[str], workdir: Path) -> None:
-    """``command`` with the work folder's nnU-Net variables; raises on failure."""
-    env = {**os.environ, **{name: str(workdir / name) for name in ("nnUNet_raw", "nnUNet_preprocessed",
-                                                                   "nnUNet_results")}}
-    env.pop("nnUNet_dkm_checkpoint", None)
-    print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, env=env, check=True)
+    """``command`` with the work folder's nnU-Net variables (``-chk`` names the DM, not ``nnUNet_dkm_checkpoint``)."""
+    run_command(command, unset=("nnUNet_dkm_checkpoint",),
+                extra={name: str(workdir / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
 
 
 def measure(workdir: Path, dataset: int, name: str, checkpoint: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -64,7 +60,7 @@ def compare(float32: pd.DataFrame, float16: pd.DataFrame, keys: list[str], value
 
 
 def markdown(frame: pd.DataFrame) -> list[str]:
-    """A plain markdown table of ``frame`` (3 decimals)."""
+    """A plain markdown table of ``frame`` (4 decimals, differences signed)."""
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     for row in frame.itertuples(index=False):
         lines.append("| " + " | ".join(f"{v:+.4f}" if isinstance(v, float) and name == "difference" else
@@ -84,12 +80,9 @@ def main() -> None:
     workdir = args.workdir.resolve()
     quality32, probe32 = measure(workdir, args.dataset, "float32", args.float32.resolve())
     quality16, probe16 = measure(workdir, args.dataset, "float16", args.float16.resolve())
-    keys = [column for column in ("phase", "region", "estimate") if column in quality32.columns]
-    quality = compare(quality32, quality16, keys, "mae_vs_identity")
-    quality = quality[quality["estimate"] == "synthetic"] if "estimate" in quality.columns else quality
-    probe_keys = ["row", "classifier"]
-    probe = compare(probe32, probe16, probe_keys, "dice_mean")
-    probe = probe[probe["row"].astype(str).str.contains("pretrained|untrained", regex=True)]
+    quality = compare(quality32, quality16, ["phase", "region", "estimate"], "mae_vs_identity")
+    quality = quality[quality["estimate"] == "synthetic"]
+    probe = compare(probe32[probe32["model"].notna()], probe16, ["row", "classifier"], "dice_mean")
     worst_mae, worst_dice = quality["difference"].abs().max(), probe["difference"].abs().max()
     matches = worst_mae <= MAE_TOLERANCE and worst_dice <= DICE_TOLERANCE
     lines = [
