@@ -148,6 +148,9 @@ def test_records_let_a_fresh_folder_rebuild_the_benchmark_without_training(journ
                "--methods", "vanilla", "dkm", "oracle", "baselines", "-device", "cpu", "--records", str(records)]
     first = run([*command, "-o", str(journey["root"] / "recorded")], journey["env"])
     assert "0 of 3 network runs recorded" in first.stdout
+    # each run is recorded as soon as it is scored, before the next run trains: a stopped benchmark keeps its runs
+    runs_log = first.stdout[first.stdout.index("=== 1/3 network runs"):]
+    assert runs_log.index(f"record written: {records / 'vanilla__'}") < runs_log.index("nnUNetTrainerDKM_debug")
     written = sorted(p.name for p in records.glob("*.json"))
     assert [name.split("__")[0] for name in written] == ["dkm", "oracle_post_contrast", "vanilla"]
     record = json.loads(next(records.glob("dkm__*.json")).read_text())

@@ -54,12 +54,14 @@ from nnunet_dkm.evaluation.benchmark.outputs import write_label_runs, write_outp
 from nnunet_dkm.evaluation.benchmark.recording import BenchmarkRecords
 from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext
 from nnunet_dkm.evaluation.benchmark.stages import (
+    RunKey,
     ensure_planned,
-    predict,
+    network_runs,
+    predict_run,
     rule_baselines,
     score,
     stage,
-    train_models,
+    train_run,
 )
 from nnunet_dkm.evaluation.oracle import copy_split_file, make_oracle_dataset
 from nnunet_dkm.evaluation.virtual_contrast import SynthesisRecipe, make_virtual_contrast_dataset
@@ -210,30 +212,32 @@ def run_benchmark(args: argparse.Namespace) -> Path:
         recorded = records.recorded()
         print(f"records: {args.records}: {len(recorded)} of {len(records.identities)} network runs recorded "
               f"(neither trained nor predicted again)", flush=True)
-    to_make = [m for m in methods if m.trainer and any(
-        (m.info.key, fold, repeat) not in recorded for fold in folds for repeat in range(args.repeats))]
+    runs_to_make = network_runs(methods, folds, args.repeats, recorded)
+    to_make = list(dict.fromkeys(method for method, _, _ in runs_to_make))
 
-    stage(f"1/5 nnU-Net models (trained where missing; {args.repeats} repeat(s) of {len(folds)} fold(s))")
+    stage(f"1/3 network runs: {len(runs_to_make)} to make ({args.repeats} repeat(s) of {len(folds)} fold(s)), each "
+          f"trained where missing, predicted and scored before the next")
     datasets = companion_datasets(args, raw, preprocessed, to_make, dms, notes)
-    seconds = train_models(to_make, folds, args.repeats, datasets, args.plans, args.configuration, args.device,
-                           recorded)
-
-    stage("2/5 predictions")
-    predictions = predict(to_make, cases, args.repeats, datasets, args.plans, args.configuration, args.device, output,
-                          has_test_split(raw, file_ending), file_ending, recorded)
-    stage("3/5 baselines without a network")
+    test_split = has_test_split(raw, file_ending)
+    scored = [records.recorded_per_case()] if records is not None else []  # read before this call's records join
+    predictions: dict[RunKey, Path] = {}
+    for method, fold, repeat in runs_to_make:
+        key = (method.info.key, fold, repeat)
+        seconds = train_run(method, fold, repeat, datasets, args.plans, args.configuration, args.device)
+        predictions[key] = predict_run(method, fold, repeat, cases[fold], datasets, args.plans, args.configuration,
+                                       args.device, output, test_split, file_ending)
+        scored.append(score({fold: cases[fold]}, {key: predictions[key]}, file_ending))
+        if records is not None:
+            for path in records.write_new(scored[-1], {key: seconds}, args.device):
+                print(f"record written: {path}", flush=True)
+    stage("2/3 baselines without a network")
     if "baselines" in args.methods:
-        predictions.update(rule_baselines(cases, {fold: splits[fold]["train"] for fold in folds}, raw, output,
-                                          file_ending))
-    stage("4/5 metrics")
-    per_case = score(cases, predictions, file_ending)
-    if records is not None:
-        skipped_runs = records.recorded_per_case()  # read before this run's records join them
-        for path in records.write_new(per_case, seconds, args.device):
-            print(f"record written: {path}", flush=True)
-        per_case = pd.concat([skipped_runs, per_case], ignore_index=True)
+        rules = rule_baselines(cases, {fold: splits[fold]["train"] for fold in folds}, raw, output, file_ending)
+        scored.append(score(cases, rules, file_ending))
+        predictions.update(rules)
+    per_case = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame()
 
-    stage("5/5 tables and figures")
+    stage("3/3 tables and figures")
     context = BenchmarkContext(
         dataset=raw.name, label_source=label_source, configuration=args.configuration, plans=args.plans,
         split=split_text, folds=args.folds, command=args.command,

@@ -1,5 +1,6 @@
-"""The benchmark's run stages: train what is missing, predict the evaluated cases, apply the rules without a network,
-and score every prediction.
+"""The benchmark's run stages: each network run trained where missing, predicted on the evaluated cases and scored
+(one run after another, so a stopped benchmark keeps every run it finished); the rules without a network applied and
+scored.
 
 Trained models are reused and interrupted trainings resumed (``TrainedModel``); predictions and rule masks are
 written to ``<folder>.partial`` and renamed when complete, so an interrupted benchmark continues where it stopped.
@@ -67,26 +68,23 @@ def ensure_planned(raw: Path, configuration: str, plans: str) -> Path:
 RunKey = tuple[str, int, int]  # (method key, nnU-Net fold, repeat)
 
 
-def train_models(methods: list[Method], folds: list[int], repeats: int, datasets: dict[str | None, Path],
-                 plans: str, configuration: str, device: str,
-                 recorded: frozenset[RunKey] = frozenset()) -> dict[RunKey, float | None]:
-    """Train every network row's model of every run that is missing: repeat by repeat, so that an interrupted
-    benchmark has whole repeats first. Runs in ``recorded`` (their study record exists) are skipped.
+def network_runs(methods: list[Method], folds: list[int], repeats: int,
+                 recorded: frozenset[RunKey] = frozenset()) -> list[tuple[Method, int, int]]:
+    """Every network row's run still to make as (method, fold, repeat): repeat by repeat, then fold by fold, so that
+    an interrupted benchmark has whole repeats first. Runs in ``recorded`` (their study record exists) are left out."""
+    return [(method, fold, repeat) for repeat in range(repeats) for fold in folds for method in methods
+            if method.trainer and (method.info.key, fold, repeat) not in recorded]
 
-    Returns the wall seconds of each run's training (None for a model that existed already)."""
-    seconds: dict[RunKey, float | None] = {}
-    for repeat in range(repeats):
-        for fold in folds:
-            for method in methods:
-                key = (method.info.key, fold, repeat)
-                if not method.trainer or key in recorded:
-                    continue
-                model = model_of(method, fold, repeat, datasets, plans, configuration)
-                existed = model.is_trained
-                start = time.monotonic()
-                model.train(device)
-                seconds[key] = None if existed else time.monotonic() - start
-    return seconds
+
+def train_run(method: Method, fold: int, repeat: int, datasets: dict[str | None, Path], plans: str,
+              configuration: str, device: str) -> float | None:
+    """Train one run's model where it is missing (resume it where interrupted); its wall seconds, or None for a model
+    that existed already."""
+    model = model_of(method, fold, repeat, datasets, plans, configuration)
+    existed = model.is_trained
+    start = time.monotonic()
+    model.train(device)
+    return None if existed else time.monotonic() - start
 
 
 def prediction_folder(output: Path, key: str, fold: int, repeat: int) -> Path:
@@ -94,28 +92,17 @@ def prediction_folder(output: Path, key: str, fold: int, repeat: int) -> Path:
     return output / "predictions" / key / (f"fold_{fold}" if repeat == 0 else f"fold_{fold}_repeat_{repeat}")
 
 
-def predict(methods: list[Method], cases: dict[int, list[Case]], repeats: int, datasets: dict[str | None, Path],
-            plans: str, configuration: str, device: str, output: Path, test_split: bool,
-            file_ending: str, recorded: frozenset[RunKey] = frozenset()) -> dict[RunKey, Path]:
-    """Each network row's prediction folder per run (method key, fold, repeat): the test split predicted into
-    ``output/predictions``, or, without a test split, nnU-Net's own validation predictions. Runs in ``recorded``
-    are skipped (their record holds their scores)."""
-    predictions: dict[RunKey, Path] = {}
-    for repeat in range(repeats):
-        for fold, fold_cases in cases.items():
-            ids = [c.case_id for c in fold_cases]
-            for method in methods:
-                key = (method.info.key, fold, repeat)
-                if not method.trainer or key in recorded:
-                    continue
-                trained = model_of(method, fold, repeat, datasets, plans, configuration)
-                if not test_split:
-                    predictions[key] = trained.fold_folder / "validation"
-                    continue
-                source = datasets[method.companion]
-                predictions[key] = trained.predict(source / "imagesTs", prediction_folder(output, *key), device, ids,
-                                                   file_ending)
-    return predictions
+def predict_run(method: Method, fold: int, repeat: int, fold_cases: list[Case], datasets: dict[str | None, Path],
+                plans: str, configuration: str, device: str, output: Path, test_split: bool,
+                file_ending: str) -> Path:
+    """One run's prediction folder: the fold's evaluated cases of the test split predicted into
+    ``output/predictions``, or, without a test split, nnU-Net's own validation predictions."""
+    trained = model_of(method, fold, repeat, datasets, plans, configuration)
+    if not test_split:
+        return trained.fold_folder / "validation"
+    target = prediction_folder(output, method.info.key, fold, repeat)
+    return trained.predict(datasets[method.companion] / "imagesTs", target, device, [c.case_id for c in fold_cases],
+                           file_ending)
 
 
 def rule_predictions_complete(target: Path, cases: list[Case], key: str, file_ending: str) -> bool:
