@@ -21,6 +21,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from nnunetv2.configuration import default_num_processes
 
 from nnunet_dkm.cli_types import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "and its 2d configuration slices along; for isotropic data any axis may be chosen). "
                              "Recorded in the checkpoint; nnUNetTrainerDKM slices its 3D patches the same way")
     parser.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    parser.add_argument("-np", "--num-processes", type=positive_int, default=default_num_processes,
+                        help=f"processes that build the DM cache when it is missing (default {default_num_processes}, "
+                             f"nnU-Net's nnUNet_def_n_proc; 1 builds in this process; with torchrun the ranks of a "
+                             f"node share them and each builds its share of the exams)")
     add_device_argument(parser, "device (with torchrun, each rank uses cuda:LOCAL_RANK)")
     parser.add_argument("--preset", default="small", choices=PRESET_NAMES,
                         help="DM and recipe (small: 2-core CPU; paper: the paper's DM, a GPU job)")
@@ -156,7 +161,7 @@ def settings_from_args(args: argparse.Namespace) -> PretrainSettings:
         input_scale=args.input_scale, augmentation=not args.no_augmentation, device=args.device,
         precision=args.precision, validate_every=args.validate_every, save_every=args.save_every,
         keep_steps=tuple(args.keep_steps), max_minutes=args.max_minutes or None, slice_axis=args.slice_axis,
-        objective=args.objective, target=args.target,
+        objective=args.objective, target=args.target, num_processes=args.num_processes,
     )
 
 

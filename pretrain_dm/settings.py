@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
+from nnunetv2.configuration import default_num_processes
 
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.postcontrast import DEFAULT_DDIM_STEPS
@@ -60,6 +61,7 @@ class PretrainSettings:
     sample_ddim_steps: int = DEFAULT_DDIM_STEPS  # the dm_samples.png figure: the synthesis sampler
     objective: str = "kinetic"  # kinetic, pre-only or regression (nnunet_dkm.diffusion.objectives)
     target: str | None = None  # post or enhancement; None: the preset's
+    num_processes: int = default_num_processes  # -np: processes that build the DM cache (nnU-Net's nnUNet_def_n_proc)
 
     def __post_init__(self) -> None:
         preset_recipe = dm_preset(self.preset).recipe

@@ -53,11 +53,12 @@ from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
 from nnunet_dkm.diffusion.presets import preset_network
 from nnunet_dkm.paths import dm_figure_path
-from nnunet_dkm.preprocessing import DmCache, PlannedDataset, build_cache
+from nnunet_dkm.preprocessing import DmCache, PlannedDataset
 from pretrain_dm.augment import AugmentationConfig, augment_patches
 from pretrain_dm.objective import autocast_context, enhancement_weights, step_generators, weighted_mse
 from pretrain_dm.plots import held_out_tumour_patches, plot_loss_curve, plot_samples
 from pretrain_dm.settings import PretrainingError, PretrainSettings, RunContext, settings_from_dict, settings_to_dict
+from pretrain_dm.shared_cache import shared_cache
 from pretrain_dm.slices import PatchSampler, split_exams
 
 VALIDATION_PATCHES = 32
@@ -181,15 +182,8 @@ class DmPretrainer:
         return tuple(int(size) for size in patch)
 
     def _shared_cache(self) -> DmCache:
-        """Build the cache on rank 0 while the other ranks wait, then everyone reads it."""
-        cache = None
-        if self.context.is_main:
-            cache = build_cache(self.dataset, progress=self.progress)
-        if self.context.world_size > 1:
-            dist.barrier()
-        if cache is None:
-            cache = build_cache(self.dataset, progress=False)
-        return cache
+        """The dataset's DM cache, built with ``-np`` processes; under torchrun every rank builds a share."""
+        return shared_cache(self.dataset, self.context, self.settings.num_processes, self.progress)
 
     def snapshot_path(self, step: int) -> Path:
         """Where the copy kept at ``step`` goes: ``dm_checkpoint.step<step>.pt`` beside the checkpoint."""

@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER
+# one worker process where nnU-Net's convention (and the DM cache's -np default) would spawn several: each spawned
+# worker costs seconds here; read by nnunetv2.configuration at its import, so set before anything imports nnunetv2
+os.environ.setdefault("nnUNet_def_n_proc", "1")
+
+from nnunet_dkm.ext_trainer_path import EXT_TRAINER_FOLDER  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_NACT_PILOT = REPO_ROOT.parent / "shared" / "data" / "breast_mri_nact_pilot"

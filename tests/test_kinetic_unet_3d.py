@@ -25,6 +25,7 @@ from nnunet_dkm.architecture.kinetic_unet_3d import (
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity, save_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor, slices_per_chunk, slicewise_kinetic_features
+from nnunet_dkm.preprocessing.cache_storage import write_images, write_seg
 from nnunet_dkm.preprocessing.dm_cache import CachedExam, slice_facts
 from nnunet_dkm.training.nnUNetTrainerDKM import DkmSetupError, nnUNetTrainerDKM, trainable_parameters
 from nnunet_dkm.training.variants.paper import nnUNetTrainerDKMPaper
@@ -331,10 +332,10 @@ def test_cached_exam_along_another_axis_moves_it_first(tmp_path: Path) -> None:
     images = rng.normal(size=(3, 6, 8, 10)).astype(np.float32)
     seg = np.zeros((6, 8, 10), np.int8)
     seg[2:4, 5, 3:7] = 1
-    np.save(tmp_path / "case.npy", images)
-    np.save(tmp_path / "case_seg.npy", seg)
+    images = write_images(tmp_path / "case.b2nd", images)  # the values as stored (float16)
+    write_seg(tmp_path / "case_seg.b2nd", seg)
     tumour, enhancement = slice_facts(images, seg)
-    exam = CachedExam("case", "labelled", tmp_path / "case.npy", tmp_path / "case_seg.npy", images.shape,
+    exam = CachedExam("case", "labelled", tmp_path / "case.b2nd", tmp_path / "case_seg.b2nd", images.shape,
                       tuple(tumour), tuple(enhancement))
     assert exam.along_axis(0) is exam and exam.tumour_slices == (2, 3)
     for axis, tumour_slices in ((1, (5,)), (2, (3, 4, 5, 6))):
