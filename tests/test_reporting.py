@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pandas as pd
+from conftest import squeeze
 
 from nnunet_dkm.reporting import ReportHeader, markdown_table
-
-
-def squeeze(text: str) -> str:
-    """``text`` with runs of spaces folded to one (tables are padded to their widest cell)."""
-    return re.sub(" +", " ", text)
 
 
 def test_header_states_command_date_machine_commit_and_notes():
