@@ -79,11 +79,11 @@ class ReportHeader:
                 *[f"- {note}" for note in self.notes]]
 
 
-def markdown_table(rows: pd.DataFrame | Sequence[Mapping[str, object]], columns: Sequence[str] | None = None
-                   ) -> list[str]:
-    """``rows`` (a frame, or one mapping per line whose keys are the headers) as the lines of a markdown pipe table
-    (pandas ``to_markdown``, i.e. tabulate); cells stand as given: number parsing is off, so format numbers first.
-    ``columns`` names the headers of a table that may have no rows."""
+def markdown_table(rows: pd.DataFrame | Sequence[Mapping[str, object] | Sequence[object]],
+                   columns: Sequence[str] | None = None) -> list[str]:
+    """``rows`` (a frame, one mapping per line whose keys are the headers, or one sequence per line with the headers
+    in ``columns``) as the lines of a markdown pipe table (pandas ``to_markdown``, i.e. tabulate); cells stand as
+    given: number parsing is off, so format numbers first. ``columns`` also heads a table without rows."""
     frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=columns)
     return frame.to_markdown(index=False, disable_numparse=True).splitlines()
 
