@@ -29,6 +29,8 @@ setup(
         "matplotlib",
         "scikit-learn",
         "scikit-image",  # SSIM maps of the DM-quality measure
+        "pandas",
+        "tabulate",  # pandas DataFrame.to_markdown: the reports' tables (nnunet_dkm.reporting.markdown_table)
     ],
     extras_require={"test": ["pytest", "pytest-xdist", "ruff"]},
     entry_points={

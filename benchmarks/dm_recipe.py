@@ -263,28 +263,28 @@ def goal_lines(test: pd.DataFrame) -> list[str]:
 
 def markdown(rows: pd.DataFrame, scores: pd.DataFrame, test: pd.DataFrame, chosen: dict, runs: list[Run],
              command: str) -> str:
-    from nnunet_dkm.reporting import machine_description
+    from nnunet_dkm.reporting import ReportHeader, machine_description, markdown_table
 
     reference = scores[(scores["phase"] == 1) & (scores["region"] == "tumour")].groupby("estimate")
     reference = reference["mae_vs_identity"].first()
     steps = sorted({step for run in runs for step in run.snapshots})
-    lines = ["# DM recipe: synthetic post-contrast quality against pretraining steps", "",
-             f"- command: `{command}`", f"- machine: {machine_description('cpu')}; each pretraining run pinned to one "
-             "core (`taskset`, `OMP_NUM_THREADS=1`), two runs side by side",
-             "- data: make demo's phantom (64x64x12, seed 0); selection split = the DM's 8 held-out labelled "
-             "training exams; the test split (12 exams) is scored once, for the chosen recipe only",
-             "- measure: `nnUNetv2_dkm_dm_quality` (phase 1): MAE relative to the pre-contrast image's MAE, tumour / "
-             "breast (the body minus the tumour) in each cell; negative is better",
-             f"- references on the selection split: linear map {reference.get('linear', np.nan):+.0%}, mask-told "
-             f"ceiling {reference.get('mask-told ceiling', np.nan):+.0%}", "",
-             "| run | lever | weights | sampler | " + " | ".join(f"step {s}" for s in steps) + " |",
-             "|---|---|---|---|" + "---|" * len(steps)]
+    table = []
     for run in runs:
         for (weights, sampler), part in rows[rows["run"] == run.name].groupby(["weights", "sampler"]):
             by_step = part.set_index("step")
-            cells = [f"{by_step.loc[s, 'mae_vs_identity']:+.0%} / {by_step.loc[s, 'breast_mae_vs_identity']:+.0%}"
-                     if s in by_step.index else "-" for s in steps]
-            lines.append(f"| {run.name} | {run.lever} | {weights} | {sampler} | " + " | ".join(cells) + " |")
+            table.append([run.name, run.lever, weights, sampler, *[
+                f"{by_step.loc[s, 'mae_vs_identity']:+.0%} / {by_step.loc[s, 'breast_mae_vs_identity']:+.0%}"
+                if s in by_step.index else "-" for s in steps]])
+    lines = [*ReportHeader("DM recipe: synthetic post-contrast quality against pretraining steps", command,
+                           f"{machine_description('cpu')}; each pretraining run pinned to one core (`taskset`, "
+                           "`OMP_NUM_THREADS=1`), two runs side by side", notes=[
+             "data: make demo's phantom (64x64x12, seed 0); selection split = the DM's 8 held-out labelled "
+             "training exams; the test split (12 exams) is scored once, for the chosen recipe only",
+             "measure: `nnUNetv2_dkm_dm_quality` (phase 1): MAE relative to the pre-contrast image's MAE, tumour / "
+             "breast (the body minus the tumour) in each cell; negative is better",
+             f"references on the selection split: linear map {reference.get('linear', np.nan):+.0%}, mask-told "
+             f"ceiling {reference.get('mask-told ceiling', np.nan):+.0%}"]).lines(), "",
+             *markdown_table(table, ["run", "lever", "weights", "sampler", *[f"step {s}" for s in steps]])]
     first = best_at_budget(rows, breast_no_worse=False)
     lines += ["", f"The rule as first fixed (tumour MAE alone) picks `{first['run']}`, {first['weights']} weights, "
               f"`{first['sampler']}`: tumour {first['mae_vs_identity']:+.0%}, breast "
@@ -294,11 +294,11 @@ def markdown(rows: pd.DataFrame, scores: pd.DataFrame, test: pd.DataFrame, chose
               f"sampler `{chosen['sampler']}`, {chosen['steps']} steps (within 2 points of its best snapshot; "
               f"snapshots to {chosen['last_step']}).",
               "", "## The chosen recipe on the test split (scored once)", "",
-              "| step | region | estimate | MAE | MAE vs identity | PSNR | SSIM | enhancement corr. |",
-              "|---|---|---|---|---|---|---|---|"]
-    for row in test[test["phase"] == 1].itertuples():
-        lines.append(f"| {row.step} | {row.region} | {row.estimate} | {row.mae:.3f} | {row.mae_vs_identity:+.0%} | "
-                     f"{row.psnr:.1f} | {row.ssim:.3f} | {row.enhancement_corr:.3f} |")
+              *markdown_table([[row.step, row.region, row.estimate, f"{row.mae:.3f}", f"{row.mae_vs_identity:+.0%}",
+                                f"{row.psnr:.1f}", f"{row.ssim:.3f}", f"{row.enhancement_corr:.3f}"]
+                               for row in test[test["phase"] == 1].itertuples()],
+                              ["step", "region", "estimate", "MAE", "MAE vs identity", "PSNR", "SSIM",
+                               "enhancement corr."])]
     lines += ["", "Goal (issue 20) on the test split:", *goal_lines(test), "", "![curves](dm_recipe.png)"]
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import shlex
 import statistics
@@ -37,7 +36,7 @@ from nnunet_dkm.diffusion import features as features_module
 from nnunet_dkm.diffusion.config import InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor
 from nnunet_dkm.diffusion.presets import preset_network
-from nnunet_dkm.reporting import PeakMemory, machine_description
+from nnunet_dkm.reporting import PeakMemory, ReportHeader, machine_description, markdown_table
 
 DEFAULT_OUTPUT = Path(__file__).with_name("results_feature_extraction_speed.md")
 PATCH_SIZE = 128
@@ -203,15 +202,15 @@ def results_table(measurements: list[Measurement]) -> list[str]:
     }
     header = ["preset", "batch", "mode", "features", "levels", "precision", "forward", "s / batch best",
               "s / batch median", "ms / slice (best)", "% of full fp32 forward (best)", "peak memory MiB", "runs"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for m in measurements:
         reference = full_reference.get((m.case.preset, m.case.batch, "fp32"))
         share = f"{100 * m.best / reference:.0f} %" if reference else "-"
         peak = f"{m.peak_mib:.0f}" if m.peak_mib is not None else "n/a"
-        row = m.case.describe() + [f"{m.best:.3f}", f"{m.median:.3f}", f"{1000 * m.best / m.case.batch:.0f}", share,
-                                   peak, str(len(m.seconds))]
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
+        rows.append(dict(zip(header, m.case.describe() + [f"{m.best:.3f}", f"{m.median:.3f}",
+                                                          f"{1000 * m.best / m.case.batch:.0f}", share, peak,
+                                                          str(len(m.seconds))], strict=True)))
+    return markdown_table(rows)
 
 
 def summary(measurements: list[Measurement]) -> list[str]:
@@ -242,9 +241,7 @@ def summary(measurements: list[Measurement]) -> list[str]:
 def run_benchmark(output: Path, repeats: int, paper_repeats: int, device: torch.device, time_budget_s: float,
                   log: Callable[[str], None]) -> Path:
     """Measure every case and write the markdown report to ``output``."""
-    header = [f"- machine: {machine_description(str(device))}"]
-    if hasattr(os, "getloadavg"):
-        header.append("- load average (1, 5, 15 min) at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+    notes = ["load average (1, 5, 15 min) at start: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())]
     other_jobs = OtherJobsMeter()
     plan = [(case, repeats) for batch in (4, 12) for case in cases_for("small", batch)]
     plan += [(case, paper_repeats) for case in cases_for("paper", 1)]
@@ -252,27 +249,16 @@ def run_benchmark(output: Path, repeats: int, paper_repeats: int, device: torch.
     measurements = measure_all(plan, device, time_budget_s, log)
     total = time.perf_counter() - started
 
-    lines = [
-        "# Kinetic feature extraction speed",
-        "",
-        "Produced by:",
-        "",
-        "```",
-        "python " + " ".join(shlex.quote(arg) for arg in sys.argv),
-        "```",
-        "",
-        f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        *header,
-    ]
-    if hasattr(os, "getloadavg"):
-        lines.append("- load average at end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+    notes.append("load average at end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     share = other_jobs.share_of_machine()
     if share is not None:
-        lines.append(f"- CPU time used by other processes during the run: {100 * share:.0f} % of all cores")
+        notes.append(f"CPU time used by other processes during the run: {100 * share:.0f} % of all cores")
     spread = max(m.median / m.best for m in measurements)
-    lines.append(f"- largest median / best time ratio over the rows: {spread:.2f} (1.00: no run-to-run variation)")
-    lines += [
-        f"- total benchmark time: {total:.0f} s",
+    notes += [f"largest median / best time ratio over the rows: {spread:.2f} (1.00: no run-to-run variation)",
+              f"total benchmark time: {total:.0f} s"]
+    lines = [
+        *ReportHeader("Kinetic feature extraction speed", "python " + shlex.join(sys.argv),
+                      machine_description(str(device)), notes=notes).lines(),
         "",
         f"Patches: random {PATCH_SIZE}x{PATCH_SIZE}, one channel; DM weights random (speed does not depend on "
         f"them). One warm-up call per row, then up to {repeats} timed calls per small-preset row and "

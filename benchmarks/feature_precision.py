@@ -21,7 +21,7 @@ import SimpleITK as sitk
 import torch
 
 from nnunet_dkm.evaluation.metrics import case_metrics
-from nnunet_dkm.reporting import machine_description, mean_seconds, utc_now
+from nnunet_dkm.reporting import ReportHeader, machine_description, markdown_table, mean_seconds
 
 HERE = Path(__file__).resolve().parent
 
@@ -85,22 +85,20 @@ def main() -> None:
         rows[name] = predict_all(dkm, images, args.repeats)
 
     base_time = rows["vanilla nnU-Net"][1]
+    dice = {name: [case_metrics(r, p > 0, spacing).dice for r, p in zip(references, predictions, strict=True)]
+            for name, (predictions, _) in rows.items()}
     lines = [
-        "# bf16 autocast of the frozen DM at prediction time: speed and accuracy",
+        *ReportHeader("bf16 autocast of the frozen DM at prediction time: speed and accuracy",
+                      f"python benchmarks/feature_precision.py --results {args.results} --raw {args.raw} --vanilla "
+                      f"{args.vanilla} --dkm {args.dkm} --fold {args.fold}", machine_description(), notes=[
+                          f"**Data:** {len(images)} test cases of {args.raw.name}; fold {args.fold} models; nnU-Net "
+                          f"predictor with mirroring (as `nnUNetv2_predict`), mean of {args.repeats} passes after "
+                          "warm-up"]).lines(),
         "",
-        f"- **Command:** `python benchmarks/feature_precision.py --results {args.results} --raw {args.raw} "
-        f"--vanilla {args.vanilla} --dkm {args.dkm} --fold {args.fold}`",
-        f"- **Date / machine:** {utc_now()}; {machine_description()}",
-        f"- **Data:** {len(images)} test cases of {args.raw.name}; fold {args.fold} models; nnU-Net predictor with "
-        f"mirroring (as `nnUNetv2_predict`), mean of {args.repeats} passes after warm-up",
-        "",
-        "| model | s / case | vs vanilla | Dice vs labels (mean ± std) |",
-        "|---|---|---|---|",
+        *markdown_table([{"model": name, "s / case": f"{seconds:.3f}", "vs vanilla": f"{seconds / base_time:.2f}x",
+                          "Dice vs labels (mean ± std)": f"{np.mean(dice[name]):.4f} ± {np.std(dice[name]):.4f}"}
+                         for name, (_, seconds) in rows.items()]),
     ]
-    for name, (predictions, seconds) in rows.items():
-        dice = [case_metrics(r, p > 0, spacing).dice for r, p in zip(references, predictions, strict=True)]
-        lines.append(f"| {name} | {seconds:.3f} | {seconds / base_time:.2f}x | {np.mean(dice):.4f} ± "
-                     f"{np.std(dice):.4f} |")
     fp32, bf16 = rows["DKM, DM fp32"][0], rows["DKM, DM bf16 autocast"][0]
     agreement = [case_metrics(a > 0, b > 0, spacing).dice for a, b in zip(fp32, bf16, strict=True)]
     changed = sum(int((a != b).sum()) for a, b in zip(fp32, bf16, strict=True))

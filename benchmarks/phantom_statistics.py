@@ -16,7 +16,6 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from importlib.metadata import version  # noqa: E402
@@ -26,7 +25,7 @@ from dataset_conversion.phantom.case import generate_case  # noqa: E402
 from dataset_conversion.phantom.parameters import PRESETS, preset_parameters  # noqa: E402
 from dataset_conversion.phantom.stats import format_table, measure_dataset, summarise, write_montage  # noqa: E402
 from dataset_conversion.phantom.synthesize import synthesize_dataset  # noqa: E402
-from nnunet_dkm.reporting import machine_description  # noqa: E402
+from nnunet_dkm.reporting import ReportHeader, machine_description, markdown_table  # noqa: E402
 
 DEMO_ID, NACT_ID = 990, 991
 NACT_EXAMS = 8  # enough for a median; the full nact preset (160 exams) takes about 15 minutes
@@ -56,23 +55,21 @@ def run(seed: int, output_dir: Path) -> str:
     num_demo_exams = demo.num_train + demo.num_test + demo.num_unlabelled
     x, y, z = demo.phantom.shape_xyz
     report = "\n".join([
-        "# Synthetic phantom: generation time and calibration",
-        "",
-        f"- command: `python benchmarks/phantom_statistics.py --seed {seed}`",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {machine_description()}, {os.environ['OMP_NUM_THREADS']} thread; "
-        + ", ".join(f"{name} {version(name)}" for name in ("numpy", "scipy", "dcmri", "SimpleITK")),
+        *ReportHeader("Synthetic phantom: generation time and calibration",
+                      f"python benchmarks/phantom_statistics.py --seed {seed}",
+                      f"{machine_description()}, {os.environ['OMP_NUM_THREADS']} thread; "
+                      + ", ".join(f"{name} {version(name)}" for name in ("numpy", "scipy", "dcmri", "SimpleITK"))
+                      ).lines(),
         "",
         "## Generation time (one CPU thread, including writing compressed NIfTI)",
         "",
-        "| what | time |",
-        "|---|---|",
-        f"| demo preset, all splits: {demo.num_train} train + {demo.num_test} test + {demo.num_unlabelled} "
-        f"unlabelled exams of {x}x{y}x{z} voxels, 3 phases | {demo_seconds:.1f} s "
-        f"({demo_seconds / num_demo_exams:.2f} s per exam) |",
-        f"| one nact exam (256x256x60), generation only | {nact_generate_seconds:.1f} s |",
-        f"| {NACT_EXAMS} nact exams, generated and written as a dataset | {nact_write_seconds:.1f} s "
-        f"({nact_write_seconds / NACT_EXAMS:.1f} s per exam) |",
+        *markdown_table([
+            (f"demo preset, all splits: {demo.num_train} train + {demo.num_test} test + {demo.num_unlabelled} "
+             f"unlabelled exams of {x}x{y}x{z} voxels, 3 phases",
+             f"{demo_seconds:.1f} s ({demo_seconds / num_demo_exams:.2f} s per exam)"),
+            ("one nact exam (256x256x60), generation only", f"{nact_generate_seconds:.1f} s"),
+            (f"{NACT_EXAMS} nact exams, generated and written as a dataset",
+             f"{nact_write_seconds:.1f} s ({nact_write_seconds / NACT_EXAMS:.1f} s per exam)")], ["what", "time"]),
         "",
         f"## Demo preset: statistics of the {demo.num_train + demo.num_test} labelled exams (seed {seed})",
         "",

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nnunet_dkm.reporting import machine_description, mean_seconds, utc_now
+from nnunet_dkm.reporting import ReportHeader, machine_description, markdown_table, mean_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [  # preset, prediction type, patch, batch, timed steps
@@ -77,20 +77,15 @@ def main() -> None:
         rows.append((case, measured))
         print(case, measured, flush=True)
     lines = [
-        "# DM pretraining speed",
+        *ReportHeader("DM pretraining speed", "python benchmarks/pretrain_speed.py", f"{machine_description()}, fp32",
+                      notes=["one step = forward + backward + AdamW on random data with 2 post-contrast phases; mean "
+                             "of the timed steps after two warm-up steps; peak RSS of the measuring process"]).lines(),
         "",
-        "- command: `python benchmarks/pretrain_speed.py`",
-        f"- date: {utc_now()}",
-        f"- machine: {machine_description()}, fp32",
-        "- one step = forward + backward + AdamW on random data with 2 post-contrast phases; mean of the timed steps "
-        "after two warm-up steps; peak RSS of the measuring process",
-        "",
-        "| preset | prediction | patch | batch | params (M) | s / step | slices / s | peak RSS (MiB) |",
-        "|---|---|---|---|---|---|---|---|",
+        *markdown_table([{"preset": preset, "prediction": prediction_type, "patch": f"{patch}x{patch}", "batch": batch,
+                          "params (M)": f"{m['parameters_millions']:.2f}", "s / step": f"{m['seconds_per_step']:.2f}",
+                          "slices / s": f"{m['slices_per_second']:.1f}", "peak RSS (MiB)": f"{m['peak_rss_mib']:.0f}"}
+                         for (preset, prediction_type, patch, batch, _), m in rows]),
     ]
-    for (preset, prediction_type, patch, batch, _), m in rows:
-        lines.append(f"| {preset} | {prediction_type} | {patch}x{patch} | {batch} | {m['parameters_millions']:.2f} | "
-                     f"{m['seconds_per_step']:.2f} | {m['slices_per_second']:.1f} | {m['peak_rss_mib']:.0f} |")
     args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

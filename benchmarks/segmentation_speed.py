@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nnunet_dkm.reporting import PeakMemory, machine_description, mean_seconds, utc_now
+from nnunet_dkm.reporting import PeakMemory, ReportHeader, machine_description, markdown_table, mean_seconds
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET_ID = 990
@@ -246,33 +246,22 @@ def measure_configuration(configuration: str, workdir: Path, args: argparse.Name
 
 def speed_table(rows: dict[str, dict]) -> list[str]:
     vanilla = next(row for label, row in rows.items() if label.startswith("vanilla"))
-    lines = [
-        "| trainer | train s/iter | vs vanilla | of which DM features | predict s/case (mirroring) | vs vanilla "
-        "| predict s/case (no mirroring) | vs vanilla | peak RSS train / predict (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = []
     for label, row in rows.items():
         dm = row["train"].get("dm_seconds")
+        seconds = {key: (f"{row[key]['seconds']:.2f}", f"{row[key]['seconds'] / vanilla[key]['seconds']:.2f}x")
+                   for key in ("train", "predict_mirroring", "predict_plain")}
         dm_share = "-" if dm is None else f"{dm:.2f} s ({dm / row['train']['seconds']:.0%})"
-        lines.append(
-            f"| {label} | {row['train']['seconds']:.2f} "
-            f"| {row['train']['seconds'] / vanilla['train']['seconds']:.2f}x "
-            f"| {dm_share} "
-            f"| {row['predict_mirroring']['seconds']:.2f} "
-            f"| {row['predict_mirroring']['seconds'] / vanilla['predict_mirroring']['seconds']:.2f}x "
-            f"| {row['predict_plain']['seconds']:.2f} "
-            f"| {row['predict_plain']['seconds'] / vanilla['predict_plain']['seconds']:.2f}x "
-            f"| {row['train']['peak_rss_mib']:.0f} / {row['predict_mirroring']['peak_rss_mib']:.0f} |"
-        )
-    return lines
+        lines.append([label, *seconds["train"], dm_share,
+                      *seconds["predict_mirroring"], *seconds["predict_plain"],
+                      f"{row['train']['peak_rss_mib']:.0f} / {row['predict_mirroring']['peak_rss_mib']:.0f}"])
+    return markdown_table(lines, ["trainer", "train s/iter", "vs vanilla", "of which DM features",
+                                  "predict s/case (mirroring)", "vs vanilla", "predict s/case (no mirroring)",
+                                  "vs vanilla", "peak RSS train / predict (MiB)"])
 
 
 def memory_table(rows: dict[str, dict]) -> list[str]:
-    lines = [
-        "| trainer | slices per batch (in-plane) | chunking | slices per DM call | DM features s | peak memory growth "
-        "MiB |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = []
     for label, row in rows.items():
         dm = row.get("dm_memory")
         for setting in dm["settings"] if dm else ():
@@ -280,9 +269,10 @@ def memory_table(rows: dict[str, dict]) -> list[str]:
             if chunking == "default":
                 chunking = f"default (slice_chunk_pixels {setting['chunk_pixels']})"
             peak = "-" if setting["peak_mib"] is None else f"{setting['peak_mib']:.0f}"
-            lines.append(f"| {label} | {dm['slices']} ({'x'.join(map(str, dm['in_plane']))}) | {chunking} "
-                         f"| {setting['slices_per_call']} | {setting['seconds']:.2f} | {peak} |")
-    return lines
+            lines.append([label, f"{dm['slices']} ({'x'.join(map(str, dm['in_plane']))})", chunking,
+                          setting["slices_per_call"], f"{setting['seconds']:.2f}", peak])
+    return markdown_table(lines, ["trainer", "slices per batch (in-plane)", "chunking", "slices per DM call",
+                                  "DM features s", "peak memory growth MiB"])
 
 
 def main() -> None:
@@ -317,21 +307,16 @@ def main() -> None:
                                  ("--prediction-rounds", args.prediction_rounds, PREDICTION_ROUNDS)):
         if value != default:
             command += f" {flag} {value}"
-    lines = [
-        "# Segmentation speed: DKM vs vanilla nnU-Net",
-        "",
-        f"- command: `{command}`",
-        f"- date: {utc_now()}",
-        f"- machine: {machine_description()}, fp32",
-        f"- training: mean of {args.train_steps} iterations after warm-up; prediction: mean of "
+    title = "Segmentation speed: DKM vs vanilla nnU-Net"
+    lines = ReportHeader(title, command, f"{machine_description()}, fp32", notes=[
+        f"training: mean of {args.train_steps} iterations after warm-up; prediction: mean of "
         f"{args.prediction_runs} runs after warm-up, the best of {args.prediction_rounds} rounds over all trainers "
         "(torch.utils.benchmark.Timer). This VM's CPU is shared, so single runs slow down at random; the ratios "
         "compare the best rounds. Peak RSS of the measuring process; DM weights random (speed does not depend on "
         "them)",
-        "- `nnUNetTrainerDKM`: fusions merge with a 1x1 convolution, DM in channels-last memory format (the "
+        "`nnUNetTrainerDKM`: fusions merge with a 1x1 convolution, DM in channels-last memory format (the "
         "defaults); `nnUNetTrainerDKM_merge3x3`: the stage's own 3x3 merge kernel (the default before 1x1); "
-        "`nnUNetTrainerDKM_bf16`: the DM under bfloat16 autocast (this CPU has AVX512-BF16)",
-    ]
+        "`nnUNetTrainerDKM_bf16`: the DM under bfloat16 autocast (this CPU has AVX512-BF16)"]).lines()
     for configuration, rows in results.items():
         vanilla = next(row for label, row in rows.items() if label.startswith("vanilla"))
         lines += [

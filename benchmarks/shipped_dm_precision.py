@@ -26,7 +26,7 @@ import pandas as pd
 
 from nnunet_dkm.evaluation.nnunet_runs import run_command
 from nnunet_dkm.fingerprints import file_sha256
-from nnunet_dkm.reporting import machine_description, utc_now
+from nnunet_dkm.reporting import ReportHeader, machine_description, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -61,12 +61,8 @@ def compare(float32: pd.DataFrame, float16: pd.DataFrame, keys: list[str], value
 
 def markdown(frame: pd.DataFrame) -> list[str]:
     """A plain markdown table of ``frame`` (4 decimals, differences signed)."""
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:+.4f}" if isinstance(v, float) and name == "difference" else
-                                       f"{v:.4f}" if isinstance(v, float) else str(v)
-                                       for name, v in zip(frame.columns, row, strict=True)) + " |")
-    return lines
+    formats = {c: "{:+.4f}" if c == "difference" else "{:.4f}" for c in frame.select_dtypes("float")}
+    return markdown_table(frame.assign(**{c: frame[c].map(f.format) for c, f in formats.items()}))
 
 
 def main() -> None:
@@ -86,17 +82,16 @@ def main() -> None:
     worst_mae, worst_dice = quality["difference"].abs().max(), probe["difference"].abs().max()
     matches = worst_mae <= MAE_TOLERANCE and worst_dice <= DICE_TOLERANCE
     lines = [
-        "# The shipped demo DM in float16 against the float32 DM it was exported from", "",
-        f"- command: `python benchmarks/shipped_dm_precision.py --workdir {args.workdir} -d {args.dataset} "
-        f"--float32 {args.float32} --float16 {args.float16}`",
-        f"- date: {utc_now()}; machine: {machine_description('cpu')}",
-        f"- float32: `{args.float32}` (sha256 {file_sha256(args.float32)[:12]}...); float16: `{args.float16}` "
-        f"(sha256 {file_sha256(args.float16)[:12]}...)",
-        "- DM quality: `nnUNetv2_dkm_dm_quality --split selection` (the DM's held-out training exams, DDIM 5 steps, "
-        "seed 0): MAE of the synthetic post-contrast phase relative to the pre-contrast image's MAE",
-        "- probe: `nnUNetv2_dkm_probe` (the trainer's feature setting, seed 0): test Dice of each DM row",
-        f"- rule (fixed before the results): every MAE within {MAE_TOLERANCE:g} and every probe Dice within "
-        f"{DICE_TOLERANCE:g} of the float32 DM's", "",
+        *ReportHeader("The shipped demo DM in float16 against the float32 DM it was exported from",
+                      f"python benchmarks/shipped_dm_precision.py --workdir {args.workdir} -d {args.dataset} "
+                      f"--float32 {args.float32} --float16 {args.float16}", machine_description("cpu"), notes=[
+            f"float32: `{args.float32}` (sha256 {file_sha256(args.float32)[:12]}...); float16: `{args.float16}` "
+            f"(sha256 {file_sha256(args.float16)[:12]}...)",
+            "DM quality: `nnUNetv2_dkm_dm_quality --split selection` (the DM's held-out training exams, DDIM 5 steps, "
+            "seed 0): MAE of the synthetic post-contrast phase relative to the pre-contrast image's MAE",
+            "probe: `nnUNetv2_dkm_probe` (the trainer's feature setting, seed 0): test Dice of each DM row",
+            f"rule (fixed before the results): every MAE within {MAE_TOLERANCE:g} and every probe Dice within "
+            f"{DICE_TOLERANCE:g} of the float32 DM's"]).lines(), "",
         f"**Verdict: {'the float16 copy matches the float32 DM within noise' if matches else 'NOT within the rule'}** "
         f"(largest MAE difference {worst_mae:.4f}, largest probe Dice difference {worst_dice:.4f}).", "",
         "## DM quality (selection split)", "", *markdown(quality), "",

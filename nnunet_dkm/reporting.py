@@ -1,5 +1,6 @@
 """What every report states besides its numbers, for the benchmark, the probe and the scripts in ``benchmarks/``:
-the machine, the date, number formats, the time of a call and the peak memory of a block of work."""
+the header (command, date, machine, commit), markdown tables, number formats, the time of a call and the peak
+memory of a block of work."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import gc
 import math
 import os
 import platform
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+import pandas as pd
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 def cpu_model() -> str:
@@ -41,6 +48,44 @@ def machine_description(device: str = "cpu") -> str:
 def utc_now() -> str:
     """The date and time of a report, e.g. ``2025-01-31 14:05 UTC``."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def current_commit() -> str:
+    """``git describe --always --dirty`` of the checkout this package runs from; ``unknown`` outside git."""
+    try:
+        result = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=PACKAGE_ROOT, capture_output=True,
+                                text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+
+
+@dataclass(frozen=True)
+class ReportHeader:
+    """How a report was made, the lines it opens with: its title, the command, date and machine, the commit of
+    this checkout, and a bullet per note."""
+
+    title: str
+    command: str
+    machine: str
+    date: str = field(default_factory=utc_now)
+    commit: str = field(default_factory=current_commit)
+    notes: Sequence[str] = ()
+
+    def lines(self) -> list[str]:
+        """The header as markdown lines (``# title``, then one ``- `` bullet each)."""
+        return [f"# {self.title}", "", f"- **Command:** `{self.command}`",
+                f"- **Date / machine:** {self.date}; {self.machine}", f"- **Commit:** {self.commit}",
+                *[f"- {note}" for note in self.notes]]
+
+
+def markdown_table(rows: pd.DataFrame | Sequence[Mapping[str, object] | Sequence[object]],
+                   columns: Sequence[str] | None = None) -> list[str]:
+    """``rows`` (a frame, one mapping per line whose keys are the headers, or one sequence per line with the headers
+    in ``columns``) as the lines of a markdown pipe table (pandas ``to_markdown``, i.e. tabulate); cells stand as
+    given: number parsing is off, so format numbers first. ``columns`` also heads a table without rows."""
+    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=columns)
+    return frame.to_markdown(index=False, disable_numparse=True).splitlines()
 
 
 def format_number(value: float | None, digits: int = 3) -> str:

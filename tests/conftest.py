@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -159,3 +160,8 @@ def randomised_network(config, seed: int = 0):
         for parameter in network.parameters():
             parameter.add_(0.05 * torch.randn_like(parameter))
     return network.eval()
+
+
+def squeeze(text: str) -> str:
+    """``text`` with runs of spaces folded to one: markdown tables are padded to their widest cell."""
+    return re.sub(" +", " ", text)

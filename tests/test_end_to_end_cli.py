@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from conftest import journey_environment, plan_and_preprocess
+from conftest import journey_environment, plan_and_preprocess, squeeze
 from conftest import run_command as run
 
 from dataset_conversion.phantom.synthesize import synthesize_dataset
@@ -195,7 +195,7 @@ def test_label_efficiency_trains_every_method_on_nested_subsets(journey: dict) -
     per_case = pd.read_csv(output / "per_case_label_efficiency.csv", dtype={"num_labelled": str})
     assert set(per_case["num_labelled"]) == {"2", "all"} and set(per_case["fold"]) == {0}
     assert {"vanilla", "dkm", "untrained_dm_control", "oracle_post_contrast"} <= set(per_case["method"])
-    overview = (output / "label_efficiency.md").read_text()
+    overview = squeeze((output / "label_efficiency.md").read_text())
     assert "DKM − untrained-DM control" in overview and "| 2 | 2 |" in overview
     assert (output / "label_efficiency.png").read_bytes()[:4] == b"\x89PNG"
     for label in ("2", "all"):
@@ -233,7 +233,7 @@ def test_repeats_give_run_level_verdicts_for_the_dm_controls_and_virtual_contras
         assert f"{objective} DM (" in run_level["dms"].iloc[0]
     report = (output / "results.md").read_text()
     assert "Comparisons over training runs" in report and "conditional on the trained models" in report
-    assert "| fold 0 / r 0 | fold 0 / r 1 |" in report
+    assert "| fold 0 / r 0 | fold 0 / r 1 |" in squeeze(report)
     virtual = next((root / "nnUNet_raw").glob("Dataset*VirtualContrast"))
     assert f"virtual-contrast dataset: {virtual.name}" in report and "s per case" in report
 

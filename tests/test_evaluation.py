@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from conftest import squeeze
 from scipy import ndimage
 from scipy.stats import wilcoxon
 
@@ -260,7 +261,7 @@ def test_label_efficiency_overview_states_the_goal_per_n(tmp_path) -> None:
     assert against.loc["all", "verdict"] == "better" and not against.loc["all", "goal_met"]  # below +0.03
     methods = [MethodInfo(k, k, "pre-contrast network", "pre-contrast", k)
                for k in ("vanilla", "dkm", "untrained_dm_control")]
-    text = write_label_efficiency(tmp_path, per_case, methods, ["# header"], "title")
+    text = squeeze(write_label_efficiency(tmp_path, per_case, methods, ["# header"], "title"))
     control_section = text.split("## DKM − untrained-DM control")[1].split("## DKM − vanilla")[0]
     row_of_4 = next(line for line in control_section.splitlines() if line.startswith("| 4 |"))
     assert row_of_4.startswith("| 4 | 3 | +0.08") and row_of_4.endswith("| better | yes |")
@@ -329,3 +330,30 @@ def test_without_a_test_split_each_fold_is_scored_on_its_validation_cases(tiny_r
     assert [c.case_id for c in cases[0]] == ids[:1] and [c.case_id for c in cases[1]] == ids[1:2]
     case = cases[1][0]
     assert case.pre.parent.name == "imagesTr" and case.post.name == f"{case.case_id}_0001.nii.gz"
+
+
+def test_benchmark_report_states_how_it_was_made_and_its_tables(tmp_path) -> None:
+    from nnunet_dkm.evaluation.benchmark.methods import MethodInfo
+    from nnunet_dkm.evaluation.benchmark.outputs import write_outputs
+    from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext
+
+    rng = np.random.default_rng(0)
+    rows = [{"method": method, "fold": fold, "repeat": repeat, "case": f"c{case}", "dice": dice,
+             "jaccard": dice / (2 - dice), "hd95_mm": 5.0, "empty_prediction": False}
+            for fold in (0, 1) for repeat in (0, 1) for case in range(4)
+            for method, dice in (("vanilla", rng.uniform(0.4, 0.5)), ("dkm", rng.uniform(0.5, 0.6)))]
+    methods = [MethodInfo(k, k.upper(), "pre-contrast network", "pre-contrast", f"nnUNetTrainer_{k}")
+               for k in ("vanilla", "dkm")]
+    context = BenchmarkContext("Dataset9_X", "synthetic", "2d", "nnUNetPlans", "5-fold", [0, 1], "bench -d 9",
+                               "2026-01-01 10:00", "host", notes=["a note"], repeats=2, dms=["kinetic DM (x.pt)"])
+    text = squeeze(write_outputs(tmp_path, context, methods, pd.DataFrame(rows), {0: []}, {}, ".nii.gz"))
+    assert text.startswith("# DKM benchmark: Dataset9_X, 2d\n\n- **Command:** `bench -d 9`\n"
+                           "- **Date / machine:** 2026-01-01 10:00; host\n- **Commit:** ")
+    assert ("- **Split:** 5-fold; folds 0, 1, 2 training run(s) per fold and method; plans nnUNetPlans\n"
+            "- **Trainers:** VANILLA: `nnUNetTrainer_vanilla`; DKM: `nnUNetTrainer_dkm`\n"
+            "- kinetic DM (x.pt)\n- a note\n") in text
+    assert "| method | role | input | made by | n | Dice | Jaccard | HD95 (mm) | empty predictions |" in text
+    assert "| DKM | pre-contrast network | pre-contrast | `nnUNetTrainer_dkm` | 16 | 0.5" in text
+    assert "| method | fold 0 / r 0 | fold 0 / r 1 | fold 1 / r 0 | fold 1 / r 1 |" in text
+    assert "| DKM − VANILLA | 4 | +0.083 | [+0.052, +0.114] | [+0.059, +0.101] | better |" in text
+    assert "| DKM − VANILLA | hd95_mm | 16 | +0.000 | 0.000 | 0 / 16 / 0 | n/a |" in text

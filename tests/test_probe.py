@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PHANTOM_ID, randomised_network, tiny_config, use_nnunet_folders
+from conftest import PHANTOM_ID, randomised_network, squeeze, tiny_config, use_nnunet_folders
 
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, plans_identity, save_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling
@@ -204,7 +204,7 @@ def test_command_end_to_end_writes_every_row(phantom: dict[str, Path], tiny_dm: 
     assert table.loc[table["setting"].notna(), "forward_ms_per_slice"].gt(0).all()
     ceiling = table[table["row"] == "enhancement ceiling"]
     assert ceiling["auc"].min() > 0.9  # the real enhancement defines the label
-    report = (output / "results.md").read_text()
+    report = squeeze((output / "results.md").read_text())
     for row in rows:
         assert f"| {row} |" in report and row in printed
     for text in ("nnUNetv2_dkm_probe -d 990", "7 training steps", "fit 1 labelled", "selection 2",

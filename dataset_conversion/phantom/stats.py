@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
+from tabulate import tabulate
 from tqdm import tqdm
 
 from dataset_conversion.phantom.anatomy import Anatomy
@@ -50,6 +51,7 @@ from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.command_line import add_verbose_argument, check_writable_folder, command_line_entry
 from nnunet_dkm.ftv_rule import percent_enhancement
 from nnunet_dkm.image_integrity import read_checked_image
+from nnunet_dkm.reporting import markdown_table
 
 Array = np.ndarray
 
@@ -234,14 +236,7 @@ def format_table(rows: Sequence[SummaryRow], markdown: bool = False) -> str:
         target = "-" if row.target is None else f"{row.target[0]:g} to {row.target[1]:g}"
         ok = "-" if row.ok is None else ("yes" if row.ok else "NO")
         body.append((row.name, measured, target, ok))
-    if markdown:
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * width for width in widths))
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)) for cells in body]
-    return "\n".join(lines)
+    return "\n".join(markdown_table(body, header)) if markdown else tabulate(body, header, disable_numparse=True)
 
 
 def write_montage(dataset_id: int, output: str | os.PathLike, raw_folder: str | os.PathLike | None = None,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,10 @@ import pandas as pd
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.fingerprints import canonical_sha256
-from nnunet_dkm.reporting import machine_description, utc_now
+from nnunet_dkm.reporting import current_commit, machine_description, utc_now
 
 RECORD_FORMAT = "nnunet_dkm.study_record"
 RECORD_FORMAT_VERSION = 1
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class StudyRecordError(NnunetDkmError):
@@ -74,16 +72,6 @@ class RunIdentity:
     def file_name(self) -> str:
         labels = "" if self.num_labelled == "all" else f"__n{self.num_labelled}"
         return f"{self.method}__fold{self.fold}__repeat{self.repeat}{labels}__{self.key}.json"
-
-
-def current_commit() -> str:
-    """``git describe --always --dirty`` of the checkout this package runs from; ``unknown`` outside git."""
-    try:
-        result = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=PACKAGE_ROOT, capture_output=True,
-                                text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
 
 
 def load_description() -> str:

@@ -21,7 +21,7 @@ from nnunet_dkm.evaluation.statistics import PairedComparison, paired_comparison
 from nnunet_dkm.probe.features import FILTER_BANK, INTENSITY, dm_row_label
 from nnunet_dkm.probe.run import UNTRAINED, ProbeResult
 from nnunet_dkm.probe.scoring import Preview, ProbeOptions
-from nnunet_dkm.reporting import format_mean_std, format_number, format_p
+from nnunet_dkm.reporting import ReportHeader, format_mean_std, format_number, format_p, markdown_table
 
 CLASSIFIER_NAMES = {"logistic": "logistic regression", "mlp": "MLP"}
 METRICS = ("dice", "auc", "average_precision")
@@ -117,30 +117,26 @@ def chosen_settings(summary: pd.DataFrame) -> pd.DataFrame:
 
 def summary_markdown(summary: pd.DataFrame) -> list[str]:
     """The summary as markdown table lines."""
-    lines = ["| row | classifier | DM forward (ms/slice) | threshold | selection Dice | report Dice | ROC-AUC | AP |",
-             "|---|---|---|---|---|---|---|---|"]
-    for line in summary.itertuples(index=False):
-        lines.append(
-            f"| {line.row} | {CLASSIFIER_NAMES.get(line.classifier, line.classifier)} "
-            f"| {format_number(line.forward_ms_per_slice, 1) if line.setting else ''} | {line.threshold:.2f} "
-            f"| {format_number(line.selection_dice)} | {format_mean_std(line.dice_mean, line.dice_std)} "
-            f"| {format_mean_std(line.auc_mean, line.auc_std)} "
-            f"| {format_mean_std(line.average_precision_mean, line.average_precision_std)} |"
-        )
-    return lines
+    return markdown_table([{
+        "row": line.row, "classifier": CLASSIFIER_NAMES.get(line.classifier, line.classifier),
+        "DM forward (ms/slice)": format_number(line.forward_ms_per_slice, 1) if line.setting else "",
+        "threshold": f"{line.threshold:.2f}", "selection Dice": format_number(line.selection_dice),
+        "report Dice": format_mean_std(line.dice_mean, line.dice_std),
+        "ROC-AUC": format_mean_std(line.auc_mean, line.auc_std),
+        "AP": format_mean_std(line.average_precision_mean, line.average_precision_std),
+    } for line in summary.itertuples(index=False)])
 
 
 def comparisons_markdown(items: Sequence[ProbeComparison]) -> list[str]:
-    lines = ["| DM | setting | classifier | minus | cases | mean Dice difference | 95 % interval over cases | "
-             "wins / ties / losses | Wilcoxon p |", "|---|---|---|---|---|---|---|---|---|"]
-    for item in items:
-        c = item.comparison
-        low, high = case_interval(c)
-        lines.append(f"| {item.model} | {item.setting} | {CLASSIFIER_NAMES.get(item.classifier, item.classifier)} "
-                     f"| {item.reference} | {c.pairs} | {format_number(c.mean_difference)} | "
-                     f"[{format_number(low)}, {format_number(high)}] | {c.wins} / {c.ties} / "
-                     f"{c.losses} | {format_p(c.wilcoxon_p)} |")
-    return lines
+    """The paired comparisons as markdown table lines."""
+    return markdown_table([{
+        "DM": item.model, "setting": item.setting,
+        "classifier": CLASSIFIER_NAMES.get(item.classifier, item.classifier), "minus": item.reference,
+        "cases": item.comparison.pairs, "mean Dice difference": format_number(item.comparison.mean_difference),
+        "95 % interval over cases": "[{}, {}]".format(*map(format_number, case_interval(item.comparison))),
+        "wins / ties / losses": f"{item.comparison.wins} / {item.comparison.ties} / {item.comparison.losses}",
+        "Wilcoxon p": format_p(item.comparison.wilcoxon_p),
+    } for item in items])
 
 
 @dataclass(frozen=True)
@@ -168,21 +164,17 @@ def markdown_report(result: ProbeResult, context: ReportContext, summary: pd.Dat
         for info in result.checkpoints)
     split = result.split
     lines = [
-        f"# {context.title}",
-        "",
-        f"- **Command:** `{context.command}`",
-        f"- **Date / machine:** {context.date}; {context.machine}",
-        f"- **Dataset:** {context.dataset}; configuration {context.configuration}; plans {context.plans}",
-        f"- **DM checkpoints:** {checkpoints}; untrained control: the same architecture, random frozen weights "
-        f"(seed {context.seed})",
-        f"- **Cases:** {split.describe()}",
-        f"- **Fit cases:** {', '.join(split.fit)}",
-        f"- **Selection cases:** {', '.join(split.selection)} (thresholds and the chosen setting)",
-        f"- **Report cases:** {', '.join(split.report)} (nothing tuned on them)",
-        f"- **Pixels:** {result.sampled_pixels} balanced body pixels (tumour / non-tumour) from the fit cases; "
-        f"{context.classifier_description}; seed {context.seed}",
-        f"- **Settings:** {', '.join(s.code for s in result.settings)}",
-        *[f"- {note}" for note in result.notes],
+        *ReportHeader(context.title, context.command, context.machine, context.date, notes=[
+            f"**Dataset:** {context.dataset}; configuration {context.configuration}; plans {context.plans}",
+            f"**DM checkpoints:** {checkpoints}; untrained control: the same architecture, random frozen weights "
+            f"(seed {context.seed})",
+            f"**Cases:** {split.describe()}",
+            f"**Fit cases:** {', '.join(split.fit)}",
+            f"**Selection cases:** {', '.join(split.selection)} (thresholds and the chosen setting)",
+            f"**Report cases:** {', '.join(split.report)} (nothing tuned on them)",
+            f"**Pixels:** {result.sampled_pixels} balanced body pixels (tumour / non-tumour) from the fit cases; "
+            f"{context.classifier_description}; seed {context.seed}",
+            f"**Settings:** {', '.join(s.code for s in result.settings)}", *result.notes]).lines(),
         "",
         "Dice: thresholded probability map inside the body (threshold chosen per row on the selection cases); ROC-AUC "
         "and average precision (AP) over the body pixels. Mean ± std over report cases. The enhancement ceiling "
@@ -198,11 +190,11 @@ def markdown_report(result: ProbeResult, context: ReportContext, summary: pd.Dat
         "",
         "## Setting chosen on the selection split",
         "",
-        "| DM | classifier | setting | selection Dice | report Dice |",
-        "|---|---|---|---|---|",
-        *[f"| {line.model} | {CLASSIFIER_NAMES.get(line.classifier, line.classifier)} | {line.setting} "
-          f"| {format_number(line.selection_dice)} | {format_mean_std(line.dice_mean, line.dice_std)} |"
-          for line in chosen.itertuples(index=False)],
+        *markdown_table([{"DM": line.model, "classifier": CLASSIFIER_NAMES.get(line.classifier, line.classifier),
+                          "setting": line.setting, "selection Dice": format_number(line.selection_dice),
+                          "report Dice": format_mean_std(line.dice_mean, line.dice_std)}
+                         for line in chosen.itertuples(index=False)],
+                        columns=["DM", "classifier", "setting", "selection Dice", "report Dice"]),
     ]
     for figure in (context.figure, *context.extra_figures):
         if figure:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.evaluation.benchmark.methods import MethodInfo
 from nnunet_dkm.evaluation.run_statistics import run_level_comparison, run_means
+from nnunet_dkm.reporting import markdown_table
 
 CURVE_METHODS = ("vanilla", "dkm", "untrained_dm_control", "oracle_post_contrast")
 CURVE_COLOURS = {"vanilla": "#1f77b4", "dkm": "#d62728", "untrained_dm_control": "#9467bd",
@@ -102,22 +103,21 @@ def efficiency_markdown(table: pd.DataFrame, against_control: pd.DataFrame, agai
     fold_columns = [c for c in table.columns if c.startswith("run ")]
     lines = [*header, "", "## Dice per number of labelled training cases (mean ± std over runs x cases; then each "
              "run's mean)", "",
-             "| N | labelled cases | method | n | Dice | " + " | ".join(fold_columns) + " |",
-             "|---|---|---|---|---|" + "---|" * len(fold_columns)]
-    for _, row in table.iterrows():
-        folds = " | ".join("" if np.isnan(row[c]) else f"{row[c]:.3f}" for c in fold_columns)
-        label = labels.get(row["method"], row["method"])
-        lines.append(f"| {row['num_labelled']} | {row['labelled_cases']:.0f} | {label} | {row['n']} "
-                     f"| {row['dice_mean']:.3f} ± {row['dice_std']:.3f} | {folds} |")
+             *markdown_table([{"N": row["num_labelled"], "labelled cases": f"{row['labelled_cases']:.0f}",
+                               "method": labels.get(row["method"], row["method"]), "n": row["n"],
+                               "Dice": f"{row['dice_mean']:.3f} ± {row['dice_std']:.3f}",
+                               **{c: "" if np.isnan(row[c]) else f"{row[c]:.3f}" for c in fold_columns}}
+                              for _, row in table.iterrows()])]
     for title, frame in (("DKM − untrained-DM control (learned kinetics vs capacity)", against_control),
                          ("DKM − vanilla nnU-Net", against_vanilla)):
-        lines += ["", f"## {title}, over training runs", "",
-                  "| N | runs | mean Dice difference | 95 % t-interval | hierarchical bootstrap | per run | verdict | "
-                  "goal met |", "|---|---|---|---|---|---|---|---|"]
-        for row in frame.itertuples(index=False):
-            lines.append(f"| {row.num_labelled} | {row.runs} | {row.mean_difference:+.3f} | [{row.t_low:+.3f}, "
-                         f"{row.t_high:+.3f}] | [{row.bootstrap_low:+.3f}, {row.bootstrap_high:+.3f}] | {row.per_run} "
-                         f"| {row.verdict} | {'yes' if row.goal_met else 'no'} |")
+        lines += ["", f"## {title}, over training runs", "", *markdown_table([{
+            "N": row.num_labelled, "runs": row.runs, "mean Dice difference": f"{row.mean_difference:+.3f}",
+            "95 % t-interval": f"[{row.t_low:+.3f}, {row.t_high:+.3f}]",
+            "hierarchical bootstrap": f"[{row.bootstrap_low:+.3f}, {row.bootstrap_high:+.3f}]", "per run": row.per_run,
+            "verdict": row.verdict, "goal met": "yes" if row.goal_met else "no",
+        } for row in frame.itertuples(index=False)], columns=["N", "runs", "mean Dice difference", "95 % t-interval",
+                                                               "hierarchical bootstrap", "per run", "verdict",
+                                                               "goal met"])]
     lines += ["", f"A difference counts only where the 95 % t-interval over training runs (folds x repeats) excludes "
               f"0; the goal is DKM − control >= +{GOAL_GAIN} Dice with the interval above 0."]
     return "\n".join(lines) + "\n"

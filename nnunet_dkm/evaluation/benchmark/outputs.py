@@ -110,11 +110,7 @@ def write_label_runs(output: Path, context: BenchmarkContext, methods: list[Meth
                       file_ending, overlays)
     write_atomically(output / "per_case_label_efficiency.csv",
                      lambda temporary: per_case.to_csv(temporary, index=False))
-    header = [f"# DKM label efficiency: {context.dataset}, {context.configuration}", "",
-              f"- **Command:** `{context.command}`", f"- **Date / machine:** {context.date}; {context.machine}",
-              f"- **Dataset:** {context.dataset}; label source: {context.label_source}",
-              f"- **Split:** {context.split}; base folds {', '.join(map(str, context.folds))}, {context.repeats} "
-              f"repeat(s) each; every method is trained on the same nested subsets of each fold's labelled training "
-              f"cases (reports per N in `n_<N>/`)",
-              *[f"- {note}" for note in [*context.dms, *context.notes]]]
+    header = context.header("DKM label efficiency", f"base folds {', '.join(map(str, context.folds))}, "
+                            f"{context.repeats} repeat(s) each; every method is trained on the same nested subsets of "
+                            "each fold's labelled training cases (reports per N in `n_<N>/`)").lines()
     return write_label_efficiency(output, per_case, methods, header, f"{context.dataset} ({context.configuration})")

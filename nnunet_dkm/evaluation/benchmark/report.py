@@ -20,7 +20,7 @@ from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.evaluation.benchmark.methods import MethodInfo
 from nnunet_dkm.evaluation.run_statistics import RunLevelComparison
 from nnunet_dkm.evaluation.statistics import PairedComparison
-from nnunet_dkm.reporting import format_mean_std, format_number, format_p
+from nnunet_dkm.reporting import ReportHeader, format_mean_std, format_number, format_p, markdown_table
 
 ROLE_COLOURS = {"pre-contrast network": "#1f77b4", "control": "#9467bd", "pre-contrast baseline": "#7f7f7f",
                 "post-contrast ceiling": "#2ca02c"}
@@ -43,6 +43,13 @@ class BenchmarkContext:
     repeats: int = 1
     dms: list[str] = field(default_factory=list)  # how each DM the methods use was pretrained (cli.dm_note)
 
+    def header(self, title: str, split: str, *notes: str) -> ReportHeader:
+        """The header of a report titled ``title: dataset, configuration``: the dataset, the split followed by
+        ``split``, then ``notes``, the DMs and the context's notes."""
+        return ReportHeader(f"{title}: {self.dataset}, {self.configuration}", self.command, self.machine, self.date,
+                            notes=[f"**Dataset:** {self.dataset}; label source: {self.label_source}",
+                                   f"**Split:** {self.split}; {split}", *notes, *self.dms, *self.notes])
+
 
 def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], summary: pd.DataFrame,
                     spread: pd.DataFrame, per_run: pd.DataFrame, run_level: Sequence[RunLevelComparison],
@@ -51,35 +58,32 @@ def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], su
     the case-level tests (secondary), findings."""
     by_key = {m.key: m for m in methods}
     spread_of = spread.set_index("method") if not spread.empty else pd.DataFrame()
+
+    def noise(method: str) -> str:
+        if method not in spread_of.index:
+            return ""
+        return (f"{format_number(spread_of.loc[method, 'dice_run_std'])} / "
+                f"{format_number(spread_of.loc[method, 'dice_repeat_std'])}")
+
     lines = [
-        f"# DKM benchmark: {context.dataset}, {context.configuration}",
-        "",
-        f"- **Command:** `{context.command}`",
-        f"- **Date / machine:** {context.date}; {context.machine}",
-        f"- **Dataset:** {context.dataset}; label source: {context.label_source}",
-        f"- **Split:** {context.split}; folds {', '.join(map(str, context.folds))}, {context.repeats} training run(s) "
-        f"per fold and method; plans {context.plans}",
-        "- **Trainers:** " + "; ".join(f"{m.label}: `{m.made_by}`" for m in methods if m.made_by.startswith("nnUNet")),
-        *[f"- {note}" for note in [*context.dms, *context.notes]],
+        *context.header("DKM benchmark", f"folds {', '.join(map(str, context.folds))}, {context.repeats} training "
+                        f"run(s) per fold and method; plans {context.plans}",
+                        "**Trainers:** " + "; ".join(f"{m.label}: `{m.made_by}`" for m in methods
+                                                     if m.made_by.startswith("nnUNet"))).lines(),
         "",
         "## Segmentation quality (mean ± std over runs x cases)",
         "",
-        "| method | role | input | made by | n | Dice | Jaccard | HD95 (mm) | empty predictions | run-to-run std "
-        "(all runs / repeats of a fold) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *markdown_table([{
+            "method": by_key[row.method].label, "role": by_key[row.method].role, "input": by_key[row.method].input,
+            "made by": f"`{by_key[row.method].made_by}`", "n": row.n,
+            "Dice": format_mean_std(row.dice_mean, row.dice_std),
+            "Jaccard": format_mean_std(row.jaccard_mean, row.jaccard_std),
+            "HD95 (mm)": format_mean_std(row.hd95_mm_mean, row.hd95_mm_std, 1),
+            "empty predictions": row.empty_predictions,
+            "run-to-run std (all runs / repeats of a fold)": noise(row.method),
+        } for row in summary.itertuples(index=False)]),
+        "", "HD95 of an empty prediction is the image diagonal (the worst distance the grid allows).", "",
     ]
-    for row in summary.itertuples(index=False):
-        info = by_key[row.method]
-        noise = ""
-        if row.method in spread_of.index:
-            noise = (f"{format_number(spread_of.loc[row.method, 'dice_run_std'])} / "
-                     f"{format_number(spread_of.loc[row.method, 'dice_repeat_std'])}")
-        lines.append(
-            f"| {info.label} | {info.role} | {info.input} | `{info.made_by}` | {row.n} "
-            f"| {format_mean_std(row.dice_mean, row.dice_std)} | {format_mean_std(row.jaccard_mean, row.jaccard_std)} "
-            f"| {format_mean_std(row.hd95_mm_mean, row.hd95_mm_std, 1)} | {row.empty_predictions} | {noise} |"
-        )
-    lines += ["", "HD95 of an empty prediction is the image diagonal (the worst distance the grid allows).", ""]
     if run_level:
         lines += [
             "## Comparisons over training runs (the verdicts)",
@@ -87,22 +91,18 @@ def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], su
             "Each run (fold x repeat) gives the difference of the two methods' mean Dice over its cases; the verdict "
             "rests on the 95 % t-interval over runs (\"better\" only above 0).",
             "",
-            "| comparison | runs | mean difference | 95 % t-interval | hierarchical bootstrap | verdict |",
-            "|---|---|---|---|---|---|",
+            *markdown_table([{
+                "comparison": f"{by_key[c.method].label} − {by_key[c.reference].label}", "runs": c.runs,
+                "mean difference": f"{c.mean_difference:+.3f}", "95 % t-interval": f"[{c.t_low:+.3f}, {c.t_high:+.3f}]",
+                "hierarchical bootstrap": f"[{c.bootstrap_low:+.3f}, {c.bootstrap_high:+.3f}]", "verdict": c.verdict,
+            } for c in run_level]),
+            "",
         ]
-        for c in run_level:
-            lines.append(f"| {by_key[c.method].label} − {by_key[c.reference].label} | {c.runs} | "
-                         f"{c.mean_difference:+.3f} | [{c.t_low:+.3f}, {c.t_high:+.3f}] | "
-                         f"[{c.bootstrap_low:+.3f}, {c.bootstrap_high:+.3f}] | {c.verdict} |")
-        lines.append("")
     if not per_run.empty:
-        columns = [c for c in per_run.columns if c != "method"]
-        lines += ["## Mean Dice per training run", "", "| method | " + " | ".join(columns) + " |",
-                  "|---|" + "---|" * len(columns)]
-        for row in per_run.itertuples(index=False):
-            values = " | ".join("" if math.isnan(v) else f"{v:.3f}" for v in row[1:])
-            lines.append(f"| {by_key[row[0]].label} | {values} |")
-        lines.append("")
+        table = per_run.assign(method=[by_key[m].label for m in per_run["method"]])
+        numbers = table.columns[1:]
+        table[numbers] = table[numbers].map(lambda v: "" if math.isnan(v) else f"{v:.3f}")
+        lines += ["## Mean Dice per training run", "", *markdown_table(table), ""]
     if case_level:
         lines += [
             "## Case-level tests (secondary: conditional on the trained models)",
@@ -110,16 +110,13 @@ def markdown_report(context: BenchmarkContext, methods: Sequence[MethodInfo], su
             "Paired over (run, case); the Wilcoxon test treats cases as independent and holds each trained model "
             "fixed, so training noise is not in it.",
             "",
-            "| comparison | metric | pairs | mean difference | std | wins / ties / losses | Wilcoxon p |",
-            "|---|---|---|---|---|---|---|",
+            *markdown_table([{
+                "comparison": f"{by_key[c.method].label} − {by_key[c.reference].label}", "metric": c.metric,
+                "pairs": c.pairs, "mean difference": f"{c.mean_difference:+.3f}", "std": f"{c.std_difference:.3f}",
+                "wins / ties / losses": f"{c.wins} / {c.ties} / {c.losses}", "Wilcoxon p": format_p(c.wilcoxon_p),
+            } for c in case_level]),
+            "",
         ]
-        for c in case_level:
-            lines.append(
-                f"| {by_key[c.method].label} − {by_key[c.reference].label} | {c.metric} | {c.pairs} "
-                f"| {c.mean_difference:+.3f} | {c.std_difference:.3f} | {c.wins} / {c.ties} / {c.losses} "
-                f"| {format_p(c.wilcoxon_p)} |"
-            )
-        lines.append("")
     lines += ["## What the numbers show", "", *[f"- {f}" for f in findings]]
     if figures:
         lines += ["", "## Figures", "", *[f"![{Path(f).stem}]({f})" for f in figures]]
