@@ -95,3 +95,12 @@ def test_spread_separates_repeats_of_a_fold_from_all_runs() -> None:
     # each fold's repeats are its base -/+ 0.01: sample std 0.01 * sqrt(2), the same pooled over both folds
     assert spread.loc["vanilla", "dice_repeat_std"] == pytest.approx(0.01 * math.sqrt(2))
     assert spread.loc["vanilla", "dice_run_std"] > 0.1  # folds differ by 0.2
+
+
+def test_run_to_run_spread_without_network_runs_keeps_its_columns() -> None:
+    """A benchmark of the rules alone (``--methods baselines``) has no network run; its report still merges on these
+    columns."""
+    empty = per_case_table({(0, 0): 0.0}).iloc[0:0]
+    spread = run_to_run_spread(empty)
+    assert spread.empty
+    assert list(spread.columns) == ["method", "runs", "dice_run_mean", "dice_run_std", "dice_repeat_std"]

@@ -166,4 +166,5 @@ def run_to_run_spread(per_case: pd.DataFrame, metric: str = "dice") -> pd.DataFr
         rows.append({"method": method, "runs": len(of_method), f"{metric}_run_mean": float(of_method[metric].mean()),
                      f"{metric}_run_std": float(of_method[metric].std(ddof=1)) if len(of_method) > 1 else math.nan,
                      f"{metric}_repeat_std": within})
-    return pd.DataFrame(rows)
+    columns = ["method", "runs", f"{metric}_run_mean", f"{metric}_run_std", f"{metric}_repeat_std"]
+    return pd.DataFrame(rows, columns=columns)  # the columns even without runs (a benchmark of baselines only)
