@@ -27,8 +27,8 @@ Design, fixed before any result:
   exam <= plan_and_preprocess time per exam; the peak RSS of every pipeline command within 20 % between the two
   largest sizes (by default 128 and 512 exams).
 - projection to MAMA-MIA (1,506 exams of about 512x512x160 voxels, 3 phases: as many as the phantom, so the cache's
-  channels do not change): the largest size's per-exam disk and build time times the ratio of voxels per exam,
-  times 1,506 exams; the per-exam times include each command's fixed start-up, so they overestimate.
+  channels do not change): the largest size's disk per exam and the seconds per extra exam between the two largest
+  sizes (fixed start-up left out), each times the ratio of voxels per exam, times 1,506 exams.
 
 Each size runs in ``<workdir>/n_<N>/`` (its own ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results``);
 every finished command writes its measurement there atomically (``steps/<command>.json``) and a finished size its
@@ -140,6 +140,16 @@ def project(per_exam: float, shape: Sequence[int], exams: int = MAMA_MIA_EXAMS,
             target: Sequence[int] = MAMA_MIA_SHAPE) -> float:
     """A per-exam figure measured at ``shape`` scaled by the voxel ratio to ``target`` and summed over ``exams``."""
     return per_exam * voxel_ratio(shape, target) * exams
+
+
+def marginal_seconds(exams: Sequence[int], wall: Sequence[float]) -> float:
+    """Seconds per extra exam between the two largest sizes (their wall-time difference over their exam difference,
+    which leaves out a command's fixed start-up); with one size, its wall time per exam."""
+    points = sorted(zip(exams, wall, strict=True))
+    if len(points) == 1:
+        return points[0][1] / points[0][0]
+    (small, small_wall), (large, large_wall) = points[-2:]
+    return (large_wall - small_wall) / (large - small)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -330,16 +340,18 @@ def goal_checks(frame: pd.DataFrame) -> list[str]:
 
 
 def projection(frame: pd.DataFrame, shape: Sequence[int]) -> list[list[str]]:
-    """Disk and one-core build time of nnU-Net's data and the DM cache for MAMA-MIA, from the largest size."""
-    largest = frame[frame["exams"] == frame["exams"].max()].set_index("command")
+    """Disk and one-core build time of nnU-Net's data and the DM cache for MAMA-MIA: disk per exam of the largest
+    size, seconds per extra exam between the two largest sizes (:func:`marginal_seconds`)."""
     rows = []
     for name, what in (("plan_and_preprocess", "nnU-Net's own 2d data (plan_and_preprocess)"),
                        ("dm_cache", "DM cache")):
-        row = largest.loc[name]
-        disk = project(row["disk_bytes_per_exam"], shape)
-        seconds = project(row["s_per_exam"], shape)
-        rows.append([what, f"{row['disk_bytes_per_exam'] / 2**20:.3f} MiB, {row['s_per_exam']:.2f} s",
-                     f"{disk / 2**30:.1f} GiB", f"{seconds / 3600:.1f} h"])
+        of_command = frame[frame["command"] == name].sort_values("exams")
+        disk_per_exam = of_command["disk_bytes_per_exam"].iloc[-1]
+        seconds_per_exam = marginal_seconds(list(of_command["command_exams"]), list(of_command["wall_s"]))
+        build = (f"{project(seconds_per_exam, shape) / 3600:.1f} h" if seconds_per_exam > 0
+                 else "n/a (the larger size was not slower: noise above the per-exam cost)")
+        rows.append([what, f"{disk_per_exam / 2**20:.3f} MiB, {seconds_per_exam:.3f} s",
+                     f"{project(disk_per_exam, shape) / 2**30:.1f} GiB", build])
     return rows
 
 
@@ -350,18 +362,21 @@ def report(frame: pd.DataFrame, header: ReportHeader, shape: Sequence[int], chec
               "" if pd.isna(row.disk_bytes_per_exam) else f"{row.disk_bytes_per_exam / 2**20:.3f}",
               "" if pd.isna(row.slices_per_s) else f"{row.slices_per_s:.1f}"]
              for row in frame.itertuples()]
-    largest = int(frame["exams"].max())
+    sizes = sorted(int(n) for n in frame["exams"].unique())
+    basis = (f"seconds per extra exam between the {sizes[-2]}- and {sizes[-1]}-exam runs (fixed start-up left out)"
+             if len(sizes) > 1 else f"the {sizes[-1]}-exam run's seconds per exam (start-up included: an overestimate)")
     ratio = voxel_ratio(shape)
     target = "x".join(map(str, MAMA_MIA_SHAPE))
     lines = [*header.lines(), "", "## Cost per size and command", "",
              *markdown_table(table, ["exams", "command", "exams it reads", "wall s", "s per exam", "peak RSS MiB",
                                      "disk MiB per exam", "slices/s"]),
              "", f"## Projection to MAMA-MIA ({MAMA_MIA_EXAMS:,} exams of about {target} voxels, 3 phases)", "",
-             f"Basis: the {largest}-exam run's per-exam figures times the ratio of voxels per exam "
-             f"({target} / {'x'.join(map(str, shape))} = {ratio:.0f}x; the phantom has 3 phases too), times "
-             f"{MAMA_MIA_EXAMS:,} exams in each folder; build time on one core, start-up included, so an "
-             f"overestimate; disk assumes the phantom's compression ratio, which real images need not reach.", "",
-             *markdown_table(projection(frame, shape), ["what", f"per exam at {largest} exams", "disk",
+             f"Basis: disk per exam of the {sizes[-1]}-exam run and {basis}, each times the ratio of voxels per "
+             f"exam ({target} / {'x'.join(map(str, shape))} = {ratio:.0f}x; the phantom has 3 phases too, so the "
+             f"cache's channels stay), times {MAMA_MIA_EXAMS:,} exams in each folder; build time on one core. Disk "
+             f"assumes the phantom's compression ratio, which real images need not reach; time assumes cost linear "
+             f"in voxels.", "",
+             *markdown_table(projection(frame, shape), ["what", "disk, seconds per exam (measured)", "disk",
                                                          "build, one core"]),
              "", "## Goal checks (issue 34)", "", *[f"- {line}" for line in checks]]
     return "\n".join(lines)
@@ -392,7 +407,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, required=True, help="one subfolder per size (n_<N>), reused")
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 128, 512], help="exams in total per size")
-    parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 24], metavar=("X", "Y", "Z"))
+    parser.add_argument("--shape", type=int, nargs=3, default=[128, 128, 24], metavar=("X", "Y", "Z"),
+                        help="phantom grid (default 128 128 24); the small preset's 64x64 patch needs 2d slices of at "
+                             "least 64 pixels in one axis, e.g. 64 64 8 for a quick check (32 32 8 is refused)")
     parser.add_argument("--steps", type=int, default=50, help="pretraining steps (small preset, CPU)")
     parser.add_argument("--max-minutes", type=float, default=30.0, help="pretraining cap only (default 30)")
     parser.add_argument("--output", type=Path, default=BENCHMARKS,

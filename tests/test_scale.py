@@ -83,3 +83,9 @@ def test_goal_checks_name_the_command_that_grows(scale) -> None:
     assert len(failed) == 1 and "probe" in failed[0] and "+300%" in failed[0]
     assert sum(line.startswith("PASS") for line in checks) == 2 * 2 + len(scale.PIPELINE) - 1
     assert isinstance(scale.frame_of(rows), pd.DataFrame)
+
+
+def test_marginal_seconds_leave_out_the_start_up(scale) -> None:
+    # 30 s start-up + 2 s per exam: the slope between the two largest sizes is 2 s whatever the order given
+    assert scale.marginal_seconds([128, 32, 512], [30 + 2 * 128, 30 + 2 * 32, 30 + 2 * 512]) == pytest.approx(2.0)
+    assert scale.marginal_seconds([10], [50.0]) == pytest.approx(5.0)
