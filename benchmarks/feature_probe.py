@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,9 +25,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from nnunet_dkm.atomic import write_atomically
+from nnunet_dkm.command_line import add_verbose_argument, command_line_entry
 from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe.cases import probe_checkpoint
-from nnunet_dkm.probe.cli import add_split_arguments, run_reported, split_options
+from nnunet_dkm.probe.cli import add_split_arguments, split_options
 from nnunet_dkm.probe.report import (
     CLASSIFIER_NAMES,
     ProbeFiles,
@@ -123,19 +124,20 @@ def run_study(dataset_id: str, configuration: str, plans: str, checkpoint: Path 
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+@command_line_entry
+def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_split_arguments(parser, dataset_default="990")
     parser.add_argument("-chk", "--checkpoint", type=Path, help="DM checkpoint (default: the dataset's)")
     parser.add_argument("--settings", nargs="+", default=["all"], help="DM settings (default: all 84)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help="markdown file; the CSV and figures go next to it")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    options = split_options(args)
-    command = "python benchmarks/feature_probe.py " + shlex.join(argv)
-    run_reported(lambda: run_study(args.dataset, args.configuration, args.plans, args.checkpoint, args.settings,
-                                   options, args.output, command))
+    started = time.perf_counter()
+    run_study(args.dataset, args.configuration, args.plans, args.checkpoint, args.settings, split_options(args),
+              args.output, "python benchmarks/feature_probe.py " + shlex.join(argv))
+    print(f"done in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

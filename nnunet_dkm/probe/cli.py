@@ -20,16 +20,14 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from nnunet_dkm.cli_types import non_negative_int, positive_int
 from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
-from nnunet_dkm.paths import DatasetLocationError, missing_dm_message
-from nnunet_dkm.preprocessing import PlannedDataset, PreprocessedSpaceError
+from nnunet_dkm.paths import missing_dm_message
+from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe.cases import probe_checkpoint, probe_output_folder
 from nnunet_dkm.probe.report import ProbeFiles, ReportContext, classifier_description, write_results
 from nnunet_dkm.probe.run import run_probe
@@ -38,7 +36,6 @@ from nnunet_dkm.probe.settings import SYNTAX_HELP, ProbeError, parse_settings
 from nnunet_dkm.reporting import machine_description, utc_now
 
 PROG = "nnUNetv2_dkm_probe"
-PROBE_ERRORS = (ProbeError, PreprocessedSpaceError, DiffusionCheckpointError, DatasetLocationError)
 
 
 def add_split_arguments(parser: argparse.ArgumentParser, dataset_default: str | None = None) -> None:
@@ -61,16 +58,6 @@ def split_options(args: argparse.Namespace, **other: object) -> ProbeOptions:
     """``ProbeOptions`` of the shared split arguments (``add_split_arguments``), plus any other option."""
     return ProbeOptions(num_labelled=args.num_labelled, num_selection=args.num_selection, seed=args.seed,
                         device=args.device, **other)
-
-
-def run_reported(study: Callable[[], object]) -> None:
-    """Run a probe study script's work: one-line exit on the probe's errors, the wall time at the end."""
-    started = time.perf_counter()
-    try:
-        study()
-    except PROBE_ERRORS as error:
-        sys.exit(f"error: {error}")
-    print(f"done in {time.perf_counter() - started:.0f} s")
 
 
 def parser() -> argparse.ArgumentParser:
