@@ -29,7 +29,6 @@ from nnunet_dkm.diffusion import objectives
 from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError
 from nnunet_dkm.diffusion.config import OBJECTIVES, PREDICTION_TYPES, TARGETS
 from nnunet_dkm.diffusion.presets import DM_PRESETS, PRESET_NAMES, dm_preset
-from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.ext_trainer_path import export_hint, ext_trainer_is_set
 from nnunet_dkm.paths import (
     DM_CHECKPOINT_ENV,
@@ -40,7 +39,7 @@ from nnunet_dkm.paths import (
     dm_figure_path,
 )
 from nnunet_dkm.resources import check_fits_in_memory
-from pretrain_dm.settings import PretrainSettings, RunContext
+from pretrain_dm.settings import PretrainingError, PretrainSettings, RunContext
 from pretrain_dm.training import DmPretrainer
 
 
@@ -184,11 +183,6 @@ def check_step_fits(settings: PretrainSettings) -> None:
                          "choose a smaller --batch-size or --patch-size", device=settings.device)
 
 
-class PretrainArgumentError(NnunetDkmError):
-    """An argument of ``nnUNetv2_dkm_pretrain`` that does not fit the dataset or the checkpoint; the message names
-    the option and what to choose."""
-
-
 # the command in checkpoint.remake_dm_command's message where it cannot know the dataset and configuration
 REMAKE_PLACEHOLDER = "-d DATASET -c CONFIGURATION"
 
@@ -199,7 +193,7 @@ def check_checkpoint_is_not_a_folder(location: DmCheckpointLocation) -> None:
     if location.path.is_dir():
         fix = (f"set {DM_CHECKPOINT_ENV} to a file path in it, e.g. {location.path / DM_CHECKPOINT_NAME}, or unset it"
                if location.from_environment else "move that folder away")
-        raise PretrainArgumentError(f"the DM checkpoint {location.describe()} is a folder, where the checkpoint file "
+        raise PretrainingError(f"the DM checkpoint {location.describe()} is a folder, where the checkpoint file "
                                     f"is to be written: {fix}")
 
 
@@ -214,7 +208,7 @@ def check_patch_fits_slices(pretrainer: DmPretrainer) -> None:
     limits = [max(-(-size // divisor) * divisor, int(plan)) for size, plan in zip(largest, planned, strict=True)]
     if any(patch > limit for patch, limit in zip(pretrainer.patch_size, limits, strict=True)):
         settings = pretrainer.settings
-        raise PretrainArgumentError(
+        raise PretrainingError(
             f"--patch-size {' '.join(map(str, pretrainer.patch_size))}: larger than every slice of "
             f"{pretrainer.dataset.name} {settings.configuration} (at most {largest[0]} x {largest[1]} pixels), so the "
             f"DM would train mostly on padding, many times slower per step; choose --patch-size at most "
@@ -225,7 +219,7 @@ def check_steps_left(pretrainer: DmPretrainer, resume: bool) -> None:
     """Refuse ``--continue`` where the checkpoint has reached ``--steps`` already: there is nothing to train."""
     steps = pretrainer.settings.steps
     if resume and pretrainer.step >= steps:
-        raise PretrainArgumentError(
+        raise PretrainingError(
             f"--continue --steps {steps}: the checkpoint {pretrainer.checkpoint_path} is at step {pretrainer.step} "
             f"already, so there is nothing to do; pass --steps above {pretrainer.step} to train on")
 

@@ -29,14 +29,10 @@ from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_tempo
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.preprocessing import DmCache, PlannedDataset, build_cache, find_pretraining_exams
 from nnunet_dkm.preprocessing.dm_cache import cache_exams, load_cache, reusable_cache, write_manifest
-from pretrain_dm.settings import RunContext
+from pretrain_dm.settings import PretrainingError, RunContext
 
 BUILD_TIMEOUT = timedelta(hours=24)
 T = TypeVar("T")
-
-
-class CacheBuildError(NnunetDkmError):
-    """Another rank could not build its share of the DM cache; the message is that rank's error."""
 
 
 def shared_cache(dataset: PlannedDataset, context: RunContext, processes: int, progress: bool) -> DmCache:
@@ -83,7 +79,7 @@ def _build_sharded(dataset: PlannedDataset, context: RunContext, processes: int,
     if local_error is not None:
         raise local_error
     if error is not None:
-        raise CacheBuildError(error)
+        raise PretrainingError(error)
     if plan is None:
         return load_cache(folder)
     temporary, exams = plan
@@ -103,7 +99,7 @@ def _build_sharded(dataset: PlannedDataset, context: RunContext, processes: int,
     if build_error is not None or publish_error is not None:
         raise build_error or publish_error
     if errors or message[0] is not None:
-        raise CacheBuildError(f"the DM cache could not be built: {'; '.join(errors) or message[0]}")
+        raise PretrainingError(f"the DM cache could not be built: {'; '.join(errors) or message[0]}")
     return load_cache(folder)
 
 
