@@ -20,10 +20,6 @@ from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.ext_trainer_path import add_to_environment
 
 
-class NnunetRunError(NnunetDkmError):
-    """An nnU-Net command failed; the message holds the command and where its log is."""
-
-
 def nnunet_command(name: str) -> str:
     """The nnU-Net console script next to this interpreter (the project .venv), else the one on PATH."""
     beside = Path(sys.executable).parent / name
@@ -44,7 +40,7 @@ def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] =
     env = {k: v for k, v in child_environment().items() if k not in unset} | (extra or {})
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
-        raise NnunetRunError(f"`{' '.join(command)}` failed with exit code {result.returncode}. {log_hint}".strip())
+        raise NnunetDkmError(f"`{' '.join(command)}` failed with exit code {result.returncode}. {log_hint}".strip())
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,7 @@ class TrainedModel:
     def model_folder(self) -> Path:
         """nnU-Net's output folder of this trainer, plans and configuration (``get_output_folder``)."""
         if not os.environ.get("nnUNet_results"):
-            raise NnunetRunError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results")
+            raise NnunetDkmError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results")
         if self.results_root is not None:
             return self.results_root / self.dataset_name / f"{self.trainer}__{self.plans}__{self.configuration}"
         return Path(get_output_folder(self.dataset_name, self.trainer, self.plans, self.configuration))
@@ -97,7 +93,7 @@ class TrainedModel:
         run_command(command, f"nnU-Net's log is in {self.fold_folder}.", extra=self.environment)
         if not self.is_trained:
             final = self.fold_folder / "checkpoint_final.pth"
-            raise NnunetRunError(f"{' '.join(command)} ended without writing {final}")
+            raise NnunetDkmError(f"{' '.join(command)} ended without writing {final}")
 
     def predict(self, input_folder: Path, output_folder: Path, device: str, case_ids: list[str],
                 file_ending: str) -> Path:
@@ -112,7 +108,7 @@ class TrainedModel:
         run_command(command, extra=self.environment)
         missing = [p.name for p in expected if not (partial / p.name).is_file()]
         if missing:
-            raise NnunetRunError(f"nnUNetv2_predict wrote no prediction for {missing} in {partial}")
+            raise NnunetDkmError(f"nnUNetv2_predict wrote no prediction for {missing} in {partial}")
         if output_folder.exists():
             shutil.rmtree(output_folder)
         os.replace(partial, output_folder)

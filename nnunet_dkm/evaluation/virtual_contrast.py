@@ -26,10 +26,6 @@ VIRTUAL_CONTRAST_SUFFIX = "VirtualContrast"
 SYNTHETIC_PHASE = 1
 
 
-class VirtualContrastError(OracleDatasetError):
-    """The virtual-contrast companion cannot be made or reused; the message says why and what to do."""
-
-
 @dataclass(frozen=True)
 class SynthesisRecipe:
     """Which DM made the synthetic images, and how."""
@@ -105,7 +101,7 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
                                   device: str, requested_id: int | None = None) -> tuple[Path, float]:
     """Create (or reuse) the companion of raw dataset ``source``; returns (its folder, synthesis seconds).
 
-    Raises ``VirtualContrastError`` where an existing companion was made by another DM or sampler.
+    Raises ``OracleDatasetError`` where an existing companion was made by another DM or sampler.
     """
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
@@ -114,7 +110,7 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
     if existing is not None:
         made_by = json.loads((existing / "dataset.json").read_text())["dkm"].get("synthesis")
         if made_by != asdict(recipe):
-            raise VirtualContrastError(
+            raise OracleDatasetError(
                 f"{existing} was made with another DM or sampler ({made_by}; now {asdict(recipe)}): its trained "
                 f"models would not match. Delete it (and its nnUNet_preprocessed / nnUNet_results folders) to "
                 f"rebuild it with this DM")
@@ -125,8 +121,8 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
     if requested_id is None:
         requested_id = free_dataset_id(raw_folder, dataset_id(source.name))
     elif requested_id in dataset_ids_in(raw_folder):
-        raise VirtualContrastError(f"dataset id {requested_id} is taken in {raw_folder}; choose another "
-                                   f"--virtual-contrast-id")
+        raise OracleDatasetError(f"dataset id {requested_id} is taken in {raw_folder}; choose another "
+                                 f"--virtual-contrast-id")
     name = f"Dataset{requested_id:03d}_{source.name.split('_', 1)[1]}{VIRTUAL_CONTRAST_SUFFIX}"
     report_removed(remove_stale_temporaries(raw_folder), "dataset")
     temporary = make_temporary_folder(raw_folder, name)
@@ -134,7 +130,7 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
         training = _copy_cases(source, synthetic, temporary, "Tr", file_ending)
         test = _copy_cases(source, synthetic, temporary, "Ts", file_ending)
         if not training:
-            raise VirtualContrastError(f"{source / 'labelsTr'} holds no labelled case")
+            raise OracleDatasetError(f"{source / 'labelsTr'} holds no labelled case")
         dkm = {"virtual_contrast_of": source.name, "synthesis": asdict(recipe), "synthesis_seconds": seconds,
                "num_training": len(training), "num_test": len(test),
                "input": f"channel 0 pre-contrast, channel 1 the DM's synthetic post-contrast phase {SYNTHETIC_PHASE} "
