@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, replace_folder, report_removed
 from nnunet_dkm.diffusion.postcontrast import synthesize_postcontrast
-from nnunet_dkm.evaluation.oracle import OracleDatasetError, dataset_ids_in, free_dataset_id
+from nnunet_dkm.evaluation.oracle import OracleDatasetError, companion_id
 from nnunet_dkm.paths import dataset_id
 
 VIRTUAL_CONTRAST_SUFFIX = "VirtualContrast"
@@ -118,11 +118,7 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
     info = json.loads((source / "dataset.json").read_text())
     file_ending = info["file_ending"]
     synthetic, seconds = synthetic_cache(source, preprocessed, recipe, plans, file_ending, device)
-    if requested_id is None:
-        requested_id = free_dataset_id(raw_folder, dataset_id(source.name))
-    elif requested_id in dataset_ids_in(raw_folder):
-        raise OracleDatasetError(f"dataset id {requested_id} is taken in {raw_folder}; choose another "
-                                 f"--virtual-contrast-id")
+    requested_id = companion_id(source, requested_id, "--virtual-contrast-id")
     name = f"Dataset{requested_id:03d}_{source.name.split('_', 1)[1]}{VIRTUAL_CONTRAST_SUFFIX}"
     report_removed(remove_stale_temporaries(raw_folder), "dataset")
     temporary = make_temporary_folder(raw_folder, name)
