@@ -18,6 +18,7 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.ext_trainer_path import add_to_environment
+from nnunet_dkm.paths import NNUNET_FOLDERS
 
 
 def nnunet_command(name: str) -> str:
@@ -29,6 +30,17 @@ def nnunet_command(name: str) -> str:
 def child_environment() -> dict[str, str]:
     """The environment for nnU-Net children: ours, with ``nnUNet_extTrainer`` naming the DKM trainers."""
     return dict(add_to_environment(dict(os.environ)))
+
+
+def use_workdir(workdir: Path) -> None:
+    """Point nnU-Net's three folders at ``workdir`` (made where missing) for this process and its children, with one
+    data-augmentation and preprocessing process each (as runs pinned to a core need) and no
+    ``$nnUNet_dkm_checkpoint``."""
+    for name in NNUNET_FOLDERS:
+        (workdir / name).mkdir(parents=True, exist_ok=True)
+    os.environ.update({name: str(workdir / name) for name in NNUNET_FOLDERS} | {"nnUNet_n_proc_DA": "0",
+                                                                                "nnUNet_def_n_proc": "1"})
+    os.environ.pop("nnUNet_dkm_checkpoint", None)
 
 
 def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] = (),
