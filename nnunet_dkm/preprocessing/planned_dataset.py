@@ -22,7 +22,6 @@ from nnunet_dkm.paths import (
     dataset_folder,
     dataset_name,
     dkm_folder,
-    dm_checkpoint_location,
     existing_dm_checkpoint,
     pretrain_command,
 )
@@ -161,10 +160,6 @@ class PlannedDataset:
         """This configuration's DM of ``objective``, which must exist (else ``error`` names the pretraining command)."""
         return existing_dm_checkpoint(self.preprocessed_folder, self.name, self.configuration, self.plans_identifier,
                                       objective, error)
-
-    def dm_checkpoint_of(self, objective: str) -> DmCheckpointLocation:
-        """Where this configuration's DM of ``objective`` (kinetic, pre-only, regression) is read and written."""
-        return dm_checkpoint_location(self.preprocessed_folder, self.configuration, objective)
 
     @property
     def spatial_dims(self) -> int:
