@@ -12,13 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from nnunet_dkm.atomic import (
-    make_temporary_folder,
-    publish,
-    remove_stale_temporaries,
-    report_removed,
-    write_atomically,
-)
+from nnunet_dkm.atomic import remove_stale_temporaries, replace_folder, report_removed, write_atomically
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.paths import dataset_id
 
@@ -89,10 +83,9 @@ def make_oracle_dataset(source: Path, oracle_id: int | None = None, phase: int =
     file_ending = info["file_ending"]
     name = f"Dataset{oracle_id:03d}_{source.name.split('_', 1)[1]}{ORACLE_SUFFIX}"
     report_removed(remove_stale_temporaries(raw_folder), "dataset")
-    tmp = make_temporary_folder(raw_folder, name)
-    try:
-        training = _copy_split(source, tmp, "Tr", phase, file_ending)
-        test = _copy_split(source, tmp, "Ts", phase, file_ending)
+    def fill(folder: Path) -> None:
+        training = _copy_split(source, folder, "Tr", phase, file_ending)
+        test = _copy_split(source, folder, "Ts", phase, file_ending)
         if not training:
             raise OracleDatasetError(f"{source / 'labelsTr'} holds no labelled case")
         dkm = {
@@ -103,17 +96,14 @@ def make_oracle_dataset(source: Path, oracle_id: int | None = None, phase: int =
             "num_test": len(test),
         }
         generate_dataset_json(
-            str(tmp), channel_names={0: f"post-contrast {phase}"}, labels=info["labels"],
+            str(folder), channel_names={0: f"post-contrast {phase}"}, labels=info["labels"],
             num_training_cases=len(training), file_ending=file_ending, dataset_name=name,
             description=f"Post-contrast oracle of {source.name}: same cases and labels, input = post-contrast "
                         f"phase {phase}. Made by nnUNetv2_dkm_benchmark.",
             converted_by="nnunet-dkm", dkm=dkm,
         )
-        publish(tmp, raw_folder / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return raw_folder / name
+
+    return replace_folder(raw_folder / name, fill)
 
 
 def copy_split_file(source_preprocessed: Path, oracle_preprocessed: Path) -> None:

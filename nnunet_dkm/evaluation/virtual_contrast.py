@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, replace_folder, report_removed
+from nnunet_dkm.atomic import remove_stale_temporaries, replace_folder, report_removed
 from nnunet_dkm.diffusion.postcontrast import synthesize_postcontrast
 from nnunet_dkm.evaluation.oracle import OracleDatasetError, companion_id
 from nnunet_dkm.paths import dataset_id
@@ -121,10 +121,9 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
     requested_id = companion_id(source, requested_id, "--virtual-contrast-id")
     name = f"Dataset{requested_id:03d}_{source.name.split('_', 1)[1]}{VIRTUAL_CONTRAST_SUFFIX}"
     report_removed(remove_stale_temporaries(raw_folder), "dataset")
-    temporary = make_temporary_folder(raw_folder, name)
-    try:
-        training = _copy_cases(source, synthetic, temporary, "Tr", file_ending)
-        test = _copy_cases(source, synthetic, temporary, "Ts", file_ending)
+    def fill(folder: Path) -> None:
+        training = _copy_cases(source, synthetic, folder, "Tr", file_ending)
+        test = _copy_cases(source, synthetic, folder, "Ts", file_ending)
         if not training:
             raise OracleDatasetError(f"{source / 'labelsTr'} holds no labelled case")
         dkm = {"virtual_contrast_of": source.name, "synthesis": asdict(recipe), "synthesis_seconds": seconds,
@@ -133,14 +132,11 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
                         f"(made from the pre-contrast image alone)",
                "label_source": info.get("dkm", {}).get("label_source", "unknown")}
         generate_dataset_json(
-            str(temporary), channel_names={0: "pre-contrast", 1: f"synthetic post-contrast {SYNTHETIC_PHASE}"},
+            str(folder), channel_names={0: "pre-contrast", 1: f"synthetic post-contrast {SYNTHETIC_PHASE}"},
             labels=info["labels"], num_training_cases=len(training), file_ending=file_ending, dataset_name=name,
             description=f"Virtual-contrast companion of {source.name}: pre-contrast image + the DM's synthetic "
                         f"post-contrast image. Made by nnUNetv2_dkm_benchmark.",
             converted_by="nnunet-dkm", dkm=dkm,
         )
-        publish(temporary, raw_folder / name)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return raw_folder / name, seconds
+
+    return replace_folder(raw_folder / name, fill), seconds
