@@ -47,14 +47,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from nnunet_dkm.evaluation.nnunet_runs import run_command
+from nnunet_dkm.evaluation.nnunet_runs import run_command, use_workdir
 from nnunet_dkm.evaluation.records import RecordStore, per_case_frame
 from nnunet_dkm.evaluation.run_statistics import run_level_comparison, run_means, t_interval
 
@@ -76,17 +75,8 @@ SHIPPED = {"kinetic": REPO / "benchmarks" / "dms" / "demo_phantom_2d.pt",
 REFERENCES = ("untrained_dm_control", "vanilla", "pre_only_dm_control", "regression_dm_control", "virtual_contrast")
 
 
-def use_workdir(workdir: Path) -> None:
-    """nnU-Net's three folders under ``workdir`` for this process and its children."""
-    os.environ.update({name: str(workdir / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    os.environ.update({"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
-    os.environ.pop("nnUNet_dkm_checkpoint", None)
-
-
 def stage_prepare(workdir: Path) -> None:
     """The phantom, its 2d plans and every shipped DM that exists, unless there."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (workdir / name).mkdir(parents=True, exist_ok=True)
     if not list((workdir / "nnUNet_raw").glob(f"Dataset{DATASET}_*")):
         run_command([str(BIN / "nnUNetv2_dkm_synthesize"), "-d", str(DATASET), "--shape", "64", "64", "12"])
     if not list((workdir / "nnUNet_preprocessed").glob(f"Dataset{DATASET}_*/nnUNetPlans.json")):

@@ -37,7 +37,6 @@ core-hours):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from nnunet_dkm.evaluation.benchmark.stages import ensure_planned
-from nnunet_dkm.evaluation.nnunet_runs import run_command
+from nnunet_dkm.evaluation.nnunet_runs import run_command, use_workdir
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -64,14 +63,6 @@ PHASE_A = METHODS[:3]
 RECORDS = REPO / "benchmarks" / "records" / "regime"
 
 
-def use_workdir(workdir: Path) -> None:
-    """Point nnU-Net's three folders at ``workdir`` for this process and its children (one process per training,
-    as the pinned runs need)."""
-    os.environ.update({name: str(workdir / name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")})
-    os.environ.update({"nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1"})
-    os.environ.pop("nnUNet_dkm_checkpoint", None)
-
-
 def raw_dataset(workdir: Path, cue: float) -> Path | None:
     found = sorted((workdir / "nnUNet_raw").glob(f"Dataset{DATASET_IDS[cue]:03d}_*"))
     return found[0] if found else None
@@ -79,8 +70,6 @@ def raw_dataset(workdir: Path, cue: float) -> Path | None:
 
 def prepare(workdir: Path, cue: float) -> None:
     """The scarce phantom at ``cue`` (seed 0) and its 2d plans, unless there."""
-    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        (workdir / name).mkdir(parents=True, exist_ok=True)
     if raw_dataset(workdir, cue) is None:
         run_command([str(BIN / "nnUNetv2_dkm_synthesize"), "-d", str(DATASET_IDS[cue]), "--preset", "scarce",
                      "--pre-contrast-cue", f"{cue:g}"])

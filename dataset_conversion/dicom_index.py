@@ -129,11 +129,6 @@ class DicomIndex:
     skipped_files: list[tuple[Path, str]]
     non_dicom_paths: list[Path] = field(default_factory=list)
 
-    @property
-    def non_dicom_files(self) -> int:
-        """How many files were not DICOM (ignored)."""
-        return len(self.non_dicom_paths)
-
 
 # -- reading one header ---------------------------------------------------------------------------
 def _text(dataset: pydicom.Dataset, keyword: str) -> str:

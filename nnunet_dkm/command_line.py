@@ -34,10 +34,6 @@ INTERRUPTED_STATUS = 130  # the shell's status for a process ended by SIGINT (12
 Result = TypeVar("Result")
 
 
-class OutputLocationError(NnunetDkmError):
-    """An output path that cannot be written; raised before anything is written."""
-
-
 # errno -> (what happened, what to do): the OSErrors that are about a path the user gave
 _PATH_ERRORS: dict[int, tuple[str, str]] = {
     errno.ENOENT: ("no such file or folder", "check the path (and the nnUNet_raw, nnUNet_preprocessed and "
@@ -163,11 +159,11 @@ def check_writable_folder(folder: str | os.PathLike, option: str) -> Path:
     existing = nearest_existing_folder(folder)
     shown = f"{option} {folder}"
     if not existing.is_dir():
-        raise OutputLocationError(f"{shown}: {existing} is a file, not a folder; choose a folder")
+        raise NnunetDkmError(f"{shown}: {existing} is a file, not a folder; choose a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         reason = "read-only file system" if _is_read_only_file_system(existing) else "permission denied"
-        raise OutputLocationError(f"{shown}: cannot write into {existing} ({reason}); choose a folder you can "
-                                  f"write to, or change its permissions")
+        raise NnunetDkmError(f"{shown}: cannot write into {existing} ({reason}); choose a folder you can "
+                             f"write to, or change its permissions")
     return folder
 
 

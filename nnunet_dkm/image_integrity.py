@@ -43,10 +43,6 @@ class ImageDimensionError(NnunetDkmError):
     """An intact image with another number of dimensions than the command needs (a 2D slice, a 4D series)."""
 
 
-class ImageWriteError(NnunetDkmError):
-    """An image could not be written whole; the message names the file."""
-
-
 def _nifti_content(path: Path) -> bytes:
     """The file's bytes, decompressed whole where it is gzipped: ``gzip`` raises on a stream cut short and checks
     the trailer's CRC-32 (nibabel's own reader stops after the voxels and never sees a wrong checksum)."""
@@ -180,7 +176,7 @@ def write_checked_image(image: sitk.Image, path: str | os.PathLike, compress: bo
     """``sitk.WriteImage``, then :func:`check_image_file` on what was written.
 
     ITK does not always raise when a write fails: on a full disk it prints an error and leaves a truncated file.
-    Raises :class:`ImageWriteError` naming the file (``shown_as`` where ``path`` is a temporary name for it).
+    Raises :class:`NnunetDkmError` naming the file (``shown_as`` where ``path`` is a temporary name for it).
     """
     path = Path(path)
     shown = shown_as if shown_as is not None else path
@@ -188,10 +184,10 @@ def write_checked_image(image: sitk.Image, path: str | os.PathLike, compress: bo
         sitk.WriteImage(image, str(path), useCompression=compress)
     except RuntimeError as error:
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
-        raise ImageWriteError(f"{shown}: cannot be written ({detail}): check that its folder is writable and its "
-                              f"disk has space") from error
+        raise NnunetDkmError(f"{shown}: cannot be written ({detail}): check that its folder is writable and its "
+                             f"disk has space") from error
     try:
         check_image_file(path)
     except DamagedImageError as error:
-        raise ImageWriteError(f"{shown}: written incompletely (is its disk full?): free some space or choose a folder "
-                              f"on another disk") from error
+        raise NnunetDkmError(f"{shown}: written incompletely (is its disk full?): free some space or choose a folder "
+                             f"on another disk") from error

@@ -106,6 +106,17 @@ def dm_checkpoint_location(preprocessed_dataset_folder: str | os.PathLike, confi
     return DmCheckpointLocation(folder / dm_checkpoint_name(objective), False)
 
 
+def existing_dm_checkpoint(preprocessed_dataset_folder: str | os.PathLike, dataset: str, configuration: str,
+                           plans_name: str = "nnUNetPlans", objective: str = DEFAULT_OBJECTIVE,
+                           error: type[NnunetDkmError] = DatasetLocationError, hint: str = "") -> DmCheckpointLocation:
+    """:func:`dm_checkpoint_location`, which must hold a file: else ``error`` with :func:`missing_dm_message` (and
+    ``hint``, an option to add to the pretraining command). The check every consumer of a DM runs first."""
+    location = dm_checkpoint_location(preprocessed_dataset_folder, configuration, objective)
+    if not location.path.is_file():
+        raise error(missing_dm_message(location, dataset, configuration, plans_name, objective) + hint)
+    return location
+
+
 def pretrain_command(dataset: str, configuration: str, plans_name: str = "nnUNetPlans",
                      objective: str = DEFAULT_OBJECTIVE) -> str:
     """The command that pretrains a DM for these plans, e.g. ``nnUNetv2_dkm_pretrain -d 990 -c 2d``.

@@ -17,10 +17,6 @@ from nnunet_dkm.errors import NnunetDkmError
 _UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
 
 
-class ResourceError(NnunetDkmError):
-    """A job needs more memory or disk space than the machine has; the message names the option to change."""
-
-
 def human_bytes(count: float) -> str:
     """``1.6 PB``, ``230 MB``: a byte count in decimal units."""
     unit = 0
@@ -71,12 +67,12 @@ def check_fits_in_memory(needed_bytes: float, what: str, change: str, device: st
     if available is not None and needed_bytes > available:
         where = f"this machine has {human_bytes(available)} available" if not device.startswith("cuda") \
             else f"the GPU has {human_bytes(available)}"
-        raise ResourceError(f"{what} needs about {human_bytes(needed_bytes)} of memory, {where}: {change}")
+        raise NnunetDkmError(f"{what} needs about {human_bytes(needed_bytes)} of memory, {where}: {change}")
 
 
 def check_fits_on_disk(needed_bytes: float, folder: str | os.PathLike, what: str, change: str) -> None:
     """Refuse a job whose estimated output exceeds the free space of the disk ``folder`` is (or will be) on."""
     free = shutil.disk_usage(nearest_existing_folder(Path(folder))).free
     if needed_bytes > free:
-        raise ResourceError(f"{what} needs about {human_bytes(needed_bytes)} of disk space, {folder} has "
-                            f"{human_bytes(free)} free: {change}")
+        raise NnunetDkmError(f"{what} needs about {human_bytes(needed_bytes)} of disk space, {folder} has "
+                             f"{human_bytes(free)} free: {change}")

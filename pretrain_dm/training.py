@@ -52,7 +52,7 @@ from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint
 from nnunet_dkm.diffusion.config import InputScaling
 from nnunet_dkm.diffusion.network import build_network, make_ddpm_scheduler, training_target
 from nnunet_dkm.diffusion.presets import preset_network
-from nnunet_dkm.paths import dm_figure_path
+from nnunet_dkm.paths import dm_checkpoint_location, dm_figure_path
 from nnunet_dkm.preprocessing import DmCache, PlannedDataset
 from pretrain_dm.augment import AugmentationConfig, augment_patches
 from pretrain_dm.objective import autocast_context, enhancement_weights, step_generators, weighted_mse
@@ -116,7 +116,8 @@ class DmPretrainer:
         self.progress = progress and self.context.is_main
         self.dataset = PlannedDataset.load(settings.dataset_id, settings.configuration, settings.plans_identifier)
         self._check_slice_axis()
-        self.checkpoint_path = self.dataset.dm_checkpoint_of(settings.objective).path
+        self.checkpoint_path = dm_checkpoint_location(self.dataset.preprocessed_folder, settings.configuration,
+                                                      settings.objective).path
         if self.context.is_main:
             report_removed(remove_stale_temporaries(self.checkpoint_path.parent), "partly written file")
         self._check_existing(resume, overwrite)

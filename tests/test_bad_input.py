@@ -135,7 +135,7 @@ def test_with_verbose_the_same_mistake_shows_its_traceback(a_file: Path) -> None
                  "--num-unlabelled", "0", "--shape", "32", "32", "4"]
     for result in (run("nnUNetv2_dkm_synthesize", *arguments, "--verbose"),
                    run("nnUNetv2_dkm_synthesize", *arguments, env={**os.environ, "nnUNet_dkm_verbose": "1"})):
-        assert result.returncode == 1 and "Traceback" in result.stderr and "OutputLocationError" in result.stderr
+        assert result.returncode == 1 and "Traceback" in result.stderr and "NnunetDkmError" in result.stderr
 
 
 def test_an_output_folder_that_cannot_be_made_is_refused_before_the_dm_loads(

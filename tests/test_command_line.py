@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from nnunet_dkm.command_line import (
-    OutputLocationError,
     add_verbose_argument,
     check_writable_folder,
     command_line_entry,
@@ -89,7 +88,7 @@ def test_ctrl_c_says_interrupted_with_the_shells_status(monkeypatch: pytest.Monk
 def test_an_output_folder_under_a_file_is_refused_without_creating_anything(tmp_path: Path) -> None:
     a_file = tmp_path / "notes.txt"
     a_file.write_text("x")
-    with pytest.raises(OutputLocationError, match=rf"^-o {a_file}/out/deeper: {a_file} is a file, not a folder"):
+    with pytest.raises(NnunetDkmError, match=rf"^-o {a_file}/out/deeper: {a_file} is a file, not a folder"):
         check_writable_folder(a_file / "out" / "deeper", "-o")
     assert check_writable_folder(tmp_path / "new" / "folder", "-o") == tmp_path / "new" / "folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing created
@@ -99,7 +98,7 @@ def test_an_output_folder_under_a_file_is_refused_without_creating_anything(tmp_
 def test_a_folder_without_write_permission_is_refused(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    with pytest.raises(OutputLocationError, match="permission denied"):
+    with pytest.raises(NnunetDkmError, match="permission denied"):
         check_writable_folder(locked / "out", "--raw-folder")
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from conftest import randomised_network, tiny_config
 from torch import nn
 
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, save_checkpoint
 from nnunet_dkm.diffusion.config import DiffusionConfig, InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.estimates import synthesise_post_contrast
 from nnunet_dkm.diffusion.features import KineticFeatureExtractor, walk_unet
@@ -232,18 +229,6 @@ def test_bf16_autocast_and_channels_last_approximate_fp32(config: DiffusionConfi
         assert feature.dtype == torch.float32
         tolerance = 0.1 if option == "autocast" else 1e-4
         torch.testing.assert_close(feature, reference[level], atol=tolerance * reference[level].abs().max(), rtol=0)
-
-
-def test_from_checkpoint_file_gives_the_same_features(
-    tmp_path: Path, config: DiffusionConfig, network: nn.Module
-) -> None:
-    checkpoint = DiffusionCheckpoint(config, network.state_dict(), SCALING, {"dataset_name": "Dataset990_X"})
-    path = save_checkpoint(checkpoint, tmp_path / "dm.pt")
-    loaded = KineticFeatureExtractor.from_checkpoint(path, KineticFeatureConfig(levels=(1, 4)))
-    x = patches()
-    expected = extractor(config, network, levels=(1, 4))(x)
-    assert loaded.input_scaling == SCALING
-    assert all(torch.equal(loaded(x)[level], expected[level]) for level in (1, 4))
 
 
 def test_untrained_control_has_the_same_interface(config: DiffusionConfig) -> None:

@@ -16,7 +16,6 @@ import nnunet_dkm.diffusion.checkpoint as checkpoint_module
 from nnunet_dkm.diffusion.checkpoint import (
     DiffusionCheckpoint,
     DiffusionCheckpointError,
-    PlansMismatchError,
     check_plans_identity,
     load_checkpoint,
     load_network,
@@ -355,7 +354,7 @@ def test_checkpoint_for_other_plans_is_refused_naming_the_field_and_the_fix(chan
     identity = plans_identity(nnunet_plans(), "2d")
     plans = nnunet_plans()
     change(plans)
-    with pytest.raises(PlansMismatchError) as raised:
+    with pytest.raises(DiffusionCheckpointError) as raised:
         check_plans_identity(identity, plans, "2d", checkpoint_path="/x/dm.pt")
     message = str(raised.value)
     assert f"{field}:" in message and "/x/dm.pt" in message
@@ -365,11 +364,11 @@ def test_checkpoint_for_other_plans_is_refused_naming_the_field_and_the_fix(chan
 
 def test_other_configuration_or_plans_name_is_refused() -> None:
     identity = plans_identity(nnunet_plans(), "2d")
-    with pytest.raises(PlansMismatchError, match="configuration: checkpoint '2d', in use '3d_fullres'"):
+    with pytest.raises(DiffusionCheckpointError, match="configuration: checkpoint '2d', in use '3d_fullres'"):
         check_plans_identity(identity, nnunet_plans(), "3d_fullres")
     plans = nnunet_plans()
     plans["plans_name"] = "nnUNetResEncUNetMPlans"
-    with pytest.raises(PlansMismatchError, match="-d 990 -c 2d -p nnUNetResEncUNetMPlans"):
+    with pytest.raises(DiffusionCheckpointError, match="-d 990 -c 2d -p nnUNetResEncUNetMPlans"):
         check_plans_identity(identity, plans, "2d")
 
 
@@ -379,7 +378,7 @@ def test_plans_identity_resolves_inherited_configurations() -> None:
     assert lowres["preprocessing"]["normalization_schemes"] == ["ZScoreNormalization"]
     plans = nnunet_plans()
     plans["configurations"]["3d_fullres"]["use_mask_for_norm"] = [True]  # inherited by 3d_lowres
-    with pytest.raises(PlansMismatchError, match="use_mask_for_norm"):
+    with pytest.raises(DiffusionCheckpointError, match="use_mask_for_norm"):
         check_plans_identity(lowres, plans, "3d_lowres")
 
 
@@ -391,7 +390,7 @@ def test_plans_identity_of_a_missing_configuration_is_a_clear_error() -> None:
 def test_tampered_identity_hash_is_refused() -> None:
     identity = copy.deepcopy(plans_identity(nnunet_plans(), "2d"))
     identity["preprocessing_sha256"] = "0" * 64
-    with pytest.raises(PlansMismatchError, match="preprocessing_sha256"):
+    with pytest.raises(DiffusionCheckpointError, match="preprocessing_sha256"):
         check_plans_identity(identity, nnunet_plans(), "2d")
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from conftest import PHANTOM_ID, use_nnunet_folders
 
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.image_integrity import read_checked
 from nnunet_dkm.preprocessing import PlannedDataset, build_cache, find_pretraining_exams, read_exam
-from nnunet_dkm.preprocessing.cache_storage import CachedArray, DmCacheFileError, write_images, write_seg
+from nnunet_dkm.preprocessing.cache_storage import CachedArray, write_images, write_seg
 from nnunet_dkm.preprocessing.dm_cache import CACHE_VERSION, load_cache
 from nnunet_dkm.preprocessing.transforms import mask_to_preprocessed_space, preprocess_like_precontrast
 
@@ -119,14 +120,14 @@ def test_a_damaged_cache_file_is_named_in_a_one_line_error(
         intact = damaged_file.read_bytes()
         damaged_file.write_bytes(intact[:-200])  # truncated, as by a full disk or a killed copy
         for mmap in (True, False):
-            with pytest.raises(DmCacheFileError) as raised:
+            with pytest.raises(NnunetDkmError) as raised:
                 exam.load(mmap=mmap)
             message = str(raised.value)
             assert message.startswith(f"{damaged_file}: damaged DM cache file") and "\n" not in message
             assert f"delete the folder {copy}" in message
         damaged_file.write_bytes(intact)
     exam.images_file.unlink()
-    with pytest.raises(DmCacheFileError, match=rf"^{exam.images_file}: damaged DM cache file \(missing\)"):
+    with pytest.raises(NnunetDkmError, match=rf"^{exam.images_file}: damaged DM cache file \(missing\)"):
         load_cache(copy)
 
 

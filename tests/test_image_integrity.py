@@ -12,9 +12,9 @@ import pytest
 import SimpleITK as sitk
 from conftest import PHANTOM_ID, use_nnunet_folders
 
+from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.image_integrity import (
     DamagedImageError,
-    ImageWriteError,
     check_finite_voxels,
     check_image_file,
     read_checked_image,
@@ -109,7 +109,7 @@ def test_a_write_that_itk_leaves_truncated_is_refused(image_file: Path, tmp_path
 
     monkeypatch.setattr(sitk, "WriteImage", write_on_a_full_disk)
     target = tmp_path / "out.nii.gz"
-    with pytest.raises(ImageWriteError, match=rf"^{target}: written incompletely \(is its disk full\?\)"):
+    with pytest.raises(NnunetDkmError, match=rf"^{target}: written incompletely \(is its disk full\?\)"):
         write_checked_image(image, target)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from nnunet_dkm.evaluation.records import RecordStore, RunIdentity, StudyRecordError, per_case_frame
+from nnunet_dkm.errors import NnunetDkmError
+from nnunet_dkm.evaluation.records import RecordStore, RunIdentity, per_case_frame
 
 IDENTITY = RunIdentity(study="convergence", method="dkm", trainer="nnUNetTrainerDKM_5epochs",
                        dataset="Dataset990_DKMPhantom", dataset_fingerprint="0123456789abcdef", configuration="2d",
@@ -52,8 +53,8 @@ def test_a_damaged_record_is_named(tmp_path: Path) -> None:
     store = RecordStore(tmp_path)
     path = store.write(IDENTITY, SCORES, wall_seconds=None)
     path.write_text(path.read_text()[:40])
-    with pytest.raises(StudyRecordError, match=f"{path}: unreadable study record"):
+    with pytest.raises(NnunetDkmError, match=f"{path}: unreadable study record"):
         store.all()
     path.write_text(json.dumps({"format": "something else"}))
-    with pytest.raises(StudyRecordError, match="not a study record"):
+    with pytest.raises(NnunetDkmError, match="not a study record"):
         store.read(IDENTITY)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import PHANTOM_ID, use_nnunet_folders
 
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, PlansMismatchError, load_checkpoint, load_network
+from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpointError, load_checkpoint, load_network
 from nnunet_dkm.diffusion.shipping import export_dm, install_dm, read_sidecar, sidecar_path
 from nnunet_dkm.fingerprints import file_sha256
 from nnunet_dkm.paths import dm_checkpoint_location
@@ -68,7 +68,7 @@ def test_install_refuses_other_plans_a_damaged_file_and_a_different_installed_dm
     plans = json.loads(original_plans)
     plans["configurations"]["2d"]["spacing"] = [s * 2 for s in plans["configurations"]["2d"]["spacing"]]
     plans_file.write_text(json.dumps(plans))
-    with pytest.raises(PlansMismatchError, match="spacing"):
+    with pytest.raises(DiffusionCheckpointError, match="spacing"):
         install_dm(shipped, phantom["raw"], phantom["preprocessed"], "2d", "nnUNetPlans", "kinetic", False)
     assert not dm_checkpoint_location(phantom["preprocessed"], "2d").path.exists()
     plans_file.write_text(original_plans)

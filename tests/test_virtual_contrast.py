@@ -11,9 +11,9 @@ import pytest
 import SimpleITK as sitk
 from conftest import PHANTOM_ID
 
+from nnunet_dkm.evaluation.oracle import OracleDatasetError
 from nnunet_dkm.evaluation.virtual_contrast import (
     SynthesisRecipe,
-    VirtualContrastError,
     make_virtual_contrast_dataset,
 )
 from nnunet_dkm.fingerprints import file_sha256
@@ -83,5 +83,5 @@ def test_a_companion_made_by_another_dm_is_refused(own_phantom: dict) -> None:
     built, _ = make_virtual_contrast_dataset(raw, preprocessed, recipe, "nnUNetPlans", "cpu")
     assert make_virtual_contrast_dataset(raw, preprocessed, recipe, "nnUNetPlans", "cpu")[0] == built  # reused
     other = SynthesisRecipe(recipe.dm_checkpoint, "0" * 64, "2d", ddim_steps=2, eta=0.0)
-    with pytest.raises(VirtualContrastError, match="another DM or sampler"):
+    with pytest.raises(OracleDatasetError, match="another DM or sampler"):
         make_virtual_contrast_dataset(raw, preprocessed, other, "nnUNetPlans", "cpu")

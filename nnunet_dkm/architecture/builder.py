@@ -104,12 +104,6 @@ def missing_block_message(plans_manager: PlansManager, configuration_manager: Co
     )
 
 
-def read_plans_block(configuration_manager: ConfigurationManager) -> tuple[DiffusionConfig, InputScaling,
-                                                                           KineticFeatureConfig]:
-    """DM config, input scaling and feature options recorded in the plans."""
-    return configs_from_block(plans_block(configuration_manager))
-
-
 def configs_from_block(block: dict[str, Any]) -> tuple[DiffusionConfig, InputScaling, KineticFeatureConfig]:
     """DM config, input scaling and feature options of a ``"dkm"`` block."""
     return (DiffusionConfig.from_dict(block["dm_config"]), InputScaling.from_dict(block["input_scaling"]),
@@ -160,7 +154,7 @@ def build_paper_network(configuration_manager: ConfigurationManager, num_input_c
         raise ValueError(f"the paper's segmentation module is 2D; this configuration's patch is "
                          f"{list(configuration_manager.patch_size)}: use a 2d configuration (or nnUNetTrainerDKM for "
                          f"3D ones)")
-    dm_config, input_scaling, feature_config = read_plans_block(configuration_manager)
+    dm_config, input_scaling, feature_config = configs_from_block(plans_block(configuration_manager))
     kinetic = KineticFeatureExtractor(dm_config, input_scaling, feature_config)
     kinetic.prepare_noise(list(configuration_manager.patch_size))
     return PaperKineticNet(kinetic, num_output_channels, channels)

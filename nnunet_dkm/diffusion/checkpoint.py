@@ -47,10 +47,6 @@ class DiffusionCheckpointError(NnunetDkmError, RuntimeError):
     """A DM checkpoint is missing, unreadable or inconsistent; the message names the file and the problem."""
 
 
-class PlansMismatchError(DiffusionCheckpointError):
-    """A DM checkpoint was made for other nnU-Net plans / configuration than the ones in use."""
-
-
 def check_plans_identity(checkpoint_identity: Mapping[str, Any], plans: Mapping[str, Any], configuration: str,
                          checkpoint_path: str | Path | None = None) -> None:
     """Refuse a DM checkpoint made for other plans than ``plans`` / ``configuration``.
@@ -62,7 +58,7 @@ def check_plans_identity(checkpoint_identity: Mapping[str, Any], plans: Mapping[
         checkpoint_path: the checkpoint's file, named in the error message.
 
     Raises:
-        PlansMismatchError: naming every differing field with both values, and the command to pretrain a DM for
+        DiffusionCheckpointError: naming every differing field with both values, and the command to pretrain a DM for
             the plans in use.
     """
     current = plans_identity(plans, configuration)
@@ -83,7 +79,7 @@ def check_plans_identity(checkpoint_identity: Mapping[str, Any], plans: Mapping[
         )
     if differences:
         source = f"DM checkpoint {checkpoint_path}" if checkpoint_path is not None else "The DM checkpoint"
-        raise PlansMismatchError(
+        raise DiffusionCheckpointError(
             f"{source} was pretrained for other nnU-Net plans than {current['dataset_name']} / "
             f"{current['plans_name']} / configuration {current['configuration']}:\n  - "
             + "\n  - ".join(differences)

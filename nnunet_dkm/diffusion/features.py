@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
@@ -28,7 +27,6 @@ from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
 from torch import nn
 
 from nnunet_dkm.diffusion import objectives
-from nnunet_dkm.diffusion.checkpoint import DiffusionCheckpoint, load_checkpoint
 from nnunet_dkm.diffusion.config import DiffusionConfig, FeatureSource, InputScaling, KineticFeatureConfig
 from nnunet_dkm.diffusion.network import build_network, ddim_sample, make_ddpm_scheduler
 
@@ -159,22 +157,6 @@ class KineticFeatureExtractor(nn.Module):
         self.level_channels: dict[int, int] = {
             level: diffusion_config.channels[level - 1] for level in self.feature_config.levels
         }
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        checkpoint: DiffusionCheckpoint | str | Path,
-        feature_config: KineticFeatureConfig | None = None,
-        map_location: str | torch.device = "cpu",
-    ) -> KineticFeatureExtractor:
-        """An extractor over the DM stored in a checkpoint (object or file)."""
-        source = None
-        if not isinstance(checkpoint, DiffusionCheckpoint):
-            source = checkpoint
-            checkpoint = load_checkpoint(checkpoint, map_location)
-        return cls(
-            checkpoint.config, checkpoint.input_scaling, feature_config, checkpoint.build_network(source=source)
-        )
 
     def train(self, mode: bool = True) -> KineticFeatureExtractor:
         """Stay in eval mode whatever is asked: the DM is frozen (dropout / norm statistics never change)."""

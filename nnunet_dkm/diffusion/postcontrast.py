@@ -143,14 +143,12 @@ def dm_checkpoint_for(dataset: PlannedDataset, checkpoint_file: Path | None,
                       objective: str = "kinetic") -> DmCheckpointLocation:
     """``-chk`` where given, else the dataset's DM of ``objective`` (``$nnUNet_dkm_checkpoint`` or its dkm folder); it
     must exist."""
-    location = dataset.dm_checkpoint_of(objective) if checkpoint_file is None \
-        else DmCheckpointLocation(checkpoint_file, False)
-    if not location.path.is_file():
-        message = missing_dm_message(location, dataset.name, dataset.configuration, dataset.plans_identifier,
-                                     objective)
-        if checkpoint_file is not None:
-            message = f"-chk {checkpoint_file}: no such file. {message}"
-        raise SynthesisError(message)
+    if checkpoint_file is None:
+        return dataset.existing_dm_checkpoint(SynthesisError, objective)
+    location = DmCheckpointLocation(checkpoint_file, False)
+    if not checkpoint_file.is_file():
+        raise SynthesisError(f"-chk {checkpoint_file}: no such file. " + missing_dm_message(
+            location, dataset.name, dataset.configuration, dataset.plans_identifier, objective))
     return location
 
 

@@ -114,7 +114,7 @@ def read_sidecar(dm_file: Path) -> dict[str, Any] | None:
 def install_dm(source: Path, raw: Path, preprocessed: Path, configuration: str, plans_name: str, objective: str,
                overwrite: bool) -> tuple[Path, list[str]]:
     """Copy a shipped DM to where the trainer of ``objective`` finds it, after checking that it was made for these
-    plans (``PlansMismatchError`` otherwise) and that it is the file its sidecar describes. Returns (the installed
+    plans (``DiffusionCheckpointError`` otherwise) and that it is the file its sidecar describes. Returns (the installed
     path, notes for the user)."""
     if not source.is_file():
         raise DiffusionCheckpointError(f"-i {source}: no such file")

@@ -50,10 +50,6 @@ SPLITS = ("test", "selection")
 ESTIMATE_ORDER = ("identity", "linear", "synthetic", "mask-told ceiling")
 
 
-class DmQualityError(NnunetDkmError):
-    """The DM-quality measure cannot run; the message names the file or the command that fixes it."""
-
-
 @dataclass(frozen=True)
 class SynthesisSettings:
     """How the synthetic images were made; a ``synthetic/`` folder is reused only for the same settings."""
@@ -82,14 +78,14 @@ def evaluation_exams(dataset: PlannedDataset, split: str, metadata: dict) -> lis
     if split == "test":
         exams = [exam for exam in find_test_exams(dataset.raw_folder) if exam.post_files]
         if not exams:
-            raise DmQualityError(f"{dataset.raw_folder}: no test case with a label (labelsTs) and post-contrast "
+            raise NnunetDkmError(f"{dataset.raw_folder}: no test case with a label (labelsTs) and post-contrast "
                                  f"phases (kineticsTs); use --split selection to score the DM's held-out training "
                                  f"exams")
         return exams
     held_out = set(metadata.get("validation_exams") or ())
     exams = [exam for exam in find_pretraining_exams(dataset.raw_folder) if exam.case_id in held_out]
     if not exams:
-        raise DmQualityError("the DM checkpoint names no held-out training exam (metadata 'validation_exams') found "
+        raise NnunetDkmError("the DM checkpoint names no held-out training exam (metadata 'validation_exams') found "
                              f"in {dataset.raw_folder}; use --split test")
     return exams
 
@@ -126,11 +122,11 @@ def read_synthetic(folder: Path, cases: Sequence[QualityCase], file_ending: str)
         files = [folder / f"{case.case_id}_{phase:04d}{file_ending}" for phase in range(1, case.posts.shape[0] + 1)]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
-            raise DmQualityError(f"{folder}: synthetic image(s) {missing} missing; make them with "
+            raise NnunetDkmError(f"{folder}: synthetic image(s) {missing} missing; make them with "
                                  f"nnUNetv2_dkm_synthesize_postcontrast or leave out --synthetic")
         volumes = [read_volume(f) for f in files]
         if volumes[0].shape != case.pre.shape:
-            raise DmQualityError(f"{files[0]}: shape {volumes[0].shape}, the case's pre-contrast image "
+            raise NnunetDkmError(f"{files[0]}: shape {volumes[0].shape}, the case's pre-contrast image "
                                  f"{case.pre.shape}")
         out[case.case_id] = np.stack(volumes)
     return out

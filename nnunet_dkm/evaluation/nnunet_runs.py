@@ -18,10 +18,7 @@ from nnunetv2.utilities.file_path_utilities import get_output_folder
 
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.ext_trainer_path import add_to_environment
-
-
-class NnunetRunError(NnunetDkmError):
-    """An nnU-Net command failed; the message holds the command and where its log is."""
+from nnunet_dkm.paths import NNUNET_FOLDERS
 
 
 def nnunet_command(name: str) -> str:
@@ -35,6 +32,17 @@ def child_environment() -> dict[str, str]:
     return dict(add_to_environment(dict(os.environ)))
 
 
+def use_workdir(workdir: Path) -> None:
+    """Point nnU-Net's three folders at ``workdir`` (made where missing) for this process and its children, with one
+    data-augmentation and preprocessing process each (as runs pinned to a core need) and no
+    ``$nnUNet_dkm_checkpoint``."""
+    for name in NNUNET_FOLDERS:
+        (workdir / name).mkdir(parents=True, exist_ok=True)
+    os.environ.update({name: str(workdir / name) for name in NNUNET_FOLDERS} | {"nnUNet_n_proc_DA": "0",
+                                                                                "nnUNet_def_n_proc": "1"})
+    os.environ.pop("nnUNet_dkm_checkpoint", None)
+
+
 def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] = (),
                 extra: dict[str, str] | None = None) -> None:
     """Run ``command`` with its output shown live, without the variables ``unset`` and with ``extra`` set; raise on
@@ -44,7 +52,7 @@ def run_command(command: list[str], log_hint: str = "", unset: tuple[str, ...] =
     env = {k: v for k, v in child_environment().items() if k not in unset} | (extra or {})
     result = subprocess.run(command, env=env)
     if result.returncode != 0:
-        raise NnunetRunError(f"`{' '.join(command)}` failed with exit code {result.returncode}. {log_hint}".strip())
+        raise NnunetDkmError(f"`{' '.join(command)}` failed with exit code {result.returncode}. {log_hint}".strip())
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ class TrainedModel:
     def model_folder(self) -> Path:
         """nnU-Net's output folder of this trainer, plans and configuration (``get_output_folder``)."""
         if not os.environ.get("nnUNet_results"):
-            raise NnunetRunError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results")
+            raise NnunetDkmError("nnUNet_results is not set: export nnUNet_results=/path/to/nnUNet_results")
         if self.results_root is not None:
             return self.results_root / self.dataset_name / f"{self.trainer}__{self.plans}__{self.configuration}"
         return Path(get_output_folder(self.dataset_name, self.trainer, self.plans, self.configuration))
@@ -97,7 +105,7 @@ class TrainedModel:
         run_command(command, f"nnU-Net's log is in {self.fold_folder}.", extra=self.environment)
         if not self.is_trained:
             final = self.fold_folder / "checkpoint_final.pth"
-            raise NnunetRunError(f"{' '.join(command)} ended without writing {final}")
+            raise NnunetDkmError(f"{' '.join(command)} ended without writing {final}")
 
     def predict(self, input_folder: Path, output_folder: Path, device: str, case_ids: list[str],
                 file_ending: str) -> Path:
@@ -112,7 +120,7 @@ class TrainedModel:
         run_command(command, extra=self.environment)
         missing = [p.name for p in expected if not (partial / p.name).is_file()]
         if missing:
-            raise NnunetRunError(f"nnUNetv2_predict wrote no prediction for {missing} in {partial}")
+            raise NnunetDkmError(f"nnUNetv2_predict wrote no prediction for {missing} in {partial}")
         if output_folder.exists():
             shutil.rmtree(output_folder)
         os.replace(partial, output_folder)

@@ -12,13 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from nnunet_dkm.atomic import (
-    make_temporary_folder,
-    publish,
-    remove_stale_temporaries,
-    report_removed,
-    write_atomically,
-)
+from nnunet_dkm.atomic import remove_stale_temporaries, replace_folder, report_removed, write_atomically
 from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.paths import dataset_id
 
@@ -27,11 +21,6 @@ ORACLE_SUFFIX = "PostContrastOracle"
 
 class OracleDatasetError(NnunetDkmError):
     """The companion dataset cannot be made; the message says what is wrong and where."""
-
-
-def dataset_ids_in(raw_folder: Path) -> set[int]:
-    """Ids of every ``DatasetXXX_*`` folder in ``raw_folder``."""
-    return {dataset_id(p.name) for p in raw_folder.glob("Dataset[0-9][0-9][0-9]_*") if p.is_dir()}
 
 
 def find_oracle_dataset(raw_folder: Path, source: Path) -> Path | None:
@@ -43,13 +32,18 @@ def find_oracle_dataset(raw_folder: Path, source: Path) -> Path | None:
     return None
 
 
-def free_dataset_id(raw_folder: Path, source_id: int) -> int:
-    """The highest id below 1000 that no dataset in ``raw_folder`` uses (ids near 999 rarely clash)."""
-    used = dataset_ids_in(raw_folder) | {source_id}
-    for candidate in range(999, 0, -1):
-        if candidate not in used:
-            return candidate
-    raise OracleDatasetError(f"no free dataset id below 1000 in {raw_folder}; pass --oracle-id")
+def companion_id(source: Path, requested: int | None, option: str) -> int:
+    """The id of a companion of raw dataset ``source``: ``requested`` (given with ``option``) where no dataset beside
+    ``source`` uses it; for None the highest id below 1000 that none uses (ids near 999 rarely clash)."""
+    used = {dataset_id(p.name) for p in source.parent.glob("Dataset[0-9][0-9][0-9]_*") if p.is_dir()}
+    if requested is not None and requested in used:
+        raise OracleDatasetError(f"dataset id {requested} is taken in {source.parent} by another dataset; choose "
+                                 f"another {option}")
+    free = (candidate for candidate in range(999, 0, -1) if candidate not in used | {dataset_id(source.name)})
+    requested = requested if requested is not None else next(free, None)
+    if requested is None:
+        raise OracleDatasetError(f"no free dataset id below 1000 in {source.parent}; pass {option}")
+    return requested
 
 
 def _copy_split(source: Path, target: Path, split: str, phase: int, file_ending: str) -> list[str]:
@@ -84,20 +78,14 @@ def make_oracle_dataset(source: Path, oracle_id: int | None = None, phase: int =
     existing = find_oracle_dataset(raw_folder, source)
     if existing is not None and (oracle_id is None or existing.name.startswith(f"Dataset{oracle_id:03d}_")):
         return existing
-    if oracle_id is None:
-        oracle_id = free_dataset_id(raw_folder, dataset_id(source.name))
-    elif oracle_id in dataset_ids_in(raw_folder):
-        raise OracleDatasetError(
-            f"dataset id {oracle_id} is taken in {raw_folder} by another dataset; choose another --oracle-id"
-        )
+    oracle_id = companion_id(source, oracle_id, "--oracle-id")
     info = json.loads((source / "dataset.json").read_text())
     file_ending = info["file_ending"]
     name = f"Dataset{oracle_id:03d}_{source.name.split('_', 1)[1]}{ORACLE_SUFFIX}"
     report_removed(remove_stale_temporaries(raw_folder), "dataset")
-    tmp = make_temporary_folder(raw_folder, name)
-    try:
-        training = _copy_split(source, tmp, "Tr", phase, file_ending)
-        test = _copy_split(source, tmp, "Ts", phase, file_ending)
+    def fill(folder: Path) -> None:
+        training = _copy_split(source, folder, "Tr", phase, file_ending)
+        test = _copy_split(source, folder, "Ts", phase, file_ending)
         if not training:
             raise OracleDatasetError(f"{source / 'labelsTr'} holds no labelled case")
         dkm = {
@@ -108,17 +96,14 @@ def make_oracle_dataset(source: Path, oracle_id: int | None = None, phase: int =
             "num_test": len(test),
         }
         generate_dataset_json(
-            str(tmp), channel_names={0: f"post-contrast {phase}"}, labels=info["labels"],
+            str(folder), channel_names={0: f"post-contrast {phase}"}, labels=info["labels"],
             num_training_cases=len(training), file_ending=file_ending, dataset_name=name,
             description=f"Post-contrast oracle of {source.name}: same cases and labels, input = post-contrast "
                         f"phase {phase}. Made by nnUNetv2_dkm_benchmark.",
             converted_by="nnunet-dkm", dkm=dkm,
         )
-        publish(tmp, raw_folder / name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return raw_folder / name
+
+    return replace_folder(raw_folder / name, fill)
 
 
 def copy_split_file(source_preprocessed: Path, oracle_preprocessed: Path) -> None:

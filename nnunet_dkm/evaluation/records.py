@@ -35,10 +35,6 @@ RECORD_FORMAT = "nnunet_dkm.study_record"
 RECORD_FORMAT_VERSION = 1
 
 
-class StudyRecordError(NnunetDkmError):
-    """A record file is unreadable or not a study record; the message names the file."""
-
-
 @dataclass(frozen=True)
 class RunIdentity:
     """What decides a training run's result; two runs with the same identity are the same run.
@@ -127,12 +123,12 @@ def read_record(path: Path) -> dict[str, Any]:
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StudyRecordError(f"{path}: unreadable study record ({error}); delete it to rerun that run") from error
+        raise NnunetDkmError(f"{path}: unreadable study record ({error}); delete it to rerun that run") from error
     if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
-        raise StudyRecordError(f"{path}: not a study record (no format {RECORD_FORMAT!r})")
+        raise NnunetDkmError(f"{path}: not a study record (no format {RECORD_FORMAT!r})")
     if record.get("format_version", 0) > RECORD_FORMAT_VERSION:
-        raise StudyRecordError(f"{path}: record format {record.get('format_version')} is newer than this nnunet-dkm "
-                               f"reads ({RECORD_FORMAT_VERSION}); update nnunet-dkm")
+        raise NnunetDkmError(f"{path}: record format {record.get('format_version')} is newer than this nnunet-dkm "
+                             f"reads ({RECORD_FORMAT_VERSION}); update nnunet-dkm")
     return record
 
 

@@ -17,17 +17,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nnunet_dkm.atomic import make_temporary_folder, publish, remove_stale_temporaries, replace_folder, report_removed
+from nnunet_dkm.atomic import remove_stale_temporaries, replace_folder, report_removed
 from nnunet_dkm.diffusion.postcontrast import synthesize_postcontrast
-from nnunet_dkm.evaluation.oracle import OracleDatasetError, dataset_ids_in, free_dataset_id
+from nnunet_dkm.evaluation.oracle import OracleDatasetError, companion_id
 from nnunet_dkm.paths import dataset_id
 
 VIRTUAL_CONTRAST_SUFFIX = "VirtualContrast"
 SYNTHETIC_PHASE = 1
-
-
-class VirtualContrastError(OracleDatasetError):
-    """The virtual-contrast companion cannot be made or reused; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +101,7 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
                                   device: str, requested_id: int | None = None) -> tuple[Path, float]:
     """Create (or reuse) the companion of raw dataset ``source``; returns (its folder, synthesis seconds).
 
-    Raises ``VirtualContrastError`` where an existing companion was made by another DM or sampler.
+    Raises ``OracleDatasetError`` where an existing companion was made by another DM or sampler.
     """
     from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
@@ -114,7 +110,7 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
     if existing is not None:
         made_by = json.loads((existing / "dataset.json").read_text())["dkm"].get("synthesis")
         if made_by != asdict(recipe):
-            raise VirtualContrastError(
+            raise OracleDatasetError(
                 f"{existing} was made with another DM or sampler ({made_by}; now {asdict(recipe)}): its trained "
                 f"models would not match. Delete it (and its nnUNet_preprocessed / nnUNet_results folders) to "
                 f"rebuild it with this DM")
@@ -122,33 +118,25 @@ def make_virtual_contrast_dataset(source: Path, preprocessed: Path, recipe: Synt
     info = json.loads((source / "dataset.json").read_text())
     file_ending = info["file_ending"]
     synthetic, seconds = synthetic_cache(source, preprocessed, recipe, plans, file_ending, device)
-    if requested_id is None:
-        requested_id = free_dataset_id(raw_folder, dataset_id(source.name))
-    elif requested_id in dataset_ids_in(raw_folder):
-        raise VirtualContrastError(f"dataset id {requested_id} is taken in {raw_folder}; choose another "
-                                   f"--virtual-contrast-id")
+    requested_id = companion_id(source, requested_id, "--virtual-contrast-id")
     name = f"Dataset{requested_id:03d}_{source.name.split('_', 1)[1]}{VIRTUAL_CONTRAST_SUFFIX}"
     report_removed(remove_stale_temporaries(raw_folder), "dataset")
-    temporary = make_temporary_folder(raw_folder, name)
-    try:
-        training = _copy_cases(source, synthetic, temporary, "Tr", file_ending)
-        test = _copy_cases(source, synthetic, temporary, "Ts", file_ending)
+    def fill(folder: Path) -> None:
+        training = _copy_cases(source, synthetic, folder, "Tr", file_ending)
+        test = _copy_cases(source, synthetic, folder, "Ts", file_ending)
         if not training:
-            raise VirtualContrastError(f"{source / 'labelsTr'} holds no labelled case")
+            raise OracleDatasetError(f"{source / 'labelsTr'} holds no labelled case")
         dkm = {"virtual_contrast_of": source.name, "synthesis": asdict(recipe), "synthesis_seconds": seconds,
                "num_training": len(training), "num_test": len(test),
                "input": f"channel 0 pre-contrast, channel 1 the DM's synthetic post-contrast phase {SYNTHETIC_PHASE} "
                         f"(made from the pre-contrast image alone)",
                "label_source": info.get("dkm", {}).get("label_source", "unknown")}
         generate_dataset_json(
-            str(temporary), channel_names={0: "pre-contrast", 1: f"synthetic post-contrast {SYNTHETIC_PHASE}"},
+            str(folder), channel_names={0: "pre-contrast", 1: f"synthetic post-contrast {SYNTHETIC_PHASE}"},
             labels=info["labels"], num_training_cases=len(training), file_ending=file_ending, dataset_name=name,
             description=f"Virtual-contrast companion of {source.name}: pre-contrast image + the DM's synthetic "
                         f"post-contrast image. Made by nnUNetv2_dkm_benchmark.",
             converted_by="nnunet-dkm", dkm=dkm,
         )
-        publish(temporary, raw_folder / name)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    return raw_folder / name, seconds
+
+    return replace_folder(raw_folder / name, fill), seconds

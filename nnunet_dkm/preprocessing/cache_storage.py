@@ -38,14 +38,10 @@ STORAGE = {
 _MMAP = {} if os.name == "nt" else {"mmap_mode": "r"}
 
 
-class DmCacheFileError(NnunetDkmError):
-    """A file of the DM cache cannot be read (truncated, overwritten, missing); the message names it and the fix."""
-
-
-def damaged(path: Path, detail: str) -> DmCacheFileError:
+def damaged(path: Path, detail: str) -> NnunetDkmError:
     """The one-line error for an unreadable cache file: which file, why, and how to rebuild the cache."""
-    return DmCacheFileError(f"{path}: damaged DM cache file ({detail}); delete the folder {path.parent} and run the "
-                            f"command again, which rebuilds the cache (or nnUNetv2_dkm_pretrain builds it)")
+    return NnunetDkmError(f"{path}: damaged DM cache file ({detail}); delete the folder {path.parent} and run the "
+                          f"command again, which rebuilds the cache (or nnUNetv2_dkm_pretrain builds it)")
 
 
 def _write(path: Path, array: np.ndarray, chunks: tuple[int, ...]) -> None:

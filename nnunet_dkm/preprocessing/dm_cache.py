@@ -193,7 +193,7 @@ def describe_format(version: object) -> str:
 
 def load_cache(folder: Path) -> DmCache:
     """Read a cache written by :func:`build_cache`; a cache of another format version raises
-    :class:`DmCacheFormatError`, a missing array file a ``DmCacheFileError`` naming it."""
+    :class:`DmCacheFormatError`, a missing array file an error naming it."""
     manifest = json.loads((folder / "manifest.json").read_text())
     if manifest.get("version") != CACHE_VERSION:
         raise DmCacheFormatError(f"DM cache {folder}: {describe_format(manifest.get('version'))}, this nnunet-dkm "

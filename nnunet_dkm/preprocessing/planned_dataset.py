@@ -22,7 +22,7 @@ from nnunet_dkm.paths import (
     dataset_folder,
     dataset_name,
     dkm_folder,
-    dm_checkpoint_location,
+    existing_dm_checkpoint,
     pretrain_command,
 )
 
@@ -156,14 +156,10 @@ class PlannedDataset:
         """``nnUNet_preprocessed/DatasetXXX_Name/dkm/<configuration>/``."""
         return dkm_folder(self.preprocessed_folder, self.configuration)
 
-    @property
-    def dm_checkpoint(self) -> DmCheckpointLocation:
-        """Where this configuration's (kinetic) DM checkpoint is read and written."""
-        return dm_checkpoint_location(self.preprocessed_folder, self.configuration)
-
-    def dm_checkpoint_of(self, objective: str) -> DmCheckpointLocation:
-        """Where this configuration's DM of ``objective`` (kinetic, pre-only, regression) is read and written."""
-        return dm_checkpoint_location(self.preprocessed_folder, self.configuration, objective)
+    def existing_dm_checkpoint(self, error: type[NnunetDkmError], objective: str = "kinetic") -> DmCheckpointLocation:
+        """This configuration's DM of ``objective``, which must exist (else ``error`` names the pretraining command)."""
+        return existing_dm_checkpoint(self.preprocessed_folder, self.name, self.configuration, self.plans_identifier,
+                                      objective, error)
 
     @property
     def spatial_dims(self) -> int:

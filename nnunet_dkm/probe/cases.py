@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from nnunet_dkm.evaluation.baselines import body_mask
 from nnunet_dkm.image_integrity import read_checked
-from nnunet_dkm.paths import missing_dm_message, nnunet_folder
+from nnunet_dkm.paths import nnunet_folder
 from nnunet_dkm.preprocessing import (
     DceExam,
     PlannedDataset,
@@ -224,10 +224,7 @@ def probe_checkpoint(dataset: PlannedDataset, checkpoint_file: Path | None) -> P
             raise ProbeError(f"--checkpoint {checkpoint_file}: no such file. To probe the dataset's own DM, leave "
                              f"--checkpoint out, or pretrain one with: {dataset.pretrain_command()}")
         return checkpoint_file
-    location = dataset.dm_checkpoint
-    if not location.path.is_file():
-        raise ProbeError(missing_dm_message(location, dataset.name, dataset.configuration, dataset.plans_identifier))
-    return location.path
+    return dataset.existing_dm_checkpoint(ProbeError).path
 
 
 def probe_output_folder(dataset: PlannedDataset) -> Path:

@@ -26,7 +26,6 @@ import torch
 
 from nnunet_dkm.cli_types import non_negative_int, positive_int
 from nnunet_dkm.command_line import add_device_argument, add_verbose_argument, check_writable_folder, command_line_entry
-from nnunet_dkm.paths import missing_dm_message
 from nnunet_dkm.preprocessing import PlannedDataset
 from nnunet_dkm.probe.cases import probe_checkpoint, probe_output_folder
 from nnunet_dkm.probe.report import ProbeFiles, ReportContext, classifier_description, write_results
@@ -92,11 +91,7 @@ def probe(args: argparse.Namespace, command: str) -> Path:
     started = time.perf_counter()
     checkpoints = {"pretrained": checkpoint}
     for objective in args.controls:
-        location = dataset.dm_checkpoint_of(objective)
-        if not location.path.is_file():
-            raise ProbeError(missing_dm_message(location, dataset.name, dataset.configuration,
-                                                dataset.plans_identifier, objective))
-        checkpoints[objective] = location.path
+        checkpoints[objective] = dataset.existing_dm_checkpoint(ProbeError, objective).path
     result = run_probe(dataset, checkpoints, settings, options=options)
     print(result.split.describe())
     for note in result.notes:

@@ -48,8 +48,8 @@ from nnunet_dkm.errors import NnunetDkmError
 from nnunet_dkm.loss.dc_ce_ssim import SSIM_WEIGHT, DC_CE_SSIM_loss, SSIMLoss
 from nnunet_dkm.paths import (
     DmCheckpointLocation,
-    dm_checkpoint_location,
-    missing_dm_message,
+    existing_dm_checkpoint,
+    nnunet_folder,
     pretrain_command,
     unfinished_dm_message,
 )
@@ -131,14 +131,9 @@ class nnUNetTrainerDKM(nnUNetTrainer):
                            fold: int) -> tuple[DmCheckpointLocation, DiffusionCheckpoint]:
         """The DM checkpoint of this dataset and configuration, checked against the plans in use."""
         cls.check_configuration(plans_manager, configuration, fold)
-        preprocessed_root = os.environ.get("nnUNet_preprocessed")
-        if not preprocessed_root:
-            raise DkmSetupError("nnUNet_preprocessed is not set: export nnUNet_preprocessed=/path/to/preprocessed")
         dataset = plans_manager.dataset_name
-        location = dm_checkpoint_location(os.path.join(preprocessed_root, dataset), configuration, cls.dm_objective)
-        if not location.path.is_file():
-            raise DkmSetupError(missing_dm_message(location, dataset, configuration, plans_manager.plans_name,
-                                                   cls.dm_objective))
+        location = existing_dm_checkpoint(nnunet_folder("nnUNet_preprocessed") / dataset, dataset, configuration,
+                                          plans_manager.plans_name, cls.dm_objective, DkmSetupError)
         checkpoint = load_checkpoint(location.path)
         check_plans_identity(checkpoint.plans_identity, plans_manager.plans, configuration, location.path)
         cls.check_model_folder(plans_manager, configuration, checkpoint, location)

@@ -69,8 +69,7 @@ from nnunet_dkm.fingerprints import file_sha256
 from nnunet_dkm.paths import (
     DatasetLocationError,
     dataset_folder,
-    dm_checkpoint_location,
-    missing_dm_message,
+    existing_dm_checkpoint,
     nnunet_folder,
     pretrain_command,
     unfinished_dm_message,
@@ -119,11 +118,8 @@ def checked_dms(args: argparse.Namespace, raw: Path, preprocessed: Path, methods
     anything trains."""
     found = {}
     for objective in dict.fromkeys(m.dm_objective for m in methods if m.uses_dm):
-        location = dm_checkpoint_location(preprocessed, args.configuration, objective)
-        label_free_hint = " --label-free" if args.num_labelled else ""
-        if not location.path.is_file():
-            raise BenchmarkError(missing_dm_message(location, raw.name, args.configuration, args.plans, objective)
-                                 + label_free_hint)
+        location = existing_dm_checkpoint(preprocessed, raw.name, args.configuration, args.plans, objective,
+                                          BenchmarkError, " --label-free" if args.num_labelled else "")
         checkpoint = load_checkpoint(location.path)
         metadata = checkpoint.metadata
         if args.num_labelled and not metadata.get("label_free") and not args.allow_labelled_dm:
