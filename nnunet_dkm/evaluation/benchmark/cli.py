@@ -56,6 +56,7 @@ from nnunet_dkm.evaluation.benchmark.report import BenchmarkContext
 from nnunet_dkm.evaluation.benchmark.stages import (
     RunKey,
     ensure_planned,
+    model_of,
     network_runs,
     predict_run,
     rule_baselines,
@@ -219,8 +220,9 @@ def run_benchmark(args: argparse.Namespace) -> Path:
     predictions: dict[RunKey, Path] = {}
     for method, fold, repeat in runs_to_make:
         key = (method.info.key, fold, repeat)
-        seconds = train_run(method, fold, repeat, datasets, args.plans, args.configuration, args.device)
-        predictions[key] = predict_run(method, fold, repeat, cases[fold], datasets, args.plans, args.configuration,
+        model = model_of(method, fold, repeat, datasets, args.plans, args.configuration)
+        seconds = train_run(model, args.device)
+        predictions[key] = predict_run(method, model, repeat, cases[fold], datasets[method.companion] / "imagesTs",
                                        args.device, output, test_split, file_ending)
         scored.append(score({fold: cases[fold]}, {key: predictions[key]}, file_ending))
         if records is not None:

@@ -76,11 +76,9 @@ def network_runs(methods: list[Method], folds: list[int], repeats: int,
             if method.trainer and (method.info.key, fold, repeat) not in recorded]
 
 
-def train_run(method: Method, fold: int, repeat: int, datasets: dict[str | None, Path], plans: str,
-              configuration: str, device: str) -> float | None:
+def train_run(model: TrainedModel, device: str) -> float | None:
     """Train one run's model where it is missing (resume it where interrupted); its wall seconds, or None for a model
     that existed already."""
-    model = model_of(method, fold, repeat, datasets, plans, configuration)
     existed = model.is_trained
     start = time.monotonic()
     model.train(device)
@@ -92,17 +90,14 @@ def prediction_folder(output: Path, key: str, fold: int, repeat: int) -> Path:
     return output / "predictions" / key / (f"fold_{fold}" if repeat == 0 else f"fold_{fold}_repeat_{repeat}")
 
 
-def predict_run(method: Method, fold: int, repeat: int, fold_cases: list[Case], datasets: dict[str | None, Path],
-                plans: str, configuration: str, device: str, output: Path, test_split: bool,
-                file_ending: str) -> Path:
-    """One run's prediction folder: the fold's evaluated cases of the test split predicted into
+def predict_run(method: Method, trained: TrainedModel, repeat: int, fold_cases: list[Case], images: Path, device: str,
+                output: Path, test_split: bool, file_ending: str) -> Path:
+    """One run's prediction folder: the fold's evaluated cases of the test split (in ``images``) predicted into
     ``output/predictions``, or, without a test split, nnU-Net's own validation predictions."""
-    trained = model_of(method, fold, repeat, datasets, plans, configuration)
     if not test_split:
         return trained.fold_folder / "validation"
-    target = prediction_folder(output, method.info.key, fold, repeat)
-    return trained.predict(datasets[method.companion] / "imagesTs", target, device, [c.case_id for c in fold_cases],
-                           file_ending)
+    target = prediction_folder(output, method.info.key, trained.fold, repeat)
+    return trained.predict(images, target, device, [c.case_id for c in fold_cases], file_ending)
 
 
 def rule_predictions_complete(target: Path, cases: list[Case], key: str, file_ending: str) -> bool:
