@@ -10,7 +10,8 @@ feeds it; the in-plane axes of the 3D patch are the DM's 2D axes. The axis is re
 Per step: draw 2D patches (pre-contrast + K post-contrast phases) from the cache, augment them,
 map them to the DM's input range with the fixed ``InputScaling``, draw ``t ~ U[0, T)`` and noise,
 ``x_t = add_noise(x_post, eps, t)``, predict with ``UNet(cat[x_t, x_pre], t)`` and regress the
-target of the prediction type (eps, v or x_post) with MSE. AdamW, optional EMA of the weights.
+target of the prediction type (eps, v or x_post) with MSE. AdamW, optional EMA of the weights. On a GPU the next
+step's patches are drawn and augmented in a background thread while the step runs (``BatchPrefetcher``).
 
 Reproducibility: every random draw of step ``s`` on rank ``r`` comes from generators seeded with
 ``(seed, r, s)``. A run resumed with ``--continue`` at step ``s`` therefore draws exactly what the
@@ -35,7 +36,8 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -106,6 +108,37 @@ def deferred_stop_signals() -> Iterator[list[int]]:
             signal.signal(number, handler)
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def prefetches(device: torch.device) -> bool:
+    """Whether the next step's batch is drawn in a background thread: on a GPU, so that sampling and augmentation on
+    the CPU overlap the step; not on a CPU, where that thread would only take cores from the step's own threads."""
+    return device.type == "cuda"
+
+
+class BatchPrefetcher:
+    """Training batches by step number; with ``enabled``, step s + 1's batch is drawn in one background thread
+    while step s runs (at most one draw at a time, so the sampler's open cache files are never read concurrently)."""
+
+    def __init__(self, draw: Callable[[int], Batch], enabled: bool) -> None:
+        self.draw = draw
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dm-batches") if enabled else None
+        self.ahead: tuple[int, Future] | None = None
+
+    def batch(self, step: int) -> Batch:
+        if self.pool is None:
+            return self.draw(step)
+        ready = self.ahead[1].result() if self.ahead is not None and self.ahead[0] == step else self.draw(step)
+        self.ahead = (step + 1, self.pool.submit(self.draw, step + 1))
+        return ready
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.ahead = None
+
+
 class DmPretrainer:
     """One pretraining run; ``run()`` trains to ``settings.steps`` and returns the checkpoint path."""
 
@@ -163,6 +196,7 @@ class DmPretrainer:
             self.training_network = torch.nn.parallel.DistributedDataParallel(self.network, device_ids=device_ids)
         self.opened_arrays: dict = {}
         self.validation_batch = self._validation_batch()
+        self.batches = BatchPrefetcher(self.training_batch, enabled=prefetches(self.context.device))
 
     def _check_slice_axis(self) -> None:
         """2d configurations slice along axis 0 only; 3D ones along any of their three axes."""
@@ -274,7 +308,7 @@ class DmPretrainer:
 
     def _scaled(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_pre (B, 1, H, W), x_post (B, K, H, W)) in the DM's input range, on the run's device."""
-        patches = patches.to(self.context.device)
+        patches = patches.to(self.context.device, non_blocking=True)
         scaled = patches * self.scaling.scale + self.scaling.offset
         return scaled[:, :1], scaled[:, 1:]
 
@@ -283,7 +317,8 @@ class DmPretrainer:
         """The objective's loss (``nnunet_dkm.diffusion.objectives``) on (B, 1 + K, H, W) patches."""
         config = self.config
         x_pre, x_post = self._scaled(patches)
-        timesteps, noise = timesteps.to(self.context.device), noise.to(self.context.device)
+        timesteps, noise = (timesteps.to(self.context.device, non_blocking=True),
+                            noise.to(self.context.device, non_blocking=True))
         clean = objectives.clean_image(config, x_pre, x_post)
         if config.objective == "regression":
             timesteps = torch.full_like(timesteps, config.regression_timestep)
@@ -335,9 +370,10 @@ class DmPretrainer:
         chosen = torch.rand(count, generator=generator) < self.settings.high_noise_fraction
         return torch.where(chosen, high, timesteps)
 
-    def train_step(self) -> float:
-        """One optimisation step; returns the loss averaged over ranks. Raises on a non-finite loss."""
-        numpy_rng, torch_generator = step_generators(self.settings.seed, self.context.rank, self.step)
+    def training_batch(self, step: int) -> Batch:
+        """Step ``step``'s (patches (B, 1 + K, H, W), timesteps (B,), noise (B, K, H, W)) on the CPU, augmented: a
+        function of the seed, the rank and the step alone, so a batch drawn ahead equals the one drawn in place."""
+        numpy_rng, torch_generator = step_generators(self.settings.seed, self.context.rank, step)
         sampler = PatchSampler(self.train_exams, self.patch_size, self.settings.foreground_fraction, numpy_rng,
                                opened=self.opened_arrays)
         patches = torch.from_numpy(sampler.sample_batch(self.settings.batch_size))
@@ -345,6 +381,13 @@ class DmPretrainer:
         timesteps = self._draw_timesteps(patches.shape[0], torch_generator)
         noise = torch.randn((patches.shape[0], self.config.num_post_phases, *self.patch_size),
                             generator=torch_generator)
+        if self.context.device.type == "cuda":  # page-locked, so that the copy to the GPU does not block
+            return patches.pin_memory(), timesteps.pin_memory(), noise.pin_memory()
+        return patches, timesteps, noise
+
+    def train_step(self) -> float:
+        """One optimisation step; returns the loss averaged over ranks. Raises on a non-finite loss."""
+        patches, timesteps, noise = self.batches.batch(self.step)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss(self.training_network, patches, timesteps, noise)
         reported = loss.detach().clone()
@@ -467,6 +510,7 @@ class DmPretrainer:
                 if stop:
                     break
         bar.close()
+        self.batches.close()
         if self.context.world_size > 1:
             self._record_rank_agreement()
         if signum:

@@ -313,3 +313,19 @@ def test_sigterm_saves_the_step_reached_and_exits_with_143(planned_phantom: dict
     assert 2 <= steps < 1000 and checkpoint.training_state["step"] == steps
     assert checkpoint.stopped_early and checkpoint.pretraining_steps() == (steps, 1000)
     assert f"checkpoint saved at step {steps}" in stdout and "--continue" in stdout
+
+
+def test_batches_drawn_ahead_train_the_same_weights(planned_phantom: dict[str, Path],
+                                                    monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The GPU path's background prefetch (forced on here, on the CPU) changes no draw: same weights, bit for bit."""
+    use_nnunet_folders(planned_phantom, monkeypatch)
+    in_place = DmPretrainer(tiny_settings(monkeypatch, tmp_path / "in_place.pt", steps=3), progress=False).run()
+    monkeypatch.setattr("pretrain_dm.training.prefetches", lambda device: True)
+    trainer = DmPretrainer(tiny_settings(monkeypatch, tmp_path / "ahead.pt", steps=3), progress=False)
+    assert trainer.batches.pool is not None
+    ahead = trainer.run()
+
+    a, b = load_checkpoint(in_place), load_checkpoint(ahead)
+    for key in a.weights:
+        torch.testing.assert_close(a.weights[key], b.weights[key], rtol=0, atol=0)
+    assert a.training_state["history"]["train_loss"] == b.training_state["history"]["train_loss"]
