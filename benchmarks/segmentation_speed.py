@@ -307,6 +307,10 @@ def main() -> None:
                                  ("--prediction-rounds", args.prediction_rounds, PREDICTION_ROUNDS)):
         if value != default:
             command += f" {flag} {value}"
+    import torch  # after the nnU-Net variables are set
+
+    from nnunet_dkm.training.variants.precision import native_bf16
+
     title = "Segmentation speed: DKM vs vanilla nnU-Net"
     lines = ReportHeader(title, command, f"{machine_description()}, fp32", notes=[
         f"training: mean of {args.train_steps} iterations after warm-up; prediction: mean of "
@@ -316,7 +320,8 @@ def main() -> None:
         "them)",
         "`nnUNetTrainerDKM`: fusions merge with a 1x1 convolution, DM in channels-last memory format (the "
         "defaults); `nnUNetTrainerDKM_merge3x3`: the stage's own 3x3 merge kernel (the default before 1x1); "
-        "`nnUNetTrainerDKM_bf16`: the DM under bfloat16 autocast (this CPU has AVX512-BF16)"]).lines()
+        "`nnUNetTrainerDKM_bf16`: the DM under bfloat16 autocast (this CPU "
+        f"{'runs bf16 natively' if native_bf16(torch.device('cpu')) else 'has no native bf16: emulated'})"]).lines()
     for configuration, rows in results.items():
         vanilla = next(row for label, row in rows.items() if label.startswith("vanilla"))
         lines += [
