@@ -33,6 +33,10 @@ Design, fixed before any result:
 Each size runs in ``<workdir>/n_<N>/`` (its own ``nnUNet_raw``, ``nnUNet_preprocessed`` and ``nnUNet_results``);
 every finished command writes its measurement there atomically (``steps/<command>.json``) and a finished size its
 ``results.json``, so a stopped run resumes where it stopped (an unfinished command is run again from the start).
+A finished size also writes its study record, ``benchmarks/records/scale/n_<N>.json`` (its measurements and the
+machine that made them): a size with a record is not run again, so the study resumes on a fresh clone on another
+machine, size by size, and the report rebuilds from the records alone (its notes name each size's machine where
+they differ).
 Writes ``results_scale.md`` and ``results_scale.png`` into ``--output`` (default ``benchmarks/``).
 """
 
@@ -69,6 +73,7 @@ MAMA_MIA_SHAPE = (512, 512, 160)
 COMMANDS = ("synthesize", "plan_and_preprocess", "dm_cache", "pretrain", "probe", "dm_quality", "benchmark")
 PIPELINE = COMMANDS[1:]  # the commands the goal checks cover (synthesize makes the data)
 BENCHMARKS = Path(__file__).resolve().parent
+RECORDS = BENCHMARKS / "records" / "scale"
 
 
 @dataclass(frozen=True)
@@ -160,10 +165,12 @@ def folder_bytes(folder: Path) -> int:
 class SizeRun:
     """One dataset size in its own folder: the commands, their measurements and their resumption."""
 
-    def __init__(self, workdir: Path, exams: int, shape: Sequence[int], steps: int, max_minutes: float) -> None:
+    def __init__(self, workdir: Path, exams: int, shape: Sequence[int], steps: int, max_minutes: float,
+                 records: Path = RECORDS) -> None:
         self.exams, self.shape, self.steps, self.max_minutes = exams, tuple(shape), steps, max_minutes
         self.split = split_rule(exams)
         self.folder = workdir / f"n_{exams}"
+        self.record_path = records / f"n_{exams}.json"
         self.raw, self.preprocessed, self.results = (self.folder / name for name in
                                                      ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
         self.outputs = self.folder / "outputs"
@@ -281,8 +288,21 @@ class SizeRun:
         print(f"[{self.exams} exams] {name}: {record['wall_s']:.1f} s, {record['peak_rss_mib']:.0f} MiB", flush=True)
         return record
 
-    def run(self) -> list[dict]:
-        """Every command of this size, in order; the size's records (``results.json`` once all are done)."""
+    def run(self) -> dict:
+        """The size's study record ({settings, machine, records}): read where it exists, else every command of this
+        size run in order (``results.json`` once all are done) and the record written."""
+        if self.record_path.is_file():
+            record = json.loads(self.record_path.read_text())
+            if record["settings"] != self.settings:
+                raise RuntimeError(f"{self.record_path} was made with other settings; move it away to measure "
+                                   f"this size with these")
+            return record
+        record = {"settings": self.settings, "machine": run_machine(), "records": self.measure_all()}
+        write_atomically(self.record_path, lambda path: path.write_text(json.dumps(record, indent=2) + "\n"))
+        return record
+
+    def measure_all(self) -> list[dict]:
+        """Every command of this size, in order; its measurements (``results.json`` once all are done)."""
         results_path = self.folder / "results.json"
         settings_path = self.folder / "settings.json"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -295,6 +315,12 @@ class SizeRun:
         write_atomically(results_path, lambda path: path.write_text(
             json.dumps({"settings": self.settings, "records": records}, indent=2)))
         return records
+
+
+def run_machine() -> str:
+    """This machine and how this process is pinned, as the report states it."""
+    return (f"{machine_description()}; pinned to cores {sorted(os.sched_getaffinity(0))}, "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
 
 def tool(name: str) -> str:
@@ -419,18 +445,22 @@ def main() -> None:
         split_rule(size)  # refuse a bad size before anything runs
     if not Path(TIME).is_file():
         raise SystemExit(f"{TIME} is missing (GNU time; apt-get install time)")
-    records = [record for size in sorted(args.sizes)
-               for record in SizeRun(args.workdir.resolve(), size, args.shape, args.steps, args.max_minutes).run()]
-    frame = frame_of(records)
+    sizes = {size: SizeRun(args.workdir.resolve(), size, args.shape, args.steps, args.max_minutes).run()
+             for size in sorted(args.sizes)}
+    frame = frame_of([record for size in sizes.values() for record in size["records"]])
+    machines = {size["machine"] for size in sizes.values()}
+    machine_notes = ([] if len(machines) == 1 else
+                     ["Sizes measured on different machines (times compare only within a size): " +
+                      "; ".join(f"{n} exams: {size['machine']}" for n, size in sizes.items())])
     checks = goal_checks(frame)
     splits = "; ".join(f"{n}: {split.train} + {split.test} + {split.unlabelled}"
                        for n, split in ((n, split_rule(n)) for n in sorted(args.sizes)))
     header = ReportHeader(
         f"Cost against the number of exams: phantom {'x'.join(map(str, args.shape))}, configuration {CONFIGURATION}",
         shlex.join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
-        f"{machine_description()}; pinned to cores {sorted(os.sched_getaffinity(0))}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        notes=[f"Split rule: a quarter labelled training, an eighth test, the rest unlabelled (labelled training + "
+        machines.pop() if len(machines) == 1 else "several, see the notes",
+        notes=[*machine_notes,
+               f"Split rule: a quarter labelled training, an eighth test, the rest unlabelled (labelled training + "
                f"test + unlabelled exams: {splits}); seed 0; design and definitions in the script's docstring.",
                f"Pretraining: `--preset small --steps {args.steps}` on the CPU, slices/s between the end of step 1 "
                f"and the last step.",

@@ -89,3 +89,24 @@ def test_marginal_seconds_leave_out_the_start_up(scale) -> None:
     # 30 s start-up + 2 s per exam: the slope between the two largest sizes is 2 s whatever the order given
     assert scale.marginal_seconds([128, 32, 512], [30 + 2 * 128, 30 + 2 * 32, 30 + 2 * 512]) == pytest.approx(2.0)
     assert scale.marginal_seconds([10], [50.0]) == pytest.approx(5.0)
+
+
+def test_a_size_with_a_study_record_runs_nothing_and_a_finished_size_writes_one(scale, tmp_path, monkeypatch) -> None:
+    records = tmp_path / "records"
+    size = scale.SizeRun(tmp_path / "work", 32, (128, 128, 24), steps=50, max_minutes=30, records=records)
+    measured = [{"command": name, "exams": 32, "wall_s": 1.0} for name in scale.COMMANDS]
+    calls = []
+    monkeypatch.setattr(size, "measure", lambda name: calls.append(name) or measured[len(calls) - 1])
+    first = size.run()
+    assert calls == list(scale.COMMANDS) and first["records"] == measured
+    assert (records / "n_32.json").is_file() and first["machine"] == scale.run_machine()
+
+    # a fresh clone on another machine: no work folder, the record only
+    again = scale.SizeRun(tmp_path / "elsewhere", 32, (128, 128, 24), steps=50, max_minutes=30, records=records)
+    monkeypatch.setattr(again, "measure", lambda name: pytest.fail(f"{name} ran although the size has a record"))
+    assert again.run() == first
+    assert not (tmp_path / "elsewhere").exists()
+
+    other = scale.SizeRun(tmp_path / "work", 32, (128, 128, 24), steps=80, max_minutes=30, records=records)
+    with pytest.raises(RuntimeError, match="other settings"):
+        other.run()
