@@ -56,6 +56,25 @@ def test_region_scores_are_mae_psnr_ssim_and_the_pearson_of_enhancement() -> Non
     assert math.isnan(identity.summary()["enhancement_corr"])  # identity predicts no enhancement
 
 
+def test_pooled_figures_from_running_sums_equal_those_of_the_pooled_voxels() -> None:
+    rng = np.random.default_rng(1)
+    score, predicted, true, errors = RegionScore(), [], [], []
+    for size in (3, 5):  # two cases of different sizes, added one at a time
+        pre = rng.normal(0, 1, (size, 12, 12)).astype(np.float32)
+        post = pre + rng.uniform(0, 3, pre.shape).astype(np.float32)
+        estimate = post + rng.normal(0, 0.5, pre.shape).astype(np.float32)
+        mask = rng.random(pre.shape) < 0.4
+        score.add(estimate, pre, post, mask)
+        predicted.append(estimate[mask] - pre[mask])
+        true.append(post[mask] - pre[mask])
+        errors.append(np.abs(estimate[mask] - post[mask]))
+    summary = score.summary()
+    assert summary["voxels"] == sum(e.size for e in errors)
+    assert summary["mae"] == pytest.approx(np.concatenate(errors).astype(np.float64).mean(), rel=1e-6)
+    assert summary["enhancement_corr"] == pytest.approx(np.corrcoef(np.concatenate(predicted),
+                                                                    np.concatenate(true))[0, 1], rel=1e-6)
+
+
 def test_global_linear_map_recovers_slope_and_offset() -> None:
     pre = np.linspace(-2, 2, 50)
     assert np.allclose(fit_global_linear(pre, 1.5 * pre + 0.25), (1.5, 0.25))

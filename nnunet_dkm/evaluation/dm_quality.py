@@ -79,9 +79,30 @@ class QualityCase:
         return self.tumour if name == "tumour" else self.breast
 
 
+class LeastSquares:
+    """A least-squares fit ``y ~ X @ c`` accumulated block by block in its normal equations (float64), so that its
+    memory does not grow with the number of exams; blocks of rows ``X`` (n, k) and ``y`` (n,)."""
+
+    def __init__(self, unknowns: int) -> None:
+        self.gram = np.zeros((unknowns, unknowns))
+        self.moment = np.zeros(unknowns)
+
+    def add(self, design: np.ndarray, target: np.ndarray) -> None:
+        design = design.astype(np.float64).reshape(-1, self.moment.size)
+        self.gram += design.T @ design
+        self.moment += design.T @ target.astype(np.float64).ravel()
+
+    def solve(self) -> np.ndarray:
+        """The coefficients (k,); the minimum-norm solution where the rows do not determine them all."""
+        coefficients, *_ = np.linalg.lstsq(self.gram, self.moment, rcond=None)
+        return coefficients
+
+
 def fit_global_linear(pre: np.ndarray, post: np.ndarray) -> tuple[float, float]:
     """Least-squares ``post = a * pre + b`` over all given voxels; returns (a, b)."""
-    a, b = np.polyfit(pre.ravel().astype(np.float64), post.ravel().astype(np.float64), 1)
+    fit = LeastSquares(2)
+    fit.add(np.stack([pre.ravel(), np.ones(pre.size)], axis=1), post)
+    a, b = fit.solve()
     return float(a), float(b)
 
 
@@ -114,11 +135,10 @@ class TumourMaskOracle:
     @classmethod
     def fit(cls, slices: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> TumourMaskOracle:
         """Fit on (pre, post, tumour mask) 2D slices (each (H, W)) that contain tumour."""
-        slices = list(slices)
-        design = np.concatenate([cls.features(pre, mask) for pre, _, mask in slices])
-        enhancement = np.concatenate([(post - pre)[mask] for pre, post, mask in slices])
-        coefficients, *_ = np.linalg.lstsq(design.astype(np.float64), enhancement.astype(np.float64), rcond=None)
-        return cls(coefficients)
+        normal_equations = LeastSquares(7)
+        for pre, post, mask in slices:
+            normal_equations.add(cls.features(pre, mask), (post - pre)[mask])
+        return cls(normal_equations.solve())
 
     def predict(self, pre: np.ndarray, mask: np.ndarray, outside: np.ndarray) -> np.ndarray:
         """``outside`` with the tumour voxels replaced by ``pre + fitted enhancement``; (N, H, W) arrays."""
@@ -138,25 +158,29 @@ class References:
 
     @classmethod
     def fit(cls, training_exams: Sequence[DceExam], seed: int = 0) -> References:
+        """Read one exam at a time (memory flat in the number of exams): the linear maps from a random subset of
+        each exam's voxels, the ceilings from its tumour slices, both through their normal equations."""
         rng = np.random.default_rng(seed)
         num_phases = len(training_exams[0].post_files)
-        pre_values: list[np.ndarray] = []
-        post_values: list[list[np.ndarray]] = [[] for _ in range(num_phases)]
-        tumour_slices: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in range(num_phases)]
+        linear = [LeastSquares(2) for _ in range(num_phases)]
+        ceilings = [LeastSquares(7) for _ in range(num_phases)]
+        labelled = False
         for exam in training_exams:
             case = QualityCase.read(exam)
             count = case.pre.size
             chosen = rng.choice(count, size=min(count, LINEAR_FIT_VOXELS_PER_EXAM), replace=False)
-            pre_values.append(case.pre.ravel()[chosen])
+            pre = case.pre.ravel()[chosen]
+            design = np.stack([pre, np.ones_like(pre)], axis=1)
+            tumour_slices = [] if case.tumour is None else np.flatnonzero(case.tumour.any(axis=(1, 2)))
+            labelled = labelled or len(tumour_slices) > 0
             for phase in range(num_phases):
-                post_values[phase].append(case.posts[phase].ravel()[chosen])
-                if case.tumour is not None:
-                    tumour_slices[phase] += [(case.pre[z], case.posts[phase][z], case.tumour[z])
-                                             for z in np.flatnonzero(case.tumour.any(axis=(1, 2)))]
-        pre_all = np.concatenate(pre_values)
-        linear = [fit_global_linear(pre_all, np.concatenate(values)) for values in post_values]
-        ceilings = [TumourMaskOracle.fit(slices) for slices in tumour_slices] if tumour_slices[0] else None
-        return cls(linear, ceilings)
+                linear[phase].add(design, case.posts[phase].ravel()[chosen])
+                for z in tumour_slices:
+                    mask = case.tumour[z]
+                    ceilings[phase].add(TumourMaskOracle.features(case.pre[z], mask),
+                                        (case.posts[phase][z] - case.pre[z])[mask])
+        return cls([tuple(float(v) for v in fit.solve()) for fit in linear],
+                   [TumourMaskOracle(fit.solve()) for fit in ceilings] if labelled else None)
 
     def estimates(self, case: QualityCase, phase: int) -> dict[str, np.ndarray]:
         """Identity, linear map and (where possible) the mask-told ceiling for one phase of a case."""
@@ -170,11 +194,12 @@ class References:
 
 @dataclass
 class RegionScore:
-    """Pools one estimate's errors in one region over cases."""
+    """Pools one estimate's errors in one region over cases, as running sums (memory flat in the number of cases)."""
 
-    absolute_errors: list[np.ndarray] = field(default_factory=list)
-    predicted_enhancement: list[np.ndarray] = field(default_factory=list)
-    true_enhancement: list[np.ndarray] = field(default_factory=list)
+    voxels: int = 0
+    absolute_error_sum: float = 0.0
+    # sums of p, t, p^2, t^2 and p * t over the voxels, p the predicted and t the true enhancement (float64)
+    enhancement_moments: np.ndarray = field(default_factory=lambda: np.zeros(5))
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
 
@@ -182,12 +207,14 @@ class RegionScore:
         """Add the voxels of ``mask`` of one case; (z, y, x) arrays of the same shape."""
         if not mask.any():
             return
-        errors = estimate[mask] - true_post[mask]
-        self.absolute_errors.append(np.abs(errors))
-        self.predicted_enhancement.append(estimate[mask] - pre[mask])
-        self.true_enhancement.append(true_post[mask] - pre[mask])
+        errors = estimate[mask].astype(np.float64) - true_post[mask]
+        predicted = estimate[mask].astype(np.float64) - pre[mask]
+        true = true_post[mask].astype(np.float64) - pre[mask]
+        self.voxels += errors.size
+        self.absolute_error_sum += float(np.abs(errors).sum())
+        self.enhancement_moments += [predicted.sum(), true.sum(), predicted @ predicted, true @ true, predicted @ true]
         data_range = max(float(true_post.max() - true_post.min()), 1e-6)
-        mse = max(float(np.mean(errors.astype(np.float64) ** 2)), 1e-12)
+        mse = max(float(np.mean(errors**2)), 1e-12)
         self.psnr.append(10.0 * np.log10(data_range**2 / mse))
         _, ssim_map = structural_similarity(true_post, estimate, data_range=data_range, full=True,
                                             channel_axis=0 if min(true_post.shape[1:]) >= 7 else None)
@@ -195,44 +222,39 @@ class RegionScore:
 
     def summary(self) -> dict[str, float]:
         """MAE, PSNR, SSIM and enhancement correlation; NaN where the region had no voxel."""
-        if not self.absolute_errors:
+        if not self.voxels:
             return {"mae": np.nan, "psnr": np.nan, "ssim": np.nan, "enhancement_corr": np.nan, "voxels": 0}
-        predicted = np.concatenate(self.predicted_enhancement)
-        true = np.concatenate(self.true_enhancement)
-        constant = predicted.std() < 1e-8 or true.std() < 1e-8
+        mean_p, mean_t, mean_pp, mean_tt, mean_pt = self.enhancement_moments / self.voxels
+        variance_p, variance_t = mean_pp - mean_p**2, mean_tt - mean_t**2
+        # a constant enhancement (identity's is 0 everywhere) has no correlation; the tolerance absorbs rounding
+        constant = min(variance_p / max(mean_pp, 1e-300), variance_t / max(mean_tt, 1e-300)) < 1e-12
         return {
-            "mae": float(np.concatenate(self.absolute_errors).mean()),
+            "mae": self.absolute_error_sum / self.voxels,
             "psnr": float(np.mean(self.psnr)),
             "ssim": float(np.mean(self.ssim)),
-            "enhancement_corr": np.nan if constant else float(np.corrcoef(predicted, true)[0, 1]),
-            "voxels": int(predicted.size),
+            "enhancement_corr": np.nan if constant else float((mean_pt - mean_p * mean_t) /
+                                                              np.sqrt(variance_p * variance_t)),
+            "voxels": self.voxels,
         }
 
 
-def score_cases(cases: Sequence[QualityCase], synthetic: dict[str, np.ndarray],
-                references: References) -> list[dict]:
+def score_cases(cases: Iterable[tuple[QualityCase, np.ndarray]], references: References) -> list[dict]:
     """One row per (estimate, phase, region): the region's summary.
 
     Args:
-        cases: the evaluated cases.
-        synthetic: per case id, the synthetic phases (K, z, y, x) in the case's original intensities.
+        cases: per evaluated case, the case and its synthetic phases (K, z, y, x) in the case's original
+            intensities; consumed one at a time, so a generator keeps one case in memory.
         references: the fitted reference estimates.
     """
     scores: dict[tuple[str, int, str], RegionScore] = {}
-    for case in cases:
-        estimates_by_phase = []
+    for case, synthetic in cases:
         for phase in range(case.posts.shape[0]):
-            estimates = {"synthetic": case.normalised(synthetic[case.case_id][phase]),
-                         **references.estimates(case, phase)}
-            estimates_by_phase.append(estimates)
-        for phase, estimates in enumerate(estimates_by_phase):
+            estimates = {"synthetic": case.normalised(synthetic[phase]), **references.estimates(case, phase)}
             for name, estimate in estimates.items():
                 for region in REGIONS:
                     mask = case.region(region)
                     if mask is not None:
                         scores.setdefault((name, phase + 1, region), RegionScore()).add(
                             estimate, case.pre, case.posts[phase], mask)
-    rows = []
-    for (name, phase, region), score in scores.items():
-        rows.append({"estimate": name, "phase": phase, "region": region, **score.summary()})
-    return rows
+    return [{"estimate": name, "phase": phase, "region": region, **score.summary()}
+            for (name, phase, region), score in scores.items()]

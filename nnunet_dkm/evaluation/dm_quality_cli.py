@@ -20,7 +20,7 @@ import datetime
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,21 +115,37 @@ def synthesise(dataset_id: int, configuration: str, plans: str, exams: Sequence[
     return replace_folder(folder, fill)
 
 
-def read_synthetic(folder: Path, cases: Sequence[QualityCase], file_ending: str) -> dict[str, np.ndarray]:
-    """Per case, its synthetic phases (K, z, y, x) from ``{case}_{phase:04d}`` files."""
-    out = {}
-    for case in cases:
-        files = [folder / f"{case.case_id}_{phase:04d}{file_ending}" for phase in range(1, case.posts.shape[0] + 1)]
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise NnunetDkmError(f"{folder}: synthetic image(s) {missing} missing; make them with "
-                                 f"nnUNetv2_dkm_synthesize_postcontrast or leave out --synthetic")
-        volumes = [read_volume(f) for f in files]
-        if volumes[0].shape != case.pre.shape:
-            raise NnunetDkmError(f"{files[0]}: shape {volumes[0].shape}, the case's pre-contrast image "
-                                 f"{case.pre.shape}")
-        out[case.case_id] = np.stack(volumes)
-    return out
+def read_synthetic(folder: Path, case: QualityCase, file_ending: str) -> np.ndarray:
+    """The case's synthetic phases (K, z, y, x) from its ``{case}_{phase:04d}`` files."""
+    files = [folder / f"{case.case_id}_{phase:04d}{file_ending}" for phase in range(1, case.posts.shape[0] + 1)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise NnunetDkmError(f"{folder}: synthetic image(s) {missing} missing; make them with "
+                             f"nnUNetv2_dkm_synthesize_postcontrast or leave out --synthetic")
+    volumes = [read_volume(f) for f in files]
+    if volumes[0].shape != case.pre.shape:
+        raise NnunetDkmError(f"{files[0]}: shape {volumes[0].shape}, the case's pre-contrast image {case.pre.shape}")
+    return np.stack(volumes)
+
+
+class ExampleCases:
+    """The cases the example figure shows, kept while the cases stream past: those with the largest tumours (in
+    voxels; the first cases where none has a tumour)."""
+
+    def __init__(self, rows: int = 3) -> None:
+        self.rows = rows
+        self.largest: list[tuple[QualityCase, np.ndarray]] = []
+        self.first: list[tuple[QualityCase, np.ndarray]] = []
+
+    def offer(self, case: QualityCase, synthetic: np.ndarray) -> None:
+        if len(self.first) < self.rows:
+            self.first.append((case, synthetic))
+        if case.tumour is not None and case.tumour.any():
+            self.largest = sorted([*self.largest, (case, synthetic)],
+                                  key=lambda pair: -int(pair[0].tumour.sum()))[:self.rows]
+
+    def chosen(self) -> list[tuple[QualityCase, np.ndarray]]:
+        return self.largest or self.first
 
 
 def results_table(rows: list[dict]) -> pd.DataFrame:
@@ -165,18 +181,15 @@ def markdown(table: pd.DataFrame, lines: list[str]) -> str:
     return "\n".join(text) + "\n"
 
 
-def example_figure(cases: Sequence[QualityCase], synthetic: dict[str, np.ndarray], references: References,
-                   path: Path, rows: int = 3) -> None:
-    """Per case (largest tumours first), the middle tumour slice: pre, true post 1, synthetic, linear map, and the
-    synthetic image's error; red: tumour label."""
-    with_tumour = sorted((c for c in cases if c.tumour is not None and c.tumour.any()),
-                         key=lambda c: -int(c.tumour.sum()))[:rows] or list(cases)[:rows]
-    figure = Figure(figsize=(12, 2.6 * len(with_tumour)))
-    axes = figure.subplots(len(with_tumour), 5, squeeze=False)
-    for row, case in enumerate(with_tumour):
+def example_figure(examples: Sequence[tuple[QualityCase, np.ndarray]], references: References, path: Path) -> None:
+    """Per (case, synthetic phases (K, z, y, x)), the middle tumour slice: pre, true post 1, synthetic, linear map,
+    and the synthetic image's error; red: tumour label."""
+    figure = Figure(figsize=(12, 2.6 * len(examples)))
+    axes = figure.subplots(len(examples), 5, squeeze=False)
+    for row, (case, synthetic) in enumerate(examples):
         tumour_slices = np.flatnonzero(case.tumour.any(axis=(1, 2))) if case.tumour is not None else []
         z = int(tumour_slices[len(tumour_slices) // 2]) if len(tumour_slices) else case.pre.shape[0] // 2
-        made = case.normalised(synthetic[case.case_id][0])
+        made = case.normalised(synthetic[0])
         panels = [("pre-contrast", case.pre[z]), ("true post-contrast 1", case.posts[0, z]),
                   ("synthetic post-contrast 1", made[z]),
                   ("linear map", references.estimates(case, 0)["linear"][z]),
@@ -218,16 +231,23 @@ def measure(dataset_id: int, configuration: str = "2d", plans: str = "nnUNetPlan
         made_by = settings.describe()
     else:
         made_by = f"images in {synthetic_folder} (given with --synthetic)"
-    cases = [QualityCase.read(exam) for exam in exams]
-    synthetic = read_synthetic(synthetic_folder, cases, dataset.file_ending)
     references = References.fit(training_exams(dataset, metadata), seed)
-    table = results_table(score_cases(cases, synthetic, references))
+    examples = ExampleCases()
+
+    def cases_one_at_a_time() -> Iterator[tuple[QualityCase, np.ndarray]]:  # memory flat in the number of cases
+        for exam in exams:
+            case = QualityCase.read(exam)
+            synthetic = read_synthetic(synthetic_folder, case, dataset.file_ending)
+            examples.offer(case, synthetic)
+            yield case, synthetic
+
+    table = results_table(score_cases(cases_one_at_a_time(), references))
     a_b = ", ".join(f"phase {k + 1}: post = {a:.3f} pre + {b:.3f}" for k, (a, b) in enumerate(references.linear))
     lines = [
         f"command: `{command}`" if command else "",
         f"date: {datetime.datetime.now():%Y-%m-%d %H:%M}; machine: {machine_description(device)}",
-        f"dataset: {dataset.name}, configuration {configuration}; cases: {split} split ({len(cases)}: "
-        f"{', '.join(c.case_id for c in cases)})",
+        f"dataset: {dataset.name}, configuration {configuration}; cases: {split} split ({len(exams)}: "
+        f"{', '.join(exam.case_id for exam in exams)})",
         f"synthetic images: {made_by}",
         f"DM: objective {metadata.get('objective', 'kinetic')}, preset {metadata.get('preset', '?')}, "
         f"{len(metadata.get('train_exams') or [])} training exams",
@@ -241,7 +261,7 @@ def measure(dataset_id: int, configuration: str = "2d", plans: str = "nnUNetPlan
     text = markdown(table, [line for line in lines if line])
     write_atomically(output / "results.md", lambda temporary: temporary.write_text(text))
     write_atomically(output / "results.csv", lambda temporary: table.to_csv(temporary, index=False))
-    example_figure(cases, synthetic, references, output / "examples.png")
+    example_figure(examples.chosen(), references, output / "examples.png")
     print(text)
     print(f"written to {output}")
     return table, output
