@@ -159,6 +159,34 @@ def test_probe_is_deterministic_for_a_seed(phantom: dict[str, Path], tiny_dm: Pa
     assert first.sampled_pixels == second.sampled_pixels > 0
 
 
+def test_cases_are_read_from_disk_and_the_test_cases_store_is_removed(phantom: dict[str, Path], tiny_dm: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    import nnunet_dkm.probe.run as probe_run
+    from nnunet_dkm.preprocessing import find_test_exams
+    from nnunet_dkm.preprocessing.cache_storage import CachedArray
+    from nnunet_dkm.probe.cases import load_raw_case, load_split_cases
+
+    dataset = PlannedDataset.load(PHANTOM_ID, "2d")
+    seen: list[ProbeCase] = []
+
+    def remembering(*args) -> dict[str, ProbeCase]:
+        cases = load_split_cases(*args)
+        seen.extend(cases.values())
+        return cases
+
+    monkeypatch.setattr(probe_run, "load_split_cases", remembering)
+    run_probe(dataset, {"pretrained": tiny_dm}, parse_settings(["A250:decoder:34"]), options=FAST)
+    assert seen and all(isinstance(case.images, CachedArray) for case in seen)  # memory flat in the cases
+    assert not list(dataset.dkm_folder.glob("probe_test_cases_*"))
+
+    exam = find_test_exams(dataset.raw_folder)[0]
+    in_memory, on_disk = load_raw_case(exam, dataset), load_raw_case(exam, dataset, tmp_path)
+    np.testing.assert_allclose(on_disk.images[:, :], in_memory.images, rtol=1e-3, atol=2e-3)  # float16, as cached
+    assert np.array_equal(on_disk.seg, in_memory.seg) and np.array_equal(on_disk.pre_slices(slice(1, 3)),
+                                                                           on_disk.pre[1:3])
+
+
 def test_command_errors_are_one_line(phantom: dict[str, Path], tiny_dm: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     missing = tmp_path / "nowhere.pt"

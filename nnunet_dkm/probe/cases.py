@@ -2,7 +2,10 @@
 pixels the classifiers train on, and where the probe reads its DM and writes its results.
 
 Labelled training cases come from the DM cache (``nnunet_dkm.preprocessing.build_cache``); test cases, which the
-cache never holds, are brought into the same space in memory with the same functions. The split is drawn from the
+cache never holds, are brought into the same space with the same functions and stored the cache's way in a
+temporary folder. A case's images stay on disk and are read a chunk of slices at a time, so the probe's memory does
+not grow with its number of cases beyond each case's two (z, y, x) masks (label and body, one byte per voxel each;
+measured in ``benchmarks/results_scale.md``). The split is drawn from the
 seed once, so the fit sets of growing ``num_labelled`` are nested and the selection and report sets do not depend on
 it. Each fit case gives the same number of tumour and non-tumour body pixels, ``min(cap, tumour, non-tumour)`` of
 each, drawn without replacement from a generator seeded with (seed, case index), so every row's classifier is trained
@@ -30,6 +33,7 @@ from nnunet_dkm.preprocessing import (
     preprocess_like_precontrast,
     read_exam,
 )
+from nnunet_dkm.preprocessing.cache_storage import CachedArray, write_images
 from nnunet_dkm.probe.settings import ProbeError
 
 
@@ -39,21 +43,26 @@ class ProbeCase:
 
     Attributes:
         case_id: the case's id.
-        images: (1 + K, z, y, x) float32: pre-contrast image, then K post-contrast phases (K = 0 where the exam has
-            none), all z-scored with the pre-contrast statistics.
+        images: (1 + K, z, y, x): pre-contrast image, then K post-contrast phases (K = 0 where the exam has
+            none), all z-scored with the pre-contrast statistics; float32 in memory, or a :class:`CachedArray` on
+            disk whose reads return float32.
         seg: (z, y, x) bool tumour label.
         body: (z, y, x) bool Otsu body mask of the pre-contrast image (``evaluation.baselines.body_mask``).
     """
 
     case_id: str
-    images: np.ndarray
+    images: np.ndarray | CachedArray
     seg: np.ndarray
     body: np.ndarray
 
     @property
     def pre(self) -> np.ndarray:
-        """(z, y, x) pre-contrast image."""
-        return self.images[0]
+        """(z, y, x) pre-contrast image (read whole)."""
+        return np.asarray(self.images[0], dtype=np.float32)
+
+    def pre_slices(self, slices: slice) -> np.ndarray:
+        """(n, y, x) pre-contrast image of the slices ``slices`` (reading only those)."""
+        return np.asarray(self.images[0, slices], dtype=np.float32)
 
     @property
     def num_post_phases(self) -> int:
@@ -64,17 +73,20 @@ class ProbeCase:
         return self.images.shape[1]
 
 
-def probe_case(case_id: str, images: np.ndarray, seg: np.ndarray) -> ProbeCase:
-    """A case from its (1 + K, z, y, x) images and (z, y, x) label; the body mask is computed here."""
-    images = np.ascontiguousarray(images, dtype=np.float32)
+def probe_case(case_id: str, images: np.ndarray | CachedArray, seg: np.ndarray | CachedArray) -> ProbeCase:
+    """A case from its (1 + K, z, y, x) images (in memory or on disk) and (z, y, x) label; the body mask is
+    computed here."""
+    if not isinstance(images, CachedArray):
+        images = np.ascontiguousarray(images, dtype=np.float32)
     seg = np.asarray(seg) > 0
-    if seg.shape != images.shape[1:]:
+    if seg.shape != tuple(images.shape[1:]):
         raise ProbeError(f"case {case_id}: label shape {seg.shape} differs from image shape {images.shape[1:]}")
-    return ProbeCase(case_id, images, seg, body_mask(images[0]))
+    return ProbeCase(case_id, images, seg, body_mask(np.asarray(images[0], dtype=np.float32)))
 
 
-def load_raw_case(exam: DceExam, dataset: PlannedDataset) -> ProbeCase:
-    """Read a labelled raw exam (e.g. of the test split) and bring it into preprocessed space in memory."""
+def load_raw_case(exam: DceExam, dataset: PlannedDataset, store: Path | None = None) -> ProbeCase:
+    """Read a labelled raw exam (e.g. of the test split) and bring it into preprocessed space; its images stay in
+    memory, or with ``store`` (a folder) are stored there as the DM cache stores an exam and read from there."""
     if exam.label_file is None:
         raise ProbeError(f"case {exam.case_id}: no label file next to {exam.pre_file}")
     plans_manager, configuration_manager = dataset.plans_manager, dataset.configuration_manager
@@ -86,7 +98,11 @@ def load_raw_case(exam: DceExam, dataset: PlannedDataset) -> ProbeCase:
         raise ProbeError(f"case {exam.case_id}: label {exam.label_file} has shape {label.shape[1:]}, the image "
                          f"{images[0].shape[1:]}")
     seg = mask_to_preprocessed_space(label, properties, plans_manager, configuration_manager, list(stack.shape[1:]))
-    return probe_case(exam.case_id, stack, seg)
+    if store is None:
+        return probe_case(exam.case_id, stack, seg)
+    path = store / f"{exam.case_id}.b2nd"
+    write_images(path, stack)
+    return probe_case(exam.case_id, CachedArray(path, np.float32, slice_axis=1), seg)
 
 
 @dataclass(frozen=True)
@@ -143,9 +159,9 @@ def split_cases(labelled: Sequence[str], test: Sequence[str], num_labelled: int 
     return CaseSplit(tuple(rest[:count]), tuple(selection), tuple(report), bool(test), len(rest))
 
 
-def load_split_cases(dataset: PlannedDataset, split: CaseSplit, progress: bool) -> dict[str, ProbeCase]:
-    """The fit, selection and report cases in preprocessed space: training cases from the DM cache, test cases
-    preprocessed in memory."""
+def load_split_cases(dataset: PlannedDataset, split: CaseSplit, progress: bool, store: Path) -> dict[str, ProbeCase]:
+    """The fit, selection and report cases in preprocessed space, their images on disk: training cases in the DM
+    cache, test cases preprocessed and stored in ``store`` (a folder that must outlive the cases)."""
 
     cache = {exam.case_id: exam for exam in build_cache(dataset, progress=progress).exams}
     cases = {}
@@ -155,12 +171,11 @@ def load_split_cases(dataset: PlannedDataset, split: CaseSplit, progress: bool) 
         if exam is None or exam.seg_file is None:
             raise ProbeError(f"case {case_id}: not in the DM cache {dataset.dkm_folder / 'cache'} with its label; "
                              "delete that folder to rebuild it")
-        images, seg = exam.load(mmap=False)
-        cases[case_id] = probe_case(case_id, images, seg)
+        cases[case_id] = probe_case(case_id, *exam.load(mmap=True))
     if split.report_is_test:
         exams = {exam.case_id: exam for exam in find_test_exams(dataset.raw_folder)}
         for case_id in tqdm(split.report, desc="loading test cases", unit="case", disable=not progress, leave=False):
-            cases[case_id] = load_raw_case(exams[case_id], dataset)
+            cases[case_id] = load_raw_case(exams[case_id], dataset, store)
     return cases
 
 

@@ -86,7 +86,7 @@ class BaselineFeatures:
 
     def extract(self, case: ProbeCase, slices: slice) -> dict[str, np.ndarray]:
         """Features of ``case``'s slices ``slices``: ``{row label: (C, n, y, x)}``."""
-        pre = case.pre[slices]
+        pre = case.pre_slices(slices)
         out = {INTENSITY: pre[None].astype(np.float32), FILTER_BANK: filter_bank(pre)}
         if any(row.kind == "ceiling" for row in self.rows):
             if case.num_post_phases < 1:
@@ -147,7 +147,7 @@ class DmFeatures:
     def extract(self, case: ProbeCase, slices: slice) -> dict[str, np.ndarray]:
         """Features of ``case``'s slices ``slices``: ``{row label: (C, n, y, x)}``, C the sum of the setting's
         levels' channels."""
-        maps = self.level_maps(case.pre[slices])
+        maps = self.level_maps(case.pre_slices(slices))
         return {row.label: np.concatenate([maps[level] for level in setting.levels])
                 for row, setting in zip(self.rows, self.settings, strict=True)}
 

@@ -11,6 +11,7 @@ family's probability maps are scored and dropped before the next, so memory stay
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -165,30 +166,33 @@ def run_probe(dataset: PlannedDataset, checkpoints: Mapping[str, Path], settings
     split = split_cases(labelled, test, options.num_labelled, options.num_selection, options.seed)
     notes = [] if test else ["the dataset has no test split (imagesTs/labelsTs): the report set is held-out labelled "
                              "training cases, never used to fit or select"]
-    cases = load_split_cases(dataset, split, options.progress)
-    fit_cases = [cases[c] for c in split.fit]
-    selection = [cases[c] for c in split.selection]
-    report = [cases[c] for c in split.report]
-    with_ceiling = all(case.num_post_phases > 0 for case in [*selection, *report])
-    if not with_ceiling:
-        notes.append("no enhancement ceiling: some selection or report cases have no post-contrast phases")
-    samples = [balanced_sample(case, options.pixels_per_class, options.seed, index)
-               for index, case in enumerate(fit_cases)]
-    if total_pixels(samples) == 0:
-        raise ProbeError(f"no tumour pixel inside the body in the {len(fit_cases)} fit case(s) "
-                         f"({', '.join(split.fit)}): nothing to train the probe on")
-    previews = preview_slices(report, options.preview_cases)
-    families = feature_families(loaded, settings, with_ceiling, options)
-    records: list[dict] = []
-    selection_records: list[dict] = []
-    for family in tqdm(families, desc="probing", unit="feature set", disable=not options.progress):
-        classifiers = fit_family(family, fit_cases, samples, options)
-        new_records, new_selection = evaluate_family(family, classifiers, selection, report, previews, options)
-        records += new_records
-        selection_records += new_selection
-    rows = [row for family in families for row in family.rows]
-    rows = sorted(rows, key=lambda row: _row_order(row, settings))
-    costs = setting_costs(loaded, settings, report[0].pre.shape[1:], options)
+    dataset.dkm_folder.mkdir(parents=True, exist_ok=True)
+    # the test cases' images, stored beside the DM cache while the probe reads them (removed on return or error)
+    with tempfile.TemporaryDirectory(prefix="probe_test_cases_", dir=dataset.dkm_folder) as store:
+        cases = load_split_cases(dataset, split, options.progress, Path(store))
+        fit_cases = [cases[c] for c in split.fit]
+        selection = [cases[c] for c in split.selection]
+        report = [cases[c] for c in split.report]
+        with_ceiling = all(case.num_post_phases > 0 for case in [*selection, *report])
+        if not with_ceiling:
+            notes.append("no enhancement ceiling: some selection or report cases have no post-contrast phases")
+        samples = [balanced_sample(case, options.pixels_per_class, options.seed, index)
+                   for index, case in enumerate(fit_cases)]
+        if total_pixels(samples) == 0:
+            raise ProbeError(f"no tumour pixel inside the body in the {len(fit_cases)} fit case(s) "
+                             f"({', '.join(split.fit)}): nothing to train the probe on")
+        previews = preview_slices(report, options.preview_cases)
+        families = feature_families(loaded, settings, with_ceiling, options)
+        records: list[dict] = []
+        selection_records: list[dict] = []
+        for family in tqdm(families, desc="probing", unit="feature set", disable=not options.progress):
+            classifiers = fit_family(family, fit_cases, samples, options)
+            new_records, new_selection = evaluate_family(family, classifiers, selection, report, previews, options)
+            records += new_records
+            selection_records += new_selection
+        rows = [row for family in families for row in family.rows]
+        rows = sorted(rows, key=lambda row: _row_order(row, settings))
+        costs = setting_costs(loaded, settings, tuple(report[0].images.shape[2:]), options)
     rank = {row.label: index for index, row in enumerate(rows)}
     per_case = pd.DataFrame(records, columns=list(PER_CASE_COLUMNS))
     per_case = per_case.sort_values("row", key=lambda labels: labels.map(rank), kind="stable").reset_index(drop=True)

@@ -113,10 +113,10 @@ def dice_curve(case: BodyPixels, thresholds: np.ndarray = THRESHOLDS) -> np.ndar
         return np.where(denominator > 0, 2.0 * true_positives / denominator, np.nan)
 
 
-def choose_threshold(cases: Sequence[BodyPixels], thresholds: np.ndarray = THRESHOLDS) -> tuple[float, float]:
-    """(threshold, mean Dice): the threshold with the highest mean Dice over ``cases`` (the lowest such one on ties;
-    0.5 and NaN where no case has a Dice)."""
-    curves = np.stack([dice_curve(case, thresholds) for case in cases])
+def choose_threshold(curves: np.ndarray, thresholds: np.ndarray = THRESHOLDS) -> tuple[float, float]:
+    """(threshold, mean Dice): from the cases' Dice curves (cases, T) (:func:`dice_curve` at ``thresholds``), the
+    threshold with the highest mean Dice over the cases (the lowest such one on ties; 0.5 and NaN where no case has a
+    Dice)."""
     if np.all(np.isnan(curves)):
         return 0.5, math.nan
     with np.errstate(invalid="ignore"):
@@ -221,7 +221,7 @@ def preview_slices(report: Sequence[ProbeCase], count: int) -> list[Preview]:
     previews = []
     for case in report[:count]:
         z = int(np.argmax(case.seg.reshape(case.num_slices, -1).sum(axis=1)))
-        previews.append(Preview(case.case_id, z, case.pre[z].copy(), case.seg[z].copy()))
+        previews.append(Preview(case.case_id, z, case.pre_slices(slice(z, z + 1))[0], case.seg[z].copy()))
     return previews
 
 
@@ -237,13 +237,14 @@ def evaluate_family(family: FeatureFamily, classifiers: Mapping[tuple[str, str],
                     options: ProbeOptions) -> tuple[list[dict], list[dict]]:
     """Thresholds on ``selection``, scores on ``report``: (per-case records, selection records)."""
     chosen = {}
-    selection_pixels: dict[tuple[str, str], list[BodyPixels]] = {key: [] for key in classifiers}
+    # a case's Dice curve, not its pixels, is kept: memory does not grow with the selection cases
+    selection_curves: dict[tuple[str, str], list[np.ndarray]] = {key: [] for key in classifiers}
     for case in selection:
         for key, pixels in predict_family(family, classifiers, case, options.chunk_slices).items():
-            selection_pixels[key].append(pixels)
+            selection_curves[key].append(dice_curve(pixels))
     selection_records = []
-    for key, cases in selection_pixels.items():
-        chosen[key] = choose_threshold(cases)
+    for key, curves in selection_curves.items():
+        chosen[key] = choose_threshold(np.stack(curves))
         selection_records.append({"row": key[0], "classifier": key[1], "threshold": chosen[key][0],
                                   "selection_dice": chosen[key][1]})
     rows = {row.label: row for row in family.rows}
