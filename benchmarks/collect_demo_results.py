@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--note", action="append", default=[], help="a line to add to the header (repeatable)")
     parser.add_argument("--figure-prefix", default="demo_", help="file name prefix of the copied figures")
     parser.add_argument("--title", default="`make demo` results", help="the page's title")
+    parser.add_argument("--made-by", help="how the run was made, where it was not a clean clone + `make demo` (then "
+                                          "the wall-time line is left out: say it in --note)")
     args = parser.parse_args()
 
     benchmark = args.benchmark or args.demo_output / "benchmark"
@@ -59,18 +61,20 @@ def main() -> None:
         timed = f"{args.wall_seconds // 60}:{args.wall_seconds % 60:02d} (m:ss, `date +%s` before and after)"
     else:
         timed = "not measured for this run"
+    made_by = [f"- **Made by:** {args.made_by}"] if args.made_by else [
+        f"- **Made by:** `git clone` of this repository into a fresh folder (now at commit {commit}), then `make demo` "
+        f"(creates `.venv`, installs torch and nnU-Net from the local wheel store, then runs `scripts/demo.sh`)",
+        f"- **Wall time of the whole `make demo`, install included:** {timed}"]
     header = "\n".join([
         f"# {args.title}",
         "",
-        f"- **Made by:** `git clone` of this repository into a fresh folder (now at commit {commit}), then "
-        "`make demo` "
-        f"(creates `.venv`, installs torch and nnU-Net from the local wheel store, then runs `scripts/demo.sh`)",
-        f"- **Wall time of the whole `make demo`, install included:** {timed}",
+        *made_by,
         *[f"- {note}" for note in args.note],
         f"- **Machine:** {cpu_model()}, {os.cpu_count()} cores visible, no GPU",
         f"- **Collected by:** `python benchmarks/collect_demo_results.py --demo-output {args.demo_output}"
         + (f" --time-log {args.time_log}" if args.time_log else "")
         + (f" --wall-seconds {args.wall_seconds}" if args.wall_seconds is not None else "")
+        + (" --made-by ..." if args.made_by else "")
         + "` (+ the notes above)",
         "",
     ])
