@@ -44,7 +44,7 @@ from nnunet_dkm.evaluation.dm_quality import QualityCase, References, read_volum
 from nnunet_dkm.fingerprints import file_sha256
 from nnunet_dkm.paths import nnunet_folder
 from nnunet_dkm.preprocessing import DceExam, PlannedDataset, find_pretraining_exams, find_test_exams
-from nnunet_dkm.reporting import machine_description
+from nnunet_dkm.reporting import format_number, machine_description, markdown_table
 
 SPLITS = ("test", "selection")
 ESTIMATE_ORDER = ("identity", "linear", "synthetic", "mask-told ceiling")
@@ -159,10 +159,6 @@ def results_table(rows: list[dict]) -> pd.DataFrame:
     return table.sort_values(["region", "phase", "order"]).drop(columns="order").reset_index(drop=True)
 
 
-def _number(value: float, digits: int = 3) -> str:
-    return "n/a" if value != value else f"{value:.{digits}f}"
-
-
 def markdown(table: pd.DataFrame, lines: list[str]) -> str:
     """The report: context lines, then one table per region."""
     text = ["# DM quality: synthetic post-contrast images against the truth", "", *[f"- {line}" for line in lines]]
@@ -170,14 +166,12 @@ def markdown(table: pd.DataFrame, lines: list[str]) -> str:
         part = table[table["region"] == region]
         if part.empty:
             continue
-        text += ["", f"## {region}", "",
-                 "| phase | estimate | MAE | MAE vs identity | PSNR (dB) | SSIM | enhancement corr. | voxels |",
-                 "|---|---|---|---|---|---|---|---|"]
-        for row in part.itertuples():
-            shown = f"**{row.estimate}**" if row.estimate == "synthetic" else row.estimate
-            text.append(f"| {row.phase} | {shown} | {_number(row.mae)} | {row.mae_vs_identity:+.0%} | "
-                        f"{_number(row.psnr, 1)} | {_number(row.ssim)} | {_number(row.enhancement_corr)} | "
-                        f"{row.voxels} |")
+        rows = [[str(row.phase), f"**{row.estimate}**" if row.estimate == "synthetic" else row.estimate,
+                 format_number(row.mae), f"{row.mae_vs_identity:+.0%}", format_number(row.psnr, 1),
+                 format_number(row.ssim), format_number(row.enhancement_corr), str(row.voxels)]
+                for row in part.itertuples()]
+        text += ["", f"## {region}", "", *markdown_table(rows, ["phase", "estimate", "MAE", "MAE vs identity",
+                                                                  "PSNR (dB)", "SSIM", "enhancement corr.", "voxels"])]
     return "\n".join(text) + "\n"
 
 
