@@ -4,7 +4,10 @@ pretraining sampler's slices per second, beside nnU-Net's own preprocessed data 
     python benchmarks/cache_format.py nnUNet_preprocessed/Dataset990_DKMPhantom -c 2d [--max-exams 40]
 
 Formats: format 1 (float32 ``.npy``), float32 blosc2 and format 2 (float16 blosc2, what ``build_cache`` writes);
-blosc2 with ZSTD clevel 5 SHUFFLE, one chunk per slice (``nnunet_dkm.preprocessing.cache_storage``). Every exam is
+blosc2 with ZSTD clevel 5 SHUFFLE, one chunk per slice (``nnunet_dkm.preprocessing.cache_storage``). Beside them,
+format 2's float16 values under other blosc2 settings (ZSTD clevel 9; BITSHUFFLE; SHUFFLE + BYTEDELTA) and, lossy,
+with the lowest 3 of float16's 10 mantissa bits zeroed (relative precision 2^-7 instead of 2^-10): what each would
+save on disk, not what the DM learns from it. Every exam is
 preprocessed once (single process) and written in every format into a temporary folder (``--work``); the dataset
 itself is only read (``nnUNet_raw`` must point at its raw folder). Build time per exam = preprocessing + writing.
 The sampler (``pretrain_dm.slices.PatchSampler``, the configuration's in-plane patch) runs pinned to one core.
@@ -68,11 +71,33 @@ def _write_b2nd_float16(folder: Path, case: str, stack: np.ndarray,
     return folder / f"{case}.b2nd", None if seg is None else folder / f"{case}_seg.b2nd"
 
 
+def _b2nd_float16_writer(cparams: dict, zeroed_mantissa_bits: int = 0) -> Callable:
+    """A writer of format 2's float16 values under other blosc2 ``cparams``, optionally with the lowest mantissa
+    bits zeroed (lossy)."""
+    keep = np.uint16(0xFFFF ^ ((1 << zeroed_mantissa_bits) - 1))
+
+    def write(folder: Path, case: str, stack: np.ndarray, seg: np.ndarray | None) -> tuple[Path, Path | None]:
+        values = np.ascontiguousarray(stack, dtype=np.float16)
+        values = (values.view(np.uint16) & keep).view(np.float16)
+        blosc2.asarray(values, urlpath=str(folder / f"{case}.b2nd"), mode="w",
+                       chunks=(stack.shape[0], 1, *stack.shape[2:]), cparams={**COMPRESSION, **cparams})
+        if seg is not None:
+            write_seg(folder / f"{case}_seg.b2nd", seg)
+        return folder / f"{case}.b2nd", None if seg is None else folder / f"{case}_seg.b2nd"
+
+    return write
+
+
 # name: (writer, exam class that reads it)
 FORMATS: dict[str, tuple[Callable, type[CachedExam]]] = {
     "npy float32 (format 1)": (_write_npy, NpyExam),
     "b2nd float32": (_write_b2nd_float32, CachedExam),
     "b2nd float16 (format 2)": (_write_b2nd_float16, CachedExam),
+    "b2nd float16, ZSTD clevel 9": (_b2nd_float16_writer({"clevel": 9}), CachedExam),
+    "b2nd float16, BITSHUFFLE": (_b2nd_float16_writer({"filters": [blosc2.Filter.BITSHUFFLE]}), CachedExam),
+    "b2nd float16, SHUFFLE + BYTEDELTA": (
+        _b2nd_float16_writer({"filters": [blosc2.Filter.SHUFFLE, blosc2.Filter.BYTEDELTA]}), CachedExam),
+    "b2nd float16, 3 mantissa bits zeroed (lossy)": (_b2nd_float16_writer({}, zeroed_mantissa_bits=3), CachedExam),
 }
 
 
