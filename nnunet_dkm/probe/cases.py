@@ -55,11 +55,6 @@ class ProbeCase:
     seg: np.ndarray
     body: np.ndarray
 
-    @property
-    def pre(self) -> np.ndarray:
-        """(z, y, x) pre-contrast image (read whole)."""
-        return np.asarray(self.images[0], dtype=np.float32)
-
     def pre_slices(self, slices: slice) -> np.ndarray:
         """(n, y, x) pre-contrast image of the slices ``slices`` (reading only those)."""
         return np.asarray(self.images[0, slices], dtype=np.float32)
