@@ -207,9 +207,8 @@ class RegionScore:
         """Add the voxels of ``mask`` of one case; (z, y, x) arrays of the same shape."""
         if not mask.any():
             return
-        errors = estimate[mask].astype(np.float64) - true_post[mask]
-        predicted = estimate[mask].astype(np.float64) - pre[mask]
-        true = true_post[mask].astype(np.float64) - pre[mask]
+        made, truth, before = (array[mask].astype(np.float64) for array in (estimate, true_post, pre))
+        errors, predicted, true = made - truth, made - before, truth - before
         self.voxels += errors.size
         self.absolute_error_sum += float(np.abs(errors).sum())
         self.enhancement_moments += [predicted.sum(), true.sum(), predicted @ predicted, true @ true, predicted @ true]
