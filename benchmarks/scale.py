@@ -37,7 +37,9 @@ A finished size also writes its study record, ``benchmarks/records/scale/n_<N>.j
 machine that made them): a size with a record is not run again, so the study resumes on a fresh clone on another
 machine, size by size, and the report rebuilds from the records alone (its notes name each size's machine where
 they differ).
-Writes ``results_scale.md`` and ``results_scale.png`` into ``--output`` (default ``benchmarks/``).
+Writes ``results_scale.md`` and ``results_scale.png`` into ``--output`` (default ``benchmarks/``). ``--commands``
+measures a subset (with the commands it needs before it), e.g. a command again after a change, into its own
+``--records`` folder and report ``--name``.
 """
 
 from __future__ import annotations
@@ -166,8 +168,9 @@ class SizeRun:
     """One dataset size in its own folder: the commands, their measurements and their resumption."""
 
     def __init__(self, workdir: Path, exams: int, shape: Sequence[int], steps: int, max_minutes: float,
-                 records: Path = RECORDS) -> None:
+                 records: Path = RECORDS, commands: Sequence[str] = COMMANDS) -> None:
         self.exams, self.shape, self.steps, self.max_minutes = exams, tuple(shape), steps, max_minutes
+        self.commands = tuple(name for name in COMMANDS if name in commands)  # pipeline order
         self.split = split_rule(exams)
         self.folder = workdir / f"n_{exams}"
         self.record_path = records / f"n_{exams}.json"
@@ -175,7 +178,8 @@ class SizeRun:
                                                      ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"))
         self.outputs = self.folder / "outputs"
         self.settings = {"exams": exams, "split": asdict(self.split), "shape": list(self.shape), "steps": steps,
-                         "dataset_id": DATASET_ID, "configuration": CONFIGURATION}
+                         "dataset_id": DATASET_ID, "configuration": CONFIGURATION,
+                         **({} if self.commands == COMMANDS else {"commands": list(self.commands)})}
 
     def env(self) -> dict[str, str]:
         environment = {**os.environ, "nnUNet_raw": str(self.raw), "nnUNet_preprocessed": str(self.preprocessed),
@@ -311,7 +315,7 @@ class SizeRun:
         write_atomically(settings_path, lambda path: path.write_text(json.dumps(self.settings, indent=2)))
         if results_path.is_file():
             return json.loads(results_path.read_text())["records"]
-        records = [self.measure(name) for name in COMMANDS]
+        records = [self.measure(name) for name in self.commands]
         write_atomically(results_path, lambda path: path.write_text(
             json.dumps({"settings": self.settings, "records": records}, indent=2)))
         return records
@@ -344,7 +348,7 @@ def goal_checks(frame: pd.DataFrame) -> list[str]:
     lines = []
     rows = frame.set_index(["exams", "command"])
     sizes = sorted(frame["exams"].unique())
-    for size in sizes:
+    for size in sizes if {"plan_and_preprocess", "dm_cache"} <= set(frame["command"]) else ():
         nnunet, cache = rows.loc[(size, "plan_and_preprocess")], rows.loc[(size, "dm_cache")]
         ratio = cache["disk_bytes_per_exam"] / nnunet["disk_bytes_per_exam"]
         lines.append(f"{'PASS' if ratio <= CACHE_DISK_LIMIT else 'FAIL'} {size} exams: DM cache disk per exam "
@@ -356,7 +360,7 @@ def goal_checks(frame: pd.DataFrame) -> list[str]:
     if len(sizes) < 2:
         return [*lines, "n/a peak RAM: one size only, no growth to check"]
     small, large = sizes[-2], sizes[-1]
-    for name in PIPELINE:
+    for name in (name for name in PIPELINE if name in set(frame["command"])):
         growth = ram_growth(rows.loc[(small, name), "peak_rss_mib"], rows.loc[(large, name), "peak_rss_mib"])
         lines.append(f"{'PASS' if within_tolerance(growth) else 'FAIL'} peak RAM of {name}: "
                      f"{rows.loc[(small, name), 'peak_rss_mib']:.0f} MiB at {small} exams, "
@@ -440,12 +444,19 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=30.0, help="pretraining cap only (default 30)")
     parser.add_argument("--output", type=Path, default=BENCHMARKS,
                         help="where results_scale.md and .png go (default benchmarks/)")
+    parser.add_argument("--commands", nargs="+", choices=COMMANDS, default=list(COMMANDS),
+                        help="measure only these commands (run in pipeline order; a command needs those before it, "
+                             "e.g. the probe needs synthesize, plan_and_preprocess, dm_cache and pretrain)")
+    parser.add_argument("--records", type=Path, default=RECORDS, help="study records folder (default "
+                        "benchmarks/records/scale)")
+    parser.add_argument("--name", default="results_scale", help="report file name without suffix (.md and .png)")
     args = parser.parse_args()
     for size in args.sizes:
         split_rule(size)  # refuse a bad size before anything runs
     if not Path(TIME).is_file():
         raise SystemExit(f"{TIME} is missing (GNU time; apt-get install time)")
-    sizes = {size: SizeRun(args.workdir.resolve(), size, args.shape, args.steps, args.max_minutes).run()
+    sizes = {size: SizeRun(args.workdir.resolve(), size, args.shape, args.steps, args.max_minutes, args.records,
+                           args.commands).run()
              for size in sorted(args.sizes)}
     frame = frame_of([record for size in sizes.values() for record in size["records"]])
     machines = {size["machine"] for size in sizes.values()}
@@ -470,8 +481,8 @@ def main() -> None:
                "the test cases."])
     args.output.mkdir(parents=True, exist_ok=True)
     text = report(frame, header, args.shape, checks)
-    (args.output / "results_scale.md").write_text(text + "\n")
-    plot(frame, args.output / "results_scale.png")
+    (args.output / f"{args.name}.md").write_text(text + "\n")
+    plot(frame, args.output / f"{args.name}.png")
     print(text)
     print("\n".join(["", "Goal checks:", *checks]))
 

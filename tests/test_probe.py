@@ -177,13 +177,16 @@ def test_cases_are_read_from_disk_and_the_test_cases_store_is_removed(phantom: d
 
     monkeypatch.setattr(probe_run, "load_split_cases", remembering)
     run_probe(dataset, {"pretrained": tiny_dm}, parse_settings(["A250:decoder:34"]), options=FAST)
-    assert seen and all(isinstance(case.images, CachedArray) for case in seen)  # memory flat in the cases
+    # memory flat in the cases: images and masks stay on disk
+    assert seen and all(isinstance(array, CachedArray) for case in seen for array in (case.images, case.seg, case.body))
     assert not list(dataset.dkm_folder.glob("probe_test_cases_*"))
 
     exam = find_test_exams(dataset.raw_folder)[0]
     in_memory, on_disk = load_raw_case(exam, dataset), load_raw_case(exam, dataset, tmp_path)
     np.testing.assert_allclose(on_disk.images[:, :], in_memory.images, rtol=1e-3, atol=2e-3)  # float16, as cached
-    assert np.array_equal(on_disk.seg, in_memory.seg)
+    assert np.array_equal(on_disk.seg, in_memory.seg) and np.array_equal(on_disk.body, in_memory.body)
+    masks = zip(on_disk.masks(), in_memory.masks(), strict=True)
+    assert all(np.array_equal(stored, kept) and stored.dtype == bool for stored, kept in masks)
     assert np.array_equal(on_disk.pre_slices(slice(1, 3)), np.asarray(on_disk.images[0])[1:3])
 
 

@@ -110,3 +110,20 @@ def test_a_size_with_a_study_record_runs_nothing_and_a_finished_size_writes_one(
     other = scale.SizeRun(tmp_path / "work", 32, (128, 128, 24), steps=80, max_minutes=30, records=records)
     with pytest.raises(RuntimeError, match="other settings"):
         other.run()
+
+
+def test_a_subset_of_commands_runs_in_pipeline_order_and_is_part_of_the_settings(scale, tmp_path,
+                                                                                   monkeypatch) -> None:
+    subset = ["probe", "synthesize", "plan_and_preprocess", "dm_cache", "pretrain"]
+    size = scale.SizeRun(tmp_path / "work", 32, (128, 128, 24), steps=50, max_minutes=30, records=tmp_path / "r",
+                         commands=subset)
+    calls = []
+    monkeypatch.setattr(size, "measure", lambda name: calls.append(name) or {
+        "exams": 32, "command": name, "command_exams": 8, "wall_s": 1.0, "peak_rss_mib": 100.0,
+        "disk_bytes_per_exam": {"plan_and_preprocess": 100.0, "dm_cache": 140.0}.get(name), "slices_per_s": None})
+    record = size.run()
+    assert calls == ["synthesize", "plan_and_preprocess", "dm_cache", "pretrain", "probe"]
+    assert record["settings"]["commands"] == calls
+    assert "commands" not in scale.SizeRun(tmp_path / "w", 32, (128, 128, 24), 50, 30).settings  # old records match
+    checks = scale.goal_checks(scale.frame_of(record["records"]))
+    assert len(checks) == 3 and checks[-1].startswith("n/a")  # disk, build time; one size: no RAM growth

@@ -3,9 +3,10 @@ pixels the classifiers train on, and where the probe reads its DM and writes its
 
 Labelled training cases come from the DM cache (``nnunet_dkm.preprocessing.build_cache``); test cases, which the
 cache never holds, are brought into the same space with the same functions and stored the cache's way in a
-temporary folder. A case's images stay on disk and are read a chunk of slices at a time, so the probe's memory does
-not grow with its number of cases beyond each case's two (z, y, x) masks (label and body, one byte per voxel each;
-measured in ``benchmarks/results_scale.md``). The split is drawn from the
+temporary folder. A case's images and its two (z, y, x) masks (label and body) stay on disk and are read a chunk of
+slices, or one case, at a time, so the probe's memory does not grow with its number of cases beyond the classifiers'
+sampled pixels (kept masks cost 2 bytes per voxel per case: 126 GB for MAMA-MIA's 1,506 exams; memory measured in
+``benchmarks/results_scale.md``). The split is drawn from the
 seed once, so the fit sets of growing ``num_labelled`` are nested and the selection and report sets do not depend on
 it. Each fit case gives the same number of tumour and non-tumour body pixels, ``min(cap, tumour, non-tumour)`` of
 each, drawn without replacement from a generator seeded with (seed, case index), so every row's classifier is trained
@@ -33,7 +34,7 @@ from nnunet_dkm.preprocessing import (
     preprocess_like_precontrast,
     read_exam,
 )
-from nnunet_dkm.preprocessing.cache_storage import CachedArray, write_images
+from nnunet_dkm.preprocessing.cache_storage import CachedArray, write_images, write_seg
 from nnunet_dkm.probe.settings import ProbeError
 
 
@@ -46,14 +47,19 @@ class ProbeCase:
         images: (1 + K, z, y, x): pre-contrast image, then K post-contrast phases (K = 0 where the exam has
             none), all z-scored with the pre-contrast statistics; float32 in memory, or a :class:`CachedArray` on
             disk whose reads return float32.
-        seg: (z, y, x) bool tumour label.
-        body: (z, y, x) bool Otsu body mask of the pre-contrast image (``evaluation.baselines.body_mask``).
+        seg: (z, y, x) bool tumour label, in memory or a :class:`CachedArray` on disk.
+        body: (z, y, x) bool Otsu body mask of the pre-contrast image (``evaluation.baselines.body_mask``), in memory
+            or on disk.
     """
 
     case_id: str
     images: np.ndarray | CachedArray
-    seg: np.ndarray
-    body: np.ndarray
+    seg: np.ndarray | CachedArray
+    body: np.ndarray | CachedArray
+
+    def masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """(seg, body), each (z, y, x) bool, read into memory (for one case at a time)."""
+        return np.asarray(self.seg, dtype=bool), np.asarray(self.body, dtype=bool)
 
     def pre_slices(self, slices: slice) -> np.ndarray:
         """(n, y, x) pre-contrast image of the slices ``slices`` (reading only those)."""
@@ -68,15 +74,27 @@ class ProbeCase:
         return self.images.shape[1]
 
 
-def probe_case(case_id: str, images: np.ndarray | CachedArray, seg: np.ndarray | CachedArray) -> ProbeCase:
+def stored_mask(path: Path, mask: np.ndarray) -> CachedArray:
+    """Store a (z, y, x) bool mask the way the DM cache stores labels; read back lazily as bool."""
+    write_seg(path, mask)
+    return CachedArray(path, bool, slice_axis=0)
+
+
+def probe_case(case_id: str, images: np.ndarray | CachedArray, seg: np.ndarray | CachedArray,
+               store: Path | None = None) -> ProbeCase:
     """A case from its (1 + K, z, y, x) images (in memory or on disk) and (z, y, x) label; the body mask is
-    computed here."""
+    computed here. With ``store`` (a folder), the label (as ``seg > 0``) and body masks are stored there and read
+    from there."""
     if not isinstance(images, CachedArray):
         images = np.ascontiguousarray(images, dtype=np.float32)
     seg = np.asarray(seg) > 0
     if seg.shape != tuple(images.shape[1:]):
         raise ProbeError(f"case {case_id}: label shape {seg.shape} differs from image shape {images.shape[1:]}")
-    return ProbeCase(case_id, images, seg, body_mask(np.asarray(images[0], dtype=np.float32)))
+    body = body_mask(np.asarray(images[0], dtype=np.float32))
+    if store is None:
+        return ProbeCase(case_id, images, seg, body)
+    return ProbeCase(case_id, images, stored_mask(store / f"{case_id}_label.b2nd", seg),
+                     stored_mask(store / f"{case_id}_body.b2nd", body))
 
 
 def load_raw_case(exam: DceExam, dataset: PlannedDataset, store: Path | None = None) -> ProbeCase:
@@ -97,7 +115,7 @@ def load_raw_case(exam: DceExam, dataset: PlannedDataset, store: Path | None = N
         return probe_case(exam.case_id, stack, seg)
     path = store / f"{exam.case_id}.b2nd"
     write_images(path, stack)
-    return probe_case(exam.case_id, CachedArray(path, np.float32, slice_axis=1), seg)
+    return probe_case(exam.case_id, CachedArray(path, np.float32, slice_axis=1), seg, store)
 
 
 @dataclass(frozen=True)
@@ -155,8 +173,9 @@ def split_cases(labelled: Sequence[str], test: Sequence[str], num_labelled: int 
 
 
 def load_split_cases(dataset: PlannedDataset, split: CaseSplit, progress: bool, store: Path) -> dict[str, ProbeCase]:
-    """The fit, selection and report cases in preprocessed space, their images on disk: training cases in the DM
-    cache, test cases preprocessed and stored in ``store`` (a folder that must outlive the cases)."""
+    """The fit, selection and report cases in preprocessed space, on disk: training cases' images in the DM cache,
+    test cases preprocessed and stored in ``store`` (a folder that must outlive the cases), every case's masks in
+    ``store``."""
 
     cache = {exam.case_id: exam for exam in build_cache(dataset, progress=progress).exams}
     cases = {}
@@ -166,7 +185,7 @@ def load_split_cases(dataset: PlannedDataset, split: CaseSplit, progress: bool, 
         if exam is None or exam.seg_file is None:
             raise ProbeError(f"case {case_id}: not in the DM cache {dataset.dkm_folder / 'cache'} with its label; "
                              "delete that folder to rebuild it")
-        cases[case_id] = probe_case(case_id, *exam.load(mmap=True))
+        cases[case_id] = probe_case(case_id, *exam.load(mmap=True), store)
     if split.report_is_test:
         exams = {exam.case_id: exam for exam in find_test_exams(dataset.raw_folder)}
         for case_id in tqdm(split.report, desc="loading test cases", unit="case", disable=not progress, leave=False):
@@ -195,8 +214,7 @@ def balanced_sample(case: ProbeCase, cap: int, seed: int, case_index: int) -> Pi
     Tumour pixels are label pixels inside the body; a case without any gives an empty sample.
     """
     rng = np.random.default_rng([seed, case_index])
-    body = case.body.ravel()
-    seg = case.seg.ravel()
+    seg, body = (mask.ravel() for mask in case.masks())
     tumour = np.flatnonzero(body & seg)
     background = np.flatnonzero(body & ~seg)
     count = min(cap, len(tumour), len(background))

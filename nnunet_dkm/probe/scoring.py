@@ -211,8 +211,9 @@ def predict_family(family: FeatureFamily, classifiers: Mapping[tuple[str, str], 
             for (row, kind), classifier in classifiers.items():
                 if row == label:
                     parts[(row, kind)].append(classifier.predict_proba(pixels)[:, 1].astype(np.float32))
-    labels = case.seg[case.body]
-    reference = int(case.seg.sum())
+    seg, body = case.masks()
+    labels = seg[body]
+    reference = int(seg.sum())
     return {key: BodyPixels(case.case_id, np.concatenate(values), labels, reference) for key, values in parts.items()}
 
 
@@ -220,15 +221,17 @@ def preview_slices(report: Sequence[ProbeCase], count: int) -> list[Preview]:
     """The slice with the most tumour of each of the first ``count`` report cases."""
     previews = []
     for case in report[:count]:
-        z = int(np.argmax(case.seg.reshape(case.num_slices, -1).sum(axis=1)))
-        previews.append(Preview(case.case_id, z, case.pre_slices(slice(z, z + 1))[0], case.seg[z].copy()))
+        seg, _ = case.masks()
+        z = int(np.argmax(seg.reshape(case.num_slices, -1).sum(axis=1)))
+        previews.append(Preview(case.case_id, z, case.pre_slices(slice(z, z + 1))[0], seg[z].copy()))
     return previews
 
 
 def store_preview(preview: Preview, case: ProbeCase, key: tuple[str, str], pixels: BodyPixels) -> None:
     """Put the preview slice's probabilities (from the case's body pixels) into ``preview``."""
-    volume = np.zeros(case.seg.shape, np.float32)
-    volume[case.body] = pixels.probabilities
+    _, body = case.masks()
+    volume = np.zeros(body.shape, np.float32)
+    volume[body] = pixels.probabilities
     preview.probabilities[key] = volume[preview.z]
 
 
