@@ -20,8 +20,9 @@ Design, fixed before any result:
   most the seed-to-seed difference |seed 0 - seed 1| of the float32 DMs.
 
 Every finished run writes its study record, ``benchmarks/records/cache_precision/<precision>_seed<S>.json``; a run
-with a record is not run again, so the study resumes on a fresh clone. Writes ``results_cache_precision.md`` into
-``--output`` (default ``benchmarks/``), rebuilt from the records.
+with a record is not run again, so the study resumes on a fresh clone. ``--seeds`` and ``--precisions`` share the
+runs between processes (one per core, the same ``--workdir`` and records). Writes ``results_cache_precision.md``
+into ``--output`` (default ``benchmarks/``), rebuilt from the records there are (the verdict waits for all four).
 """
 
 from __future__ import annotations
@@ -205,14 +206,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS,
                         help=f"pretraining steps (default {STEPS}, the study's; fewer only with --records elsewhere)")
     parser.add_argument("--records", type=Path, default=RECORDS, help="study records folder")
+    parser.add_argument("--seeds", type=int, nargs="+", choices=SEEDS, default=list(SEEDS),
+                        help="run only these seeds' runs (e.g. one per core; the report needs every run's record)")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS),
+                        help="run only these precisions' runs")
     parser.add_argument("--output", type=Path, default=BENCHMARKS, help="where results_cache_precision.md goes")
     args = parser.parse_args()
     study = Study(args.workdir.resolve(), args.steps, args.records)
     study.workdir.mkdir(parents=True, exist_ok=True)
-    needed = [(p, s) for s in SEEDS for p in PRECISIONS if not (args.records / f"{p}_seed{s}.json").is_file()]
-    if needed:
+    chosen = [(precision, seed) for seed in args.seeds for precision in args.precisions]
+    if any(not (args.records / f"{p}_seed{s}.json").is_file() for p, s in chosen):
         study.prepare()
-    records = [study.run(precision, seed) for seed in SEEDS for precision in PRECISIONS]
+    for precision, seed in chosen:
+        study.run(precision, seed)
+    records = [json.loads(path.read_text()) for path in sorted(args.records.glob("*_seed*.json"))]
     command = shlex.join(["python", "benchmarks/cache_precision.py", *sys.argv[1:]])
     output = args.output / "results_cache_precision.md"
     write_atomically(output, lambda path: path.write_text(report(records, command)))
