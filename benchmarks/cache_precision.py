@@ -41,6 +41,7 @@ import pandas as pd
 
 from nnunet_dkm.atomic import write_atomically
 from nnunet_dkm.diffusion.checkpoint import load_checkpoint
+from nnunet_dkm.evaluation.nnunet_runs import nnunet_command as tool
 from nnunet_dkm.reporting import ReportHeader, format_number, machine_description, markdown_table
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -68,12 +69,6 @@ if sys.argv[1] == "float32":
     dm_cache.write_images = write_float32
 build_cache(PlannedDataset.load({dataset}, "2d"), rebuild=True, progress=False, processes=1)
 """
-
-
-def tool(name: str) -> str:
-    """A console command beside this interpreter (its virtualenv), else on the PATH."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.is_file() else (shutil.which(name) or name)
 
 
 def run_machine() -> str:
@@ -119,8 +114,9 @@ class Study:
             shutil.copytree(self.preprocessed, copy)
             subprocess.run([sys.executable, "-c", BUILD_CODE.format(dataset=DATASET_ID), precision],
                            env=self.env(precision), check=True)
-            if self.stored_precisions(precision) != {precision}:
-                raise RuntimeError(f"{copy}: the cache holds {self.stored_precisions(precision)}, not {precision}")
+            stored = self.stored_precisions(precision)
+            if stored != {precision}:
+                raise RuntimeError(f"{copy}: the cache holds {stored}, not {precision}")
             (copy / "built").touch()
 
     def run(self, precision: str, seed: int) -> dict:
@@ -138,8 +134,9 @@ class Study:
         pretrain = [tool("nnUNetv2_dkm_pretrain"), "-d", str(DATASET_ID), "-c", "2d", "-np", "1", "-device", "cpu",
                     "--preset", "small", "--steps", str(self.steps), "--seed", str(seed), "--overwrite"]
         subprocess.run(pretrain, env={**self.env(precision), "nnUNet_dkm_checkpoint": str(checkpoint)}, check=True)
-        if self.stored_precisions(precision) != {precision}:
-            raise RuntimeError(f"pretraining rebuilt the {precision} cache ({self.stored_precisions(precision)})")
+        stored = self.stored_precisions(precision)
+        if stored != {precision}:
+            raise RuntimeError(f"pretraining rebuilt the {precision} cache ({stored})")
         quality = folder / "quality"
         shutil.rmtree(quality, ignore_errors=True)
         subprocess.run([tool("nnUNetv2_dkm_dm_quality"), "-d", str(DATASET_ID), "-c", "2d", "--split", "selection",

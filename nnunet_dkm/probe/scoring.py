@@ -170,13 +170,16 @@ class ProbeOptions:
 
 @dataclass
 class Preview:
-    """One report slice for the figure: the pre-contrast slice and label (y, x), and per (row, classifier) the
-    probability map (y, x) (0 outside the body)."""
+    """One report slice for the figure: the pre-contrast slice, label and body mask (y, x), the number of the case's
+    body pixels before this slice (where its pixels start in the case's C-order body pixels), and per (row,
+    classifier) the probability map (y, x) (0 outside the body)."""
 
     case_id: str
     z: int
     pre: np.ndarray
     seg: np.ndarray
+    body: np.ndarray
+    body_offset: int
     probabilities: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
 
 
@@ -221,18 +224,18 @@ def preview_slices(report: Sequence[ProbeCase], count: int) -> list[Preview]:
     """The slice with the most tumour of each of the first ``count`` report cases."""
     previews = []
     for case in report[:count]:
-        seg, _ = case.masks()
+        seg, body = case.masks()
         z = int(np.argmax(seg.reshape(case.num_slices, -1).sum(axis=1)))
-        previews.append(Preview(case.case_id, z, case.pre_slices(slice(z, z + 1))[0], seg[z].copy()))
+        previews.append(Preview(case.case_id, z, case.pre_slices(slice(z, z + 1))[0], seg[z].copy(), body[z].copy(),
+                                int(body[:z].sum())))
     return previews
 
 
-def store_preview(preview: Preview, case: ProbeCase, key: tuple[str, str], pixels: BodyPixels) -> None:
-    """Put the preview slice's probabilities (from the case's body pixels) into ``preview``."""
-    _, body = case.masks()
-    volume = np.zeros(body.shape, np.float32)
-    volume[body] = pixels.probabilities
-    preview.probabilities[key] = volume[preview.z]
+def store_preview(preview: Preview, key: tuple[str, str], pixels: BodyPixels) -> None:
+    """Put the preview slice's probabilities (from the case's body pixels) into ``preview``; reads nothing."""
+    plane = np.zeros(preview.body.shape, np.float32)
+    plane[preview.body] = pixels.probabilities[preview.body_offset:preview.body_offset + int(preview.body.sum())]
+    preview.probabilities[key] = plane
 
 
 def evaluate_family(family: FeatureFamily, classifiers: Mapping[tuple[str, str], Pipeline],
@@ -263,5 +266,5 @@ def evaluate_family(family: FeatureFamily, classifiers: Mapping[tuple[str, str],
                             "average_precision": scores.average_precision, "threshold": threshold,
                             "selection_dice": selection_dice})
             if case.case_id in previews_by_case:
-                store_preview(previews_by_case[case.case_id], case, key, pixels)
+                store_preview(previews_by_case[case.case_id], key, pixels)
     return records, selection_records
